@@ -1,0 +1,14 @@
+"""warp: a UADK-style user-space library for uacce accelerators, in Python.
+
+Discover devices, open queues (contexts) that share this process's address space with the device
+through SVA, and run compression sessions on them — or on the cpu driver when there is no device.
+"""
+
+from warp.errors import DeviceLost, HeapExhausted, JobFailed, JobTimeout, NoDevice, WarpError
+from warp.session import Compressor, Decompressor, Result, Runtime
+from warp.uacce import Device, devices
+
+__all__ = [
+    "Compressor", "Decompressor", "Device", "DeviceLost", "HeapExhausted", "JobFailed", "JobTimeout",
+    "NoDevice", "Result", "Runtime", "WarpError", "devices",
+]

@@ -1,0 +1,151 @@
+"""Binary interface shared by the device and the library: ring geometry, SQE/CQE layouts, doorbells.
+
+Everything here is a constant or a pure function so both processes agree on one definition.
+Layouts follow the HiSilicon QM/ZIP formats in reference/uacce.md §2.3–§2.7: a 128-byte SQE of 32
+little-endian u32 words, a 16-byte CQE whose bit 0 of ``w7`` is the phase, and 64-bit doorbell words.
+Hot paths address SQE words through a flat ``uint32`` view (``SQ_WORDS`` columns), because per-field
+access through a structured dtype costs microseconds per call.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+import numpy as np
+
+PAGE_SIZE: Final = 4096
+PAGE_SHIFT: Final = 12
+
+API_VERSION: Final = "warp_zip_v1"
+DEV_FLAG_SVA: Final = 1 << 0
+
+QUEUE_DEPTH: Final = 1024
+SQE_SIZE: Final = 128
+CQE_SIZE: Final = 16
+SQ_WORDS: Final = SQE_SIZE // 4
+
+#: SQ | CQ | padding to a page | one status page (TX/RX stop flags at the end), as qm_alloc_uacce.
+DUS_SIZE: Final = ((PAGE_SIZE - 1 + SQE_SIZE * QUEUE_DEPTH + CQE_SIZE * QUEUE_DEPTH + PAGE_SIZE)
+                   >> PAGE_SHIFT) << PAGE_SHIFT
+SQ_OFFSET: Final = 0
+CQ_OFFSET: Final = SQE_SIZE * QUEUE_DEPTH
+TX_STOP_OFFSET: Final = DUS_SIZE - 4
+RX_STOP_OFFSET: Final = DUS_SIZE - 8
+
+#: One doorbell page plus the 0x1000 offset of the v2 SQ/CQ doorbell (QM_DOORBELL_SQ_CQ_BASE_V2).
+DOORBELL_BASE: Final = 0x1000
+MMIO_SIZE: Final = 2 * PAGE_SIZE
+
+
+class Region(enum.IntEnum):
+    """mmap regions selected by the page offset, as ``enum uacce_qfrt``."""
+
+    MMIO = 0
+    DUS = 1
+
+
+REGION_SIZE: Final = {Region.MMIO: MMIO_SIZE, Region.DUS: DUS_SIZE}
+
+
+class DoorbellCmd(enum.IntEnum):
+    """QM_DOORBELL_CMD_*: what a doorbell word tells the device."""
+
+    SQ = 0
+    CQ = 1
+    EQ = 2
+    AEQ = 3
+
+
+def doorbell_offset(cmd: DoorbellCmd) -> int:
+    """Byte offset of the latch word for ``cmd`` in the MMIO region.
+
+    Real MMIO traps every store; a shared-memory store does not, so a CQ doorbell written right
+    after an SQ doorbell would overwrite it before the device looked. Each command therefore gets
+    its own 64-bit latch after ``DOORBELL_BASE``; the word itself keeps the full v2 encoding.
+    """
+    return DOORBELL_BASE + 8 * int(cmd)
+
+
+def encode_doorbell(qn: int, cmd: DoorbellCmd, index: int, priority: int = 0) -> int:
+    """v2 encoding: qn[11:0] | cmd[15:12] | randata[31:16] = 0 | index[47:32] | priority[63:48]."""
+    return (qn & 0xFFF) | ((int(cmd) & 0xF) << 12) | ((index & 0xFFFF) << 32) | ((priority & 0xFFFF) << 48)
+
+
+def decode_doorbell(word: int) -> tuple[int, DoorbellCmd, int, int]:
+    """Inverse of :func:`encode_doorbell`: ``(qn, cmd, index, priority)``."""
+    return (word & 0xFFF, DoorbellCmd((word >> 12) & 0xF), (word >> 32) & 0xFFFF, (word >> 48) & 0xFFFF)
+
+
+class QcType(enum.IntEnum):
+    """Queue direction (UACCE_CMD_QM_SET_QP_CTX qc_type): fixed per queue, not per SQE."""
+
+    COMPRESS = 0
+    DECOMPRESS = 1
+
+
+class Alg(enum.IntEnum):
+    """``req_type`` in SQE dw9. zstd is this device's algorithm; the code sits after HW_LZ77_ZSTD."""
+
+    ZSTD = 0x44
+
+
+class Status(enum.IntEnum):
+    """SQE dw3[7:0] written by the engine (ZIP codes where they exist, see reference §2.7)."""
+
+    OK = 0x00
+    DST_TOO_SMALL = 0x0E  # ERR_DSTLEN_OUT
+    BAD_ALG = 0x20
+    BAD_LENGTH = 0x21
+    BAD_LEVEL = 0x22
+    ADDR_FAULT = 0x41  # the abort status seen on SMMU faults (UADK issues #220, #226)
+    CORRUPT_INPUT = 0x10  # HZ_CRC_ERR: input is not a valid frame
+    QUEUE_STOPPED = 0x30  # job failed because the queue was put / released before it ran
+
+
+#: Largest single job (HZ_MAX_SIZE is 8 MiB per BD on ZIP; zstd frames here may be larger).
+MAX_JOB_BYTES: Final = 256 << 20
+LEVEL_MIN: Final = -7
+LEVEL_MAX: Final = 22
+
+
+class W(enum.IntEnum):
+    """SQE word indexes (dw numbers of ``struct hisi_zip_sqe``)."""
+
+    CONSUMED = 0
+    PRODUCED = 1
+    STATUS = 3
+    INPUT_LEN = 4
+    REQ_TYPE = 9
+    LEVEL = 10  # signed zstd level, two's complement
+    FLAGS = 11
+    DEST_AVAIL = 14
+    SRC_LO = 18
+    SRC_HI = 19
+    DST_LO = 20
+    DST_HI = 21
+    TAG = 26
+
+
+FLAG_CHECKSUM: Final = 1 << 0
+
+SQE_DTYPE: Final = np.dtype([(f"dw{i}", "<u4") for i in range(SQ_WORDS)])
+CQE_DTYPE: Final = np.dtype([
+    ("rsvd0", "<u4"), ("cmd_id", "<u2"), ("rsvd1", "<u2"),
+    ("sq_head", "<u2"), ("sq_num", "<u2"), ("rsvd2", "<u2"), ("w7", "<u2"),
+])
+assert SQE_DTYPE.itemsize == SQE_SIZE and CQE_DTYPE.itemsize == CQE_SIZE
+
+#: CQE as 8 u16 halfwords: index of sq_head, sq_num and w7 in that view.
+CQE_HALF_SQ_HEAD: Final = 4
+CQE_HALF_SQ_NUM: Final = 5
+CQE_HALF_W7: Final = 7
+
+
+def level_to_word(level: int) -> int:
+    """Store a signed level in an unsigned SQE word."""
+    return level & 0xFFFFFFFF
+
+
+def word_to_level(word: int) -> int:
+    return word - (1 << 32) if word & 0x80000000 else word

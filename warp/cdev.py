@@ -1,0 +1,88 @@
+"""The char-device stand-in: paths under the runtime root and the message protocol on the socket.
+
+A real uacce queue is an open file of ``/dev/<name>``; here it is one SOCK_SEQPACKET connection to
+``<root>/dev/<name>``. Each message is a small JSON object (the ioctl or mmap request, or its
+reply) and file descriptors travel beside it with SCM_RIGHTS: the process's heap and page table on
+open, a region's memfd on mmap, the doorbell kick and interrupt eventfds.
+Errors come back as errno names so the caller raises the ``OSError`` the kernel would give.
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, final
+
+MAX_MESSAGE: Final = 4096
+MAX_FDS: Final = 4
+
+Message = dict[str, Any]
+
+
+@final
+@dataclass(frozen=True)
+class DevicePaths:
+    """Where one device lives under a runtime root: sysfs attributes, char device, debugfs."""
+
+    root: Path
+    name: str
+
+    @property
+    def sysfs(self) -> Path:
+        return self.root / "sys" / "class" / "uacce" / self.name
+
+    @property
+    def chardev(self) -> Path:
+        return self.root / "dev" / self.name
+
+    @property
+    def debugfs(self) -> Path:
+        return self.root / "sys" / "kernel" / "debug" / self.name
+
+    @property
+    def dfx(self) -> Path:
+        return self.debugfs / "dfx"
+
+
+def default_root() -> Path:
+    """``$XDG_RUNTIME_DIR/warpzip``, else ``/tmp/warpzip-$UID``."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(runtime) / "warpzip" if runtime else Path(f"/tmp/warpzip-{os.getuid()}")
+
+
+def send(sock: socket.socket, message: Message, fds: list[int] | None = None) -> None:
+    data = json.dumps(message, separators=(",", ":")).encode()
+    if fds:
+        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+    else:
+        sock.send(data)
+
+
+def receive(sock: socket.socket) -> tuple[Message, list[int]] | None:
+    """One message and the fds that came with it; ``None`` when the peer closed."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        return None
+    message = json.loads(data)
+    if not isinstance(message, dict):
+        raise ValueError("message is not an object")
+    return message, fds
+
+
+def error_reply(code: int, detail: str) -> Message:
+    return {"errno": errno.errorcode.get(code, "EIO"), "detail": detail}
+
+
+def raise_for_reply(reply: Message) -> None:
+    """Turn an error reply into the ``OSError`` the matching kernel call would raise."""
+    name = reply.get("errno")
+    if name is not None:
+        code = getattr(errno, str(name), errno.EIO)
+        raise OSError(code, f"{os.strerror(code)}: {reply.get('detail', '')}")

@@ -1,0 +1,94 @@
+"""Native zstd through python-zstandard's cffi backend, writing straight into caller memory.
+
+``ZstdCompressor.compress`` returns a new ``bytes``; the device must instead compress from the
+source pages into the destination pages it was given, so this module calls ``ZSTD_compress2`` /
+``ZSTD_decompressDCtx`` on raw pointers. cffi releases the GIL for the duration of each call, so
+engines run in parallel with the process's other threads. Contexts are reused (one compression
+context per level, as the zstd manual advises), so a :class:`Codec` belongs to one thread.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, final
+
+from zstandard.backend_cffi import ffi, lib
+
+from warp import abi
+
+Pointer = Any  # a cffi ``char *``; cffi has no static types
+
+_ERROR_BASE: Final = 1 << (8 * ffi.sizeof("size_t"))
+DST_TOO_SMALL: Final = int(lib.ZSTD_error_dstSize_tooSmall)
+
+
+class CodecError(Exception):
+    """zstd returned an error code; ``code`` is the ZSTD_ErrorCode value."""
+
+    def __init__(self, result: int) -> None:
+        self.code = _ERROR_BASE - result
+        super().__init__(ffi.string(lib.ZSTD_getErrorName(result)).decode())
+
+
+def pointer(buffer: Any) -> Pointer:
+    """A ``char[]`` over a writable buffer (mmap, bytearray); ``ptr + offset`` addresses into it.
+
+    It holds a buffer export, so the mmap cannot be closed under a running engine; call
+    :func:`release` first.
+    """
+    return ffi.from_buffer(buffer, require_writable=True)
+
+
+def release(ptr: Pointer) -> None:
+    ffi.release(ptr)
+
+
+def compress_bound(size: int) -> int:
+    return int(lib.ZSTD_compressBound(size))
+
+
+@final
+class Codec:
+    """Reusable zstd contexts for one thread."""
+
+    def __init__(self) -> None:
+        self._cctx: dict[tuple[int, bool], Any] = {}
+        self._dctx = ffi.gc(lib.ZSTD_createDCtx(), lib.ZSTD_freeDCtx)
+
+    def compress(self, dst: Pointer, capacity: int, src: Pointer, size: int, level: int, checksum: bool) -> int:
+        """One frame with the content size in its header; returns the bytes written to ``dst``."""
+        result = int(lib.ZSTD_compress2(self._context(level, checksum), dst, capacity, src, size))
+        if lib.ZSTD_isError(result):
+            raise CodecError(result)
+        return result
+
+    def decompress(self, dst: Pointer, capacity: int, src: Pointer, size: int) -> int:
+        """All frames in ``src`` into ``dst``; fails with dstSize_tooSmall rather than overrun."""
+        result = int(lib.ZSTD_decompressDCtx(self._dctx, dst, capacity, src, size))
+        if lib.ZSTD_isError(result):
+            raise CodecError(result)
+        return result
+
+    def run(self, direction: abi.QcType, dst: Pointer, capacity: int, src: Pointer, size: int,
+            level: int, checksum: bool) -> tuple[abi.Status, int]:
+        """Execute one job as an engine does: ``(status, produced)``, never an exception."""
+        try:
+            if direction is abi.QcType.COMPRESS:
+                return abi.Status.OK, self.compress(dst, capacity, src, size, level, checksum)
+            return abi.Status.OK, self.decompress(dst, capacity, src, size)
+        except CodecError as exc:
+            return (abi.Status.DST_TOO_SMALL if exc.code == DST_TOO_SMALL else abi.Status.CORRUPT_INPUT), 0
+
+    def _context(self, level: int, checksum: bool) -> Any:
+        key = (level, checksum)
+        cctx = self._cctx.get(key)
+        if cctx is None:
+            cctx = ffi.gc(lib.ZSTD_createCCtx(), lib.ZSTD_freeCCtx)
+            _check(lib.ZSTD_CCtx_setParameter(cctx, lib.ZSTD_c_compressionLevel, level))
+            _check(lib.ZSTD_CCtx_setParameter(cctx, lib.ZSTD_c_checksumFlag, int(checksum)))
+            self._cctx[key] = cctx
+        return cctx
+
+
+def _check(result: int) -> None:
+    if lib.ZSTD_isError(result):
+        raise CodecError(result)

@@ -1,0 +1,5 @@
+import sys
+
+from warp.device.main import main
+
+sys.exit(main())

@@ -1,0 +1,266 @@
+"""The device-agnostic uacce core: char-device socket, sysfs attributes, and the queue state
+machine of drivers/misc/uacce/uacce.c. Everything device-specific goes through :class:`Ops`
+(``struct uacce_ops``), so a second device would reuse this file unchanged — the layering that
+LKML review asked of uacce.
+
+One connection is one open file is one queue. Its life: ``open`` (SVA bind → PASID, get_queue →
+INIT) → ``mmap`` MMIO and DUS once each → ``ioctl start_q`` (INIT → STARTED) → ``ioctl put_q`` or
+close (→ ZOMBIE, stop + put + unbind). Wrong-state calls get the kernel's errno.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import logging
+import os
+import socket
+import struct
+import threading
+from pathlib import Path
+from typing import Any, Protocol, final
+
+from warp import abi, cdev
+from warp.iommu.mmu import Iommu, Mapping
+
+log = logging.getLogger("warp.device")
+
+
+class QState(enum.IntEnum):
+    """enum uacce_q_state."""
+
+    ZOMBIE = 0
+    INIT = 1
+    STARTED = 2
+
+
+class Ops(Protocol):
+    """``struct uacce_ops``: what a device driver provides to the core."""
+
+    name: str
+    algorithms: tuple[str, ...]
+
+    def available_instances(self) -> int: ...
+
+    def isolated(self) -> bool: ...
+
+    def get_queue(self, mapping: Mapping) -> Any: ...
+
+    def put_queue(self, qp: Any) -> None: ...
+
+    def start_queue(self, qp: Any) -> None: ...
+
+    def stop_queue(self, qp: Any) -> None: ...
+
+    def mmap(self, qp: Any, region: abi.Region) -> list[int]: ...
+
+    def ioctl(self, qp: Any, message: cdev.Message) -> cdev.Message: ...
+
+    def irq_fd(self, qp: Any) -> int: ...
+
+
+@final
+class QueueFile:
+    """The per-open state the core keeps: ``struct uacce_queue``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.state = QState.ZOMBIE
+        self.opened = False
+        self.mapping: Mapping | None = None
+        self.qp: Any = None
+        self.regions: set[abi.Region] = set()
+
+
+@final
+class UacceCore:
+    """Serves one device: publishes sysfs, accepts opens, runs each queue's control requests."""
+
+    def __init__(self, paths: cdev.DevicePaths, ops: Ops, iommu: Iommu, node_id: int = 0) -> None:
+        self.paths = paths
+        self.ops = ops
+        self.iommu = iommu
+        self.node_id = node_id
+        self._lock = threading.Lock()
+        self._files: set[QueueFile] = set()
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+
+    # ---- sysfs -----------------------------------------------------------------------------
+    def publish(self) -> None:
+        """Create the sysfs directory with every attribute of reference §1.4."""
+        self.paths.sysfs.mkdir(parents=True, exist_ok=True)
+        attrs = {
+            "api": abi.API_VERSION,
+            "flags": str(abi.DEV_FLAG_SVA),
+            "algorithms": "\n".join(self.ops.algorithms),
+            "region_mmio_size": str(abi.MMIO_SIZE),
+            "region_dus_size": str(abi.DUS_SIZE),
+            "isolate_strategy": "0",
+            "node_id": str(self.node_id),
+        }
+        for name, value in attrs.items():
+            write_attr(self.paths.sysfs / name, value)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Rewrite the attributes that change at run time."""
+        write_attr(self.paths.sysfs / "available_instances", str(self.ops.available_instances()))
+        write_attr(self.paths.sysfs / "isolate", "1" if self.ops.isolated() else "0")
+
+    # ---- char device -----------------------------------------------------------------------
+    def serve(self) -> None:
+        """Bind the char-device socket (owner-only) and accept opens on a thread."""
+        path = self.paths.chardev
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            path.unlink()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        old = os.umask(0o177)
+        try:
+            listener.bind(str(path))
+        finally:
+            os.umask(old)
+        listener.listen(64)
+        self._listener = listener
+        thread = threading.Thread(target=self._accept, name="uacce-accept", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            files = list(self._files)
+        for qf in files:
+            self._release(qf)
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            pid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+            threading.Thread(target=self._serve_file, args=(conn, QueueFile(pid)),
+                             name=f"uacce-file-{pid}", daemon=True).start()
+
+    def _serve_file(self, conn: socket.socket, qf: QueueFile) -> None:
+        with self._lock:
+            self._files.add(qf)
+        try:
+            while True:
+                try:
+                    received = cdev.receive(conn)
+                except (OSError, ValueError):
+                    return
+                if received is None:
+                    return
+                message, fds = received
+                out_fds: list[int] = []
+                try:
+                    reply, out_fds = self.dispatch(qf, message, fds)
+                except OSError as exc:
+                    reply = cdev.error_reply(exc.errno or errno.EIO, exc.strerror or str(exc))
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+                try:
+                    cdev.send(conn, reply, out_fds)
+                except OSError:
+                    return
+        finally:
+            self._release(qf)
+            conn.close()
+
+    def dispatch(self, qf: QueueFile, message: cdev.Message, fds: list[int]) -> tuple[cdev.Message, list[int]]:
+        """Run one request against the queue state machine; raises ``OSError`` with the kernel's errno."""
+        cmd = message.get("cmd")
+        if cmd == "open":
+            return self._open(qf, message, fds)
+        if not qf.opened:
+            raise OSError(errno.EBADF, "queue file is not open")
+        if cmd == "mmap":
+            return self._mmap(qf, message)
+        if cmd == "ioctl":
+            return self._ioctl(qf, message), []
+        raise OSError(errno.EINVAL, f"unknown command {cmd!r}")
+
+    def _open(self, qf: QueueFile, message: cdev.Message, fds: list[int]) -> tuple[cdev.Message, list[int]]:
+        if qf.opened:
+            raise OSError(errno.EBUSY, "already open")
+        if self.ops.isolated():
+            raise OSError(errno.EIO, "device is isolated")
+        if len(fds) != 2:
+            raise OSError(errno.EINVAL, "open needs the heap and page-table memfds")
+        mapping = self.iommu.bind(qf.pid, fds[0], fds[1], int(message["base"]), int(message["size"]))
+        try:
+            qp = self.ops.get_queue(mapping)
+        except OSError:
+            self.iommu.unbind(mapping)
+            raise
+        qf.mapping, qf.qp, qf.state, qf.opened = mapping, qp, QState.INIT, True
+        self.refresh()
+        return {"pasid": mapping.pasid}, [self.ops.irq_fd(qp)]
+
+    def _mmap(self, qf: QueueFile, message: cdev.Message) -> tuple[cdev.Message, list[int]]:
+        if qf.state not in (QState.INIT, QState.STARTED):
+            raise OSError(errno.ENXIO, "queue is not live")
+        try:
+            region = abi.Region(int(message["region"]))
+        except (KeyError, ValueError):
+            raise OSError(errno.EINVAL, "no such region") from None
+        if int(message.get("size", -1)) != abi.REGION_SIZE[region]:
+            raise OSError(errno.EINVAL, f"{region.name} size must be {abi.REGION_SIZE[region]}")
+        if region in qf.regions:
+            raise OSError(errno.EEXIST, f"{region.name} is already mapped")
+        fds = self.ops.mmap(qf.qp, region)
+        qf.regions.add(region)
+        return {"region": int(region)}, fds
+
+    def _ioctl(self, qf: QueueFile, message: cdev.Message) -> cdev.Message:
+        op = message.get("op")
+        if op == "put_q":
+            self._put(qf)
+            return {}
+        if qf.state is QState.ZOMBIE:
+            raise OSError(errno.ENXIO, "queue was put")
+        if op == "start_q":
+            if qf.state is not QState.INIT:
+                raise OSError(errno.EINVAL, "START_Q is only valid in INIT")
+            if self.ops.isolated():
+                raise OSError(errno.EIO, "device is isolated")
+            self.ops.start_queue(qf.qp)
+            qf.state = QState.STARTED
+            return {}
+        return self.ops.ioctl(qf.qp, message)
+
+    def _put(self, qf: QueueFile) -> None:
+        """PUT_Q: stop if started, free the hardware queue, keep the file (idempotent)."""
+        if qf.state is QState.STARTED:
+            self.ops.stop_queue(qf.qp)
+        if qf.state in (QState.INIT, QState.STARTED):
+            self.ops.put_queue(qf.qp)
+            qf.state = QState.ZOMBIE
+            self.refresh()
+
+    def _release(self, qf: QueueFile) -> None:
+        """close(): stop, put, unbind the address space."""
+        with self._lock:
+            if qf not in self._files:
+                return
+            self._files.discard(qf)
+        self._put(qf)
+        if qf.mapping is not None:
+            self.iommu.unbind(qf.mapping)
+            qf.mapping = None
+
+
+def write_attr(path: Path, value: str) -> None:
+    """Replace an attribute file atomically, so readers never see it half written."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(value + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,99 @@
+"""What every driver implements, and the job record that travels through it.
+
+A job names SVA buffers, never Python bytes: the ``zip`` driver hands their addresses to the
+device, the ``cpu`` driver runs zstd on the same memory in a thread. Either way the result lands in
+the destination buffer, so the session above does not care which driver ran it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Protocol, final
+
+from warp import abi
+from warp.mem import Buffer
+
+
+@final
+@dataclass(eq=False)
+class Job:
+    """One compression or decompression of ``src[:length]`` into ``dst``.
+
+    A caller that stops waiting (cancelled, timed out) calls :meth:`abandon`; the driver then frees
+    the buffers when the engine is really done with them, never earlier.
+    """
+
+    direction: abi.QcType
+    src: Buffer
+    length: int
+    dst: Buffer
+    level: int = 3
+    checksum: bool = False
+    status: int = -1
+    produced: int = 0
+    future: asyncio.Future[Job] | None = None
+    abandoned: bool = False
+    finished: bool = field(default=False)
+
+    def finish(self, status: int, produced: int) -> None:
+        """Called by the driver once the engine has let go of the buffers."""
+        self.status, self.produced, self.finished = status, produced, True
+        if self.abandoned:
+            self._free()
+        elif self.future is not None and not self.future.done():
+            self.future.set_result(self)
+
+    def fail(self, exc: BaseException) -> None:
+        """The driver could not run the job (device lost); buffers are free to reuse."""
+        self.finished = True
+        if self.abandoned:
+            self._free()
+        elif self.future is not None and not self.future.done():
+            self.future.set_exception(exc)
+
+    def abandon(self) -> None:
+        """The caller gives up on the job; buffers are released now or when the engine finishes."""
+        self.abandoned = True
+        if self.finished:
+            self._free()
+
+    def _free(self) -> None:
+        self.src.release()
+        self.dst.release()
+
+
+@final
+@dataclass(frozen=True)
+class DriverStats:
+    """A snapshot of one driver's counters (trio-style frozen record)."""
+
+    name: str
+    queues: int
+    sq_depth: int
+    sq_capacity: int
+    submitted: int
+    completed: int
+    failed: int
+    doorbells: int
+
+
+class Driver(Protocol):
+    """The interface between sessions and a device."""
+
+    name: str
+
+    def submit(self, job: Job) -> asyncio.Future[Job]:
+        """Queue ``job`` from the running event loop; jobs submitted in one tick share a doorbell."""
+        ...
+
+    def run(self, jobs: list[Job], timeout: float) -> None:
+        """Run ``jobs`` synchronously (one doorbell), returning when every one has finished."""
+        ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    def statistics(self) -> DriverStats: ...
+
+    def close(self) -> None: ...

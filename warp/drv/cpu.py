@@ -1,0 +1,92 @@
+"""The ``cpu`` driver: software zstd in a thread pool, on the same SVA buffers.
+
+It is the fallback when the device is absent, isolated or dead, and the baseline the device is
+measured against. Jobs run the same :meth:`warp.codec.Codec.run` as the device's engines, so both
+drivers produce identical frames and statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import final
+
+from warp import abi, codec
+from warp.drv.base import DriverStats, Job
+from warp.errors import JobTimeout
+from warp.iommu.space import AddressSpace
+
+
+@final
+class CpuDriver:
+    name = "cpu"
+
+    def __init__(self, space: AddressSpace, threads: int = 2) -> None:
+        self._memory = codec.pointer(space.view)
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="warp-cpu")
+        self._local = threading.local()
+        self._threads = threads
+        self._lock = threading.Lock()
+        self._inflight = self.submitted = self.completed = self.failed = 0
+
+    @property
+    def alive(self) -> bool:
+        return True
+
+    def submit(self, job: Job) -> asyncio.Future[Job]:
+        loop = asyncio.get_running_loop()
+        job.future = loop.create_future()
+        self._count_submit()
+        done = loop.run_in_executor(self._pool, self._execute, job)
+        done.add_done_callback(lambda f: self._complete(job, f))
+        return job.future
+
+    def run(self, jobs: list[Job], timeout: float) -> None:
+        for job in jobs:
+            self._count_submit()
+        futures = [self._pool.submit(self._execute, job) for job in jobs]
+        for job, future in zip(jobs, futures, strict=True):
+            try:
+                status, produced = future.result(timeout)
+            except TimeoutError:
+                job.abandon()
+                raise JobTimeout(f"cpu job still running after {timeout} s") from None
+            self._finish(job, status, produced)
+
+    def _count_submit(self) -> None:
+        with self._lock:
+            self._inflight += 1
+            self.submitted += 1
+
+    def _execute(self, job: Job) -> tuple[abi.Status, int]:
+        worker: codec.Codec | None = getattr(self._local, "codec", None)
+        if worker is None:
+            worker = self._local.codec = codec.Codec()
+        base = job.src.heap.space.base
+        memory = self._memory
+        return worker.run(job.direction, memory + (job.dst.address - base), job.dst.capacity,
+                          memory + (job.src.address - base), job.length, job.level, job.checksum)
+
+    def _complete(self, job: Job, done: asyncio.Future[tuple[abi.Status, int]]) -> None:
+        if done.cancelled():
+            return
+        status, produced = done.result()
+        self._finish(job, status, produced)
+
+    def _finish(self, job: Job, status: int, produced: int) -> None:
+        with self._lock:
+            self._inflight -= 1
+            self.completed += 1
+            self.failed += status != abi.Status.OK
+        job.finish(status, produced)
+
+    def statistics(self) -> DriverStats:
+        with self._lock:
+            return DriverStats(name=self.name, queues=self._threads, sq_depth=self._inflight,
+                               sq_capacity=self._threads, submitted=self.submitted, completed=self.completed,
+                               failed=self.failed, doorbells=0)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        codec.release(self._memory)

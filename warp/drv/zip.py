@@ -1,0 +1,246 @@
+"""The ``zip`` driver: jobs go to the simulated accelerator through its SQ/CQ rings.
+
+Async path: :meth:`ZipQueue.submit` only appends to ``pending`` and schedules one flush for the end
+of the event-loop tick, so every job submitted in that tick is written to the SQ and announced by a
+single doorbell. Completions arrive as an interrupt (the irq eventfd, watched with
+``loop.add_reader``); the handler drains the CQ, returns the slots with one CQ doorbell (priority 1
+re-arms the interrupt), and flushes jobs that were waiting for SQ space — a full SQ is
+backpressure, never a drop. The char-device socket is watched too: EOF means the device died, and
+every job in flight fails with :class:`DeviceLost` so the caller can re-run it elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import time
+from collections import deque
+from typing import Final, final
+
+from warp import abi, uacce
+from warp.drv.base import DriverStats, Job
+from warp.errors import DeviceLost, JobTimeout
+from warp.iommu.space import AddressSpace
+from warp.ring import CqConsumer, SqProducer
+from warp.sched import RoundRobin, Scheduler
+
+#: CQ polls before a synchronous caller sleeps on the interrupt (UADK busy-polls forever: PR #236).
+SPIN_POLLS: Final = 200
+
+
+@final
+class ZipQueue:
+    """One hardware queue (a UADK ctx) and the jobs in its SQ."""
+
+    def __init__(self, device: uacce.Device, space: AddressSpace, direction: abi.QcType) -> None:
+        self.handle = uacce.QueueHandle(device, space, direction)
+        self.direction = direction
+        self.sq = SqProducer()
+        self.cq = CqConsumer()
+        self.slots: list[Job | None] = [None] * abi.QUEUE_DEPTH
+        self.pending: deque[Job] = deque()
+        self.alive = True
+        self.submitted = self.completed = self.failed = self.doorbells = 0
+        self._words = memoryview(self.handle.dus)[:abi.QUEUE_DEPTH * abi.SQE_SIZE].cast("I")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._flush_scheduled = False
+        self.handle.ring(abi.DoorbellCmd.CQ, 0, priority=1)  # arm the interrupt
+
+    @property
+    def load(self) -> int:
+        return self.sq.used + len(self.pending)
+
+    # ---- async -----------------------------------------------------------------------------
+    def submit(self, job: Job) -> asyncio.Future[Job]:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._attach(loop)
+        if not self.alive:
+            raise DeviceLost("queue is gone")
+        job.future = loop.create_future()
+        self.pending.append(job)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return job.future
+
+    def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        loop.add_reader(self.handle.irq_fd, self._on_interrupt)
+        loop.add_reader(self.handle.sock.fileno(), self._on_hangup)
+
+    def _detach(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self.handle.irq_fd)
+            self._loop.remove_reader(self.handle.sock.fileno())
+        self._loop = None
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.alive:
+            self._push_pending()
+
+    def _on_interrupt(self) -> None:
+        try:
+            self.handle.irq_read()
+        except BlockingIOError:
+            pass
+        self._drain()
+        if self.pending:
+            self._push_pending()
+
+    def _on_hangup(self) -> None:
+        self._lost()
+
+    # ---- sync ------------------------------------------------------------------------------
+    def run(self, jobs: list[Job], timeout: float) -> None:
+        if self._loop is not None:
+            raise RuntimeError("this queue is driven by an event loop; use submit()")
+        if not self.alive:
+            raise DeviceLost("queue is gone")
+        self.pending.extend(jobs)
+        deadline = time.monotonic() + timeout
+        poller = select.poll()
+        poller.register(self.handle.irq_fd, select.POLLIN)
+        poller.register(self.handle.sock.fileno(), select.POLLIN)
+        while not all(job.finished for job in jobs):
+            self._push_pending()
+            if any(self._drain() for _ in range(SPIN_POLLS)):
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                for job in jobs:
+                    job.abandon()
+                raise JobTimeout(f"{sum(not j.finished for j in jobs)} job(s) still running after {timeout} s")
+            for fd, _event in poller.poll(remaining * 1000):
+                if fd == self.handle.irq_fd:
+                    try:
+                        self.handle.irq_read()
+                    except BlockingIOError:
+                        pass
+                else:
+                    self._lost()
+        if not self.alive:
+            raise DeviceLost("device went away")
+
+    # ---- ring work -------------------------------------------------------------------------
+    def _push_pending(self) -> None:
+        """Write as many pending jobs as the SQ takes, then ring one doorbell for all of them."""
+        written = 0
+        while self.pending and self.sq.free:
+            job = self.pending.popleft()
+            slot = self.sq.push()
+            self._write_sqe(slot, job)
+            self.slots[slot] = job
+            written += 1
+        if written:
+            self.handle.ring(abi.DoorbellCmd.SQ, self.sq.tail)
+            self.submitted += written
+            self.doorbells += 1
+
+    def _write_sqe(self, slot: int, job: Job) -> None:
+        w, base = self._words, slot * abi.SQ_WORDS
+        w[base + abi.W.CONSUMED] = 0
+        w[base + abi.W.PRODUCED] = 0
+        w[base + abi.W.STATUS] = 0
+        w[base + abi.W.INPUT_LEN] = job.length
+        w[base + abi.W.REQ_TYPE] = abi.Alg.ZSTD
+        w[base + abi.W.LEVEL] = abi.level_to_word(job.level)
+        w[base + abi.W.FLAGS] = abi.FLAG_CHECKSUM if job.checksum else 0
+        w[base + abi.W.DEST_AVAIL] = job.dst.capacity
+        w[base + abi.W.SRC_LO] = job.src.address & 0xFFFFFFFF
+        w[base + abi.W.SRC_HI] = job.src.address >> 32
+        w[base + abi.W.DST_LO] = job.dst.address & 0xFFFFFFFF
+        w[base + abi.W.DST_HI] = job.dst.address >> 32
+        w[base + abi.W.TAG] = slot
+
+    def _drain(self) -> int:
+        """Consume every valid CQE; the result is read from the SQE the CQE points at."""
+        count = 0
+        cq, w = self.handle.view.cq, self._words
+        while (slot := self.cq.poll(cq)) is not None:
+            job = self.slots[slot]
+            self.slots[slot] = None
+            base = slot * abi.SQ_WORDS
+            status = w[base + abi.W.STATUS] & 0xFF
+            produced = w[base + abi.W.PRODUCED]
+            count += 1
+            if job is not None:
+                if status != abi.Status.OK:
+                    self.failed += 1
+                job.finish(status, produced)
+        if count:
+            self.sq.retire(count)
+            self.completed += count
+            self.handle.ring(abi.DoorbellCmd.CQ, self.cq.head, priority=1)
+        return count
+
+    def _lost(self) -> None:
+        """The device is gone: fail every job it held so callers can run them elsewhere."""
+        if not self.alive:
+            return
+        self.alive = False
+        self._detach()
+        lost = [job for job in self.slots if job is not None] + list(self.pending)
+        self.slots = [None] * abi.QUEUE_DEPTH
+        self.pending.clear()
+        for job in lost:
+            job.fail(DeviceLost("device went away with the job in flight"))
+
+    def close(self) -> None:
+        self._detach()
+        if self.alive:
+            try:
+                self.handle.put()
+            except OSError:
+                pass
+        self._lost()
+        self._words.release()
+        self.handle.close()
+
+
+@final
+class ZipDriver:
+    """All of this process's queues on one device, a queue per direction at least."""
+
+    name = "zip"
+
+    def __init__(self, device: uacce.Device, space: AddressSpace, queues: int = 1,
+                 scheduler: Scheduler | None = None) -> None:
+        self.device = device
+        self.scheduler: Scheduler = scheduler or RoundRobin()
+        self.queues: dict[abi.QcType, list[ZipQueue]] = {d: [] for d in abi.QcType}
+        try:
+            for direction in abi.QcType:
+                for _ in range(queues):
+                    self.queues[direction].append(ZipQueue(device, space, direction))
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def alive(self) -> bool:
+        return all(q.alive for qs in self.queues.values() for q in qs)
+
+    def submit(self, job: Job) -> asyncio.Future[Job]:
+        return self.scheduler.pick(self.queues[job.direction]).submit(job)
+
+    def run(self, jobs: list[Job], timeout: float) -> None:
+        for direction, queues in self.queues.items():
+            mine = [job for job in jobs if job.direction is direction]
+            if mine:
+                self.scheduler.pick(queues).run(mine, timeout)
+
+    def all_queues(self) -> list[ZipQueue]:
+        return [q for qs in self.queues.values() for q in qs]
+
+    def statistics(self) -> DriverStats:
+        queues = self.all_queues()
+        return DriverStats(name=self.name, queues=len(queues), sq_depth=sum(q.sq.used for q in queues),
+                           sq_capacity=sum(q.sq.depth - 1 for q in queues),
+                           submitted=sum(q.submitted for q in queues), completed=sum(q.completed for q in queues),
+                           failed=sum(q.failed for q in queues), doorbells=sum(q.doorbells for q in queues))
+
+    def close(self) -> None:
+        for queue in self.all_queues():
+            queue.close()

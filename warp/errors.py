@@ -1,0 +1,31 @@
+"""Exceptions of the warp library."""
+
+from __future__ import annotations
+
+
+class WarpError(Exception):
+    """Base class of everything warp raises on purpose."""
+
+
+class NoDevice(WarpError):
+    """No usable accelerator under the runtime root (absent, isolated, or no queue available)."""
+
+
+class DeviceLost(WarpError):
+    """The device went away (process died, queue stopped) while jobs were in flight."""
+
+
+class HeapExhausted(WarpError):
+    """The SVA heap has no block of the requested size: back off and retry."""
+
+
+class JobFailed(WarpError):
+    """The engine completed the job with an error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class JobTimeout(WarpError):
+    """The job did not complete within its timeout."""

@@ -1,0 +1,161 @@
+"""The device side of SVA: the PASID table, per-PASID mappings, and DMA address translation.
+
+A bind maps the process's heap memfd and page-table memfd into the device process and gives the
+process one PASID, shared by all of its queues and refcounted like ``iommu_sva_bind_device``.
+Every SQE address is translated here; a non-present page stalls the access on an I/O page fault,
+and an address outside every mapping ends in an INVALID response, as on real SVA.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import threading
+from dataclasses import dataclass
+from typing import final
+
+import numpy as np
+import numpy.typing as npt
+
+from warp import abi
+from warp.iommu import pagetable
+from warp.iommu.fault import FaultHandler, Perm, Response
+
+
+class TranslationFault(Exception):
+    """The access could not be made valid (INVALID or FAILURE response): abort the job."""
+
+    def __init__(self, response: Response, pages: int) -> None:
+        super().__init__(f"I/O page fault answered {response.name} for {pages} page(s)")
+        self.response = response
+
+
+@final
+@dataclass(eq=False)
+class Mapping:
+    """One bound process address space as the device sees it."""
+
+    pasid: int
+    pid: int
+    base: int
+    size: int
+    heap: mmap.mmap
+    memory: npt.NDArray[np.uint8]
+    page_table: pagetable.PageTable
+    pt_map: mmap.mmap
+    bonds: int = 1
+
+    def close(self) -> None:
+        del self.memory, self.page_table
+        self.heap.close()
+        self.pt_map.close()
+
+
+@dataclass(frozen=True)
+class Access:
+    """A translated DMA window: offset into the mapping's memory, length, and how many pages faulted."""
+
+    offset: int
+    length: int
+    faults: int
+
+
+@final
+class Iommu:
+    """PASID allocator and translator for every address space bound to the device."""
+
+    def __init__(self, fault_counters: npt.NDArray[np.uint64], max_pasids: int = 1 << 20) -> None:
+        self._lock = threading.Lock()
+        self._by_pid: dict[int, Mapping] = {}
+        self._by_pasid: dict[int, Mapping] = {}
+        self._next_pasid = 1  # PASID 0 is reserved for the kernel's own DMA
+        self._max_pasids = max_pasids
+        self.faults = FaultHandler(self, fault_counters)
+
+    def bind(self, pid: int, heap_fd: int, pt_fd: int, base: int, size: int) -> Mapping:
+        """SVA bind: reuse the process's PASID if it already has one, else allocate."""
+        with self._lock:
+            existing = self._by_pid.get(pid)
+            if existing is not None:
+                existing.bonds += 1
+                return existing
+            if self._next_pasid >= self._max_pasids:
+                raise OSError(28, "no PASID left")  # ENOSPC, as iommu_alloc_global_pasid
+            if size <= 0 or size % abi.PAGE_SIZE or os.fstat(heap_fd).st_size < size:
+                raise OSError(22, "heap size does not match its memfd")
+            heap = mmap.mmap(heap_fd, size)
+            pages = size >> abi.PAGE_SHIFT
+            pt_map = mmap.mmap(pt_fd, pages)
+            mapping = Mapping(pasid=self._next_pasid, pid=pid, base=base, size=size, heap=heap,
+                              memory=np.frombuffer(heap, dtype=np.uint8),
+                              page_table=np.frombuffer(pt_map, dtype=np.uint8), pt_map=pt_map)
+            self._next_pasid += 1
+            self._by_pid[pid] = mapping
+            self._by_pasid[mapping.pasid] = mapping
+            return mapping
+
+    def unbind(self, mapping: Mapping) -> None:
+        with self._lock:
+            mapping.bonds -= 1
+            if mapping.bonds:
+                return
+            del self._by_pid[mapping.pid]
+            del self._by_pasid[mapping.pasid]
+        mapping.close()
+
+    def bound(self) -> list[Mapping]:
+        with self._lock:
+            return list(self._by_pasid.values())
+
+    def translate(self, mapping: Mapping, addr: int, length: int, write: bool) -> Access:
+        """Translate ``[addr, addr+length)`` under ``mapping``'s PASID, faulting pages in as needed.
+
+        A stalled access is retried after a SUCCESS response; the retry bound covers a page being
+        reclaimed again between the fault and the retry.
+        """
+        perm = Perm.WRITE if write else Perm.READ
+        offset = addr - mapping.base
+        faults = 0
+        if length == 0:
+            return Access(offset=0, length=0, faults=0)
+        if offset < 0 or offset + length > mapping.size:
+            pages = _page_addrs(addr, length)
+            response = self.faults.fault(mapping.pasid, pages, perm)
+            raise TranslationFault(response if response is not Response.SUCCESS else Response.INVALID, len(pages))
+        for _attempt in range(8):
+            missing = pagetable.missing_pages(mapping.page_table, offset, length, write)
+            if not missing.size:
+                pagetable.populate(mapping.page_table, offset, length, write)
+                return Access(offset=offset, length=length, faults=faults)
+            faults += int(missing.size)
+            addrs = [mapping.base + (int(p) << abi.PAGE_SHIFT) for p in missing]
+            response = self.faults.fault(mapping.pasid, addrs, perm)
+            if response is not Response.SUCCESS:
+                raise TranslationFault(response, len(addrs))
+        raise TranslationFault(Response.FAILURE, faults)
+
+    def handle_mm_fault(self, pasid: int, addr: int, perm: Perm) -> Response:
+        """``iommu_sva_handle_iopf``: find the mapping, check permission, make the page present."""
+        mapping = self._by_pasid.get(pasid)
+        if mapping is None:
+            return Response.INVALID  # the process is gone
+        offset = addr - mapping.base
+        if offset < 0 or offset >= mapping.size:
+            return Response.INVALID  # no vma
+        page = offset >> abi.PAGE_SHIFT
+        entry = int(mapping.page_table[page])
+        if perm & Perm.WRITE and not entry & pagetable.WRITE:
+            return Response.INVALID  # permission
+        start = page << abi.PAGE_SHIFT
+        # Really touch the page: a read allocates it in the memfd, a write-back dirties it.
+        byte = mapping.memory[start]
+        if perm & Perm.WRITE:
+            mapping.memory[start] = byte
+        pagetable.populate(mapping.page_table, start, 1, write=bool(perm & Perm.WRITE))
+        return Response.SUCCESS
+
+
+def _page_addrs(addr: int, length: int) -> list[int]:
+    first = addr >> abi.PAGE_SHIFT
+    last = (addr + length - 1) >> abi.PAGE_SHIFT
+    return [p << abi.PAGE_SHIFT for p in range(first, min(last, first + 15) + 1)]

@@ -1,0 +1,75 @@
+"""The process side of SVA: one address space (heap) per process, shareable with the device.
+
+The heap is a memfd mapped into this process; the addresses written into SQEs are its real
+virtual addresses (``base`` + offset), exactly what SVA lets a user hand to a device. The device
+receives the memfd and the page-table memfd when a queue binds and translates those addresses back
+through the page table, so nothing is copied and nothing is pinned.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+from typing import final
+
+import numpy as np
+import numpy.typing as npt
+
+from warp import abi
+from warp.iommu import pagetable
+
+
+@final
+class AddressSpace:
+    """A memfd-backed SVA heap plus its page table, as seen by the owning process."""
+
+    def __init__(self, size: int) -> None:
+        if size <= 0 or size % abi.PAGE_SIZE:
+            raise ValueError(f"heap size must be a positive multiple of {abi.PAGE_SIZE}")
+        self.size = size
+        self.heap_fd = os.memfd_create("warp-sva-heap", os.MFD_CLOEXEC)
+        os.ftruncate(self.heap_fd, size)
+        self._heap = mmap.mmap(self.heap_fd, size)
+        self.view = memoryview(self._heap)
+        self.array: npt.NDArray[np.uint8] = np.frombuffer(self._heap, dtype=np.uint8)
+        self.base = ctypes.addressof(ctypes.c_char.from_buffer(self._heap))
+        pages = size >> abi.PAGE_SHIFT
+        self.pt_fd = os.memfd_create("warp-sva-pagetable", os.MFD_CLOEXEC)
+        os.ftruncate(self.pt_fd, pages)
+        self._pt = mmap.mmap(self.pt_fd, pages)
+        self.page_table: pagetable.PageTable = np.frombuffer(self._pt, dtype=np.uint8)
+        self.page_table[:] = pagetable.WRITE  # one read-write mapping, nothing faulted in yet
+
+    def address(self, offset: int) -> int:
+        """The virtual address a device sees for ``offset``: the process's own pointer."""
+        return self.base + offset
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Copy ``data`` in through the CPU: its pages become present and dirty."""
+        n = len(data)
+        self.view[offset:offset + n] = data
+        pagetable.populate(self.page_table, offset, n, write=True)
+
+    def prefault(self, offset: int, length: int) -> None:
+        """Touch every page now, so later device accesses find them present (UADK's advice)."""
+        first, end = pagetable.page_span(offset, length)
+        self.array[first << abi.PAGE_SHIFT:end << abi.PAGE_SHIFT:abi.PAGE_SIZE] = 0
+        pagetable.populate(self.page_table, offset, length, write=True)
+
+    def reclaim(self, offset: int, length: int) -> int:
+        """Simulate the kernel taking pages away (swap, migration); the next DMA faults."""
+        return pagetable.reclaim(self.page_table, offset, length)
+
+    def protect(self, offset: int, length: int) -> None:
+        """Make the range read-only: a device write to it is an unrecoverable fault."""
+        first, end = pagetable.page_span(offset, length)
+        self.page_table[first:end] &= ~np.uint8(pagetable.WRITE)
+
+    def close(self) -> None:
+        del self.array, self.page_table
+        self.view.release()
+        self._heap.close()
+        self._pt.close()
+        os.close(self.heap_fd)
+        os.close(self.pt_fd)

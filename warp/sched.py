@@ -1,0 +1,40 @@
+"""Which queue gets the next job. Pluggable: anything with ``pick(candidates)`` will do."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, TypeVar, final
+
+T = TypeVar("T", bound="Loaded")
+
+
+class Loaded(Protocol):
+    @property
+    def load(self) -> int:
+        """Jobs in the queue's SQ plus those waiting for a slot."""
+        ...
+
+
+class Scheduler(Protocol):
+    def pick(self, candidates: Sequence[T]) -> T: ...
+
+
+@final
+class RoundRobin:
+    """UADK's default policy, but per job rather than per session: spreads bursts over queues."""
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def pick(self, candidates: Sequence[T]) -> T:
+        choice = candidates[self._next % len(candidates)]
+        self._next += 1
+        return choice
+
+
+@final
+class LeastLoaded:
+    """The queue with the fewest jobs in flight: better when job sizes differ a lot."""
+
+    def pick(self, candidates: Sequence[T]) -> T:
+        return min(candidates, key=lambda q: q.load)

@@ -1,0 +1,242 @@
+"""Sessions: what applications call. ``Runtime`` is the UADK init step (heap, queues, drivers);
+``Compressor``/``Decompressor`` are sessions with their parameters, sync and async.
+
+Results are views into pooled SVA buffers (no copy out of the device's destination pages); they
+must be released — use them as context managers. Whatever happens to the caller (error,
+cancellation, timeout), every buffer goes back to the pool exactly once: either here, or by the
+driver when the engine has finished with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, final
+
+from warp import abi, cdev, codec, uacce
+from warp.drv.base import Driver, DriverStats, Job
+from warp.drv.cpu import CpuDriver
+from warp.drv.zip import ZipDriver
+from warp.errors import DeviceLost, JobFailed, JobTimeout, NoDevice
+from warp.iommu.space import AddressSpace
+from warp.mem import Buffer, HeapStats, SvaHeap
+
+DEFAULT_HEAP: Final = 1 << 30
+DEFAULT_TIMEOUT: Final = 30.0
+
+Bytes = bytes | bytearray | memoryview
+
+
+@final
+class Result:
+    """The output of one job: ``view`` is the destination buffer, trimmed to what was produced."""
+
+    def __init__(self, job: Job) -> None:
+        self._buffer = job.dst
+        self.view = job.dst.view[:job.produced]
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+    def tobytes(self) -> bytes:
+        return bytes(self.view)
+
+    def release(self) -> None:
+        self._buffer.release()
+
+    def __enter__(self) -> Result:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@final
+@dataclass(frozen=True)
+class RuntimeStats:
+    driver: str
+    fallback_jobs: int
+    heap: HeapStats
+    drivers: tuple[DriverStats, ...]
+
+
+@final
+class Runtime:
+    """One process's accelerator runtime: SVA heap, queues on a device, the cpu fallback."""
+
+    def __init__(self, root: Path | None = None, *, driver: str = "auto", queues: int = 1,
+                 heap_size: int = DEFAULT_HEAP, prefault: bool = True, cpu_threads: int = 2,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        if driver not in ("auto", "zip", "cpu"):
+            raise ValueError("driver must be auto, zip or cpu")
+        self.root = root or cdev.default_root()
+        self.timeout = timeout
+        self.space = AddressSpace(heap_size)
+        self.heap = SvaHeap(self.space, prefault=prefault)
+        self.cpu = CpuDriver(self.space, threads=cpu_threads)
+        self.zip: ZipDriver | None = None
+        self.fallback_jobs = 0
+        if driver != "cpu":
+            try:
+                self.zip = self._open_zip(queues)
+            except (NoDevice, OSError) as exc:
+                if driver == "zip":
+                    self.close()
+                    raise NoDevice(f"no usable zstd accelerator under {self.root}: {exc}") from exc
+
+    def _open_zip(self, queues: int) -> ZipDriver:
+        found = uacce.devices(self.root, "zstd")
+        if not found:
+            raise NoDevice("no device offers zstd")
+        return ZipDriver(found[0], self.space, queues=queues)
+
+    @property
+    def driver(self) -> Driver:
+        """The driver new jobs go to: the device while it lives, else the cpu."""
+        if self.zip is not None and self.zip.alive:
+            return self.zip
+        return self.cpu
+
+    def compressor(self, level: int = 3, checksum: bool = False) -> Compressor:
+        return Compressor(self, level, checksum)
+
+    def decompressor(self, max_output: int) -> Decompressor:
+        return Decompressor(self, max_output)
+
+    def alloc(self, size: int) -> Buffer:
+        return self.heap.alloc(size)
+
+    def load(self, data: Bytes) -> Buffer:
+        """Copy ``data`` into a fresh SVA buffer (the one copy a caller with plain bytes pays)."""
+        buffer = self.heap.alloc(len(data))
+        buffer.write(0, data)
+        return buffer
+
+    async def execute(self, job: Job) -> Result:
+        """Run a job on the current driver, re-running it on the cpu if the device dies under it."""
+        try:
+            try:
+                await self._await(self.driver, job)
+            except DeviceLost:
+                self.fallback_jobs += 1
+                job.finished, job.future = False, None
+                await self._await(self.cpu, job)
+        except BaseException:
+            job.abandon()
+            raise
+        return self._result(job)
+
+    def execute_sync(self, job: Job) -> Result:
+        try:
+            try:
+                self.driver.run([job], self.timeout)
+            except DeviceLost:
+                self.fallback_jobs += 1
+                job.finished = False
+                self.cpu.run([job], self.timeout)
+        except BaseException:
+            job.abandon()
+            raise
+        return self._result(job)
+
+    async def _await(self, driver: Driver, job: Job) -> None:
+        future = driver.submit(job)
+        try:
+            async with asyncio.timeout(self.timeout):
+                await future
+        except TimeoutError:
+            raise JobTimeout(f"job did not complete within {self.timeout} s") from None
+
+    def _result(self, job: Job) -> Result:
+        job.src.release()
+        if job.status != abi.Status.OK:
+            job.dst.release()
+            raise JobFailed(job.status, _describe(job.status))
+        return Result(job)
+
+    def statistics(self) -> RuntimeStats:
+        drivers = [self.cpu.statistics()]
+        if self.zip is not None:
+            drivers.insert(0, self.zip.statistics())
+        return RuntimeStats(driver=self.driver.name, fallback_jobs=self.fallback_jobs,
+                            heap=self.heap.statistics(), drivers=tuple(drivers))
+
+    def close(self) -> None:
+        if self.zip is not None:
+            self.zip.close()
+            self.zip = None
+        self.cpu.close()
+
+
+class _Session:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def _job(self, src: Buffer, length: int) -> Job:
+        raise NotImplementedError
+
+    def run(self, data: Bytes) -> Result:
+        """Synchronous: copy in, submit, wait (bounded busy-poll, then sleep on the interrupt)."""
+        src = self.runtime.load(data)
+        return self.runtime.execute_sync(self._adopt(src, len(data)))
+
+    async def arun(self, data: Bytes) -> Result:
+        src = self.runtime.load(data)
+        return await self.runtime.execute(self._adopt(src, len(data)))
+
+    async def arun_buffer(self, src: Buffer, length: int) -> Result:
+        """Zero-copy: ``src`` already holds the input in the SVA heap; the session takes it over."""
+        return await self.runtime.execute(self._adopt(src, length))
+
+    def _adopt(self, src: Buffer, length: int) -> Job:
+        try:
+            return self._job(src, length)
+        except BaseException:
+            src.release()
+            raise
+
+
+@final
+class Compressor(_Session):
+    """Compress to one zstd frame with the content size in its header."""
+
+    def __init__(self, runtime: Runtime, level: int = 3, checksum: bool = False) -> None:
+        if not abi.LEVEL_MIN <= level <= abi.LEVEL_MAX:
+            raise ValueError(f"level must be within {abi.LEVEL_MIN}..{abi.LEVEL_MAX}")
+        super().__init__(runtime)
+        self.level = level
+        self.checksum = checksum
+
+    def _job(self, src: Buffer, length: int) -> Job:
+        dst = self.runtime.alloc(codec.compress_bound(length))
+        return Job(direction=abi.QcType.COMPRESS, src=src, length=length, dst=dst, level=self.level,
+                   checksum=self.checksum)
+
+    compress = _Session.run
+    acompress = _Session.arun
+    acompress_buffer = _Session.arun_buffer
+
+
+@final
+class Decompressor(_Session):
+    """Decompress zstd frames; output beyond ``max_output`` fails instead of growing (bomb-proof)."""
+
+    def __init__(self, runtime: Runtime, max_output: int) -> None:
+        super().__init__(runtime)
+        self.max_output = max_output
+
+    def _job(self, src: Buffer, length: int) -> Job:
+        dst = self.runtime.alloc(self.max_output)
+        return Job(direction=abi.QcType.DECOMPRESS, src=src, length=length, dst=dst)
+
+    decompress = _Session.run
+    adecompress = _Session.arun
+    adecompress_buffer = _Session.arun_buffer
+
+
+def _describe(status: int) -> str:
+    try:
+        return f"engine status {abi.Status(status).name.lower()} (0x{status:02x})"
+    except ValueError:
+        return f"engine status 0x{status:02x}"

@@ -1,0 +1,154 @@
+"""User side of uacce: device discovery in sysfs and the life of one queue (wd_request_ctx …).
+
+Mirrors libwd: read the attributes of every ``<root>/sys/class/uacce/*`` device, match the
+algorithm by exact line, skip isolated devices; then open a queue (which binds this process's
+address space and returns its PASID), mmap MMIO and DUS, set the queue direction, and start it.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import final
+
+import numpy as np
+import numpy.typing as npt
+
+from warp import abi, cdev
+from warp.iommu.space import AddressSpace
+from warp.ring import DusView
+
+
+@final
+@dataclass(frozen=True)
+class Device:
+    """One accelerator's sysfs attributes, read at discovery time."""
+
+    paths: cdev.DevicePaths
+    api: str
+    flags: int
+    algorithms: tuple[str, ...]
+    available_instances: int
+    isolated: bool
+    isolate_strategy: int
+    region_mmio_size: int
+    region_dus_size: int
+    node_id: int
+
+    @property
+    def name(self) -> str:
+        return self.paths.name
+
+    @classmethod
+    def read(cls, paths: cdev.DevicePaths) -> Device:
+        def attr(name: str) -> str:
+            return (paths.sysfs / name).read_text().strip()
+
+        return cls(paths=paths, api=attr("api"), flags=int(attr("flags")),
+                   algorithms=tuple(attr("algorithms").splitlines()),
+                   available_instances=int(attr("available_instances")), isolated=attr("isolate") == "1",
+                   isolate_strategy=int(attr("isolate_strategy")),
+                   region_mmio_size=int(attr("region_mmio_size")),
+                   region_dus_size=int(attr("region_dus_size")), node_id=int(attr("node_id")))
+
+
+def devices(root: Path, algorithm: str | None = None, include_isolated: bool = False) -> list[Device]:
+    """Every device under ``root`` offering ``algorithm`` (exact line match), best first."""
+    base = root / "sys" / "class" / "uacce"
+    found: list[Device] = []
+    for entry in sorted(base.iterdir()) if base.is_dir() else []:
+        try:
+            device = Device.read(cdev.DevicePaths(root, entry.name))
+        except (OSError, ValueError):
+            continue  # half-published or vanished
+        if algorithm is not None and algorithm not in device.algorithms:
+            continue
+        if device.isolated and not include_isolated:
+            continue
+        found.append(device)
+    return sorted(found, key=lambda d: -d.available_instances)
+
+
+@final
+class QueueHandle:
+    """One open, started hardware queue: its file, mapped regions, doorbells and interrupt."""
+
+    def __init__(self, device: Device, space: AddressSpace, qc_type: abi.QcType) -> None:
+        self.device = device
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        self._maps: list[mmap.mmap] = []
+        self.closed = False
+        try:
+            self.sock.connect(str(device.paths.chardev))
+            reply, fds = self.request({"cmd": "open", "base": space.base, "size": space.size},
+                                      [space.heap_fd, space.pt_fd])
+            self.pasid = int(reply["pasid"])
+            self.irq_fd = fds[0]
+            dus_fd = self._mmap(abi.Region.DUS)[0]
+            mmio_fd, self.db_fd = self._mmap(abi.Region.MMIO)
+            self.dus = self._map(dus_fd, abi.DUS_SIZE)
+            self.view = DusView.over(memoryview(self.dus))
+            mmio = self._map(mmio_fd, abi.MMIO_SIZE)
+            first = abi.DOORBELL_BASE // 8
+            self.latches: npt.NDArray[np.uint64] = np.frombuffer(mmio, dtype=np.uint64)[first:first + 4]
+            self.sqn = int(self.request({"cmd": "ioctl", "op": "set_qp_ctx", "qc_type": int(qc_type)})[0]["sqn"])
+            self.qc_type = qc_type
+            self.request({"cmd": "ioctl", "op": "start_q"})
+        except BaseException:
+            self.close()
+            raise
+
+    def request(self, message: cdev.Message, fds: list[int] | None = None) -> tuple[cdev.Message, list[int]]:
+        """One ioctl/mmap round trip; raises the ``OSError`` the device answered."""
+        cdev.send(self.sock, message, fds)
+        received = cdev.receive(self.sock)
+        if received is None:
+            raise ConnectionResetError("device closed the queue file")
+        reply, out_fds = received
+        cdev.raise_for_reply(reply)
+        return reply, out_fds
+
+    def ring(self, cmd: abi.DoorbellCmd, index: int, priority: int = 0) -> None:
+        """Store the doorbell word (one aligned 64-bit store); an SQ doorbell also kicks the device."""
+        self.latches[cmd] = abi.encode_doorbell(self.sqn, cmd, index, priority)
+        if cmd is abi.DoorbellCmd.SQ:
+            os.eventfd_write(self.db_fd, 1)
+
+    def irq_read(self) -> int:
+        """Acknowledge interrupts (the eventfd is non-blocking: BlockingIOError when none)."""
+        return os.eventfd_read(self.irq_fd)
+
+    def put(self) -> None:
+        """UACCE_CMD_PUT_Q: release the hardware queue now; closing the file may come later."""
+        self.request({"cmd": "ioctl", "op": "put_q"})
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.sock.close()
+        for name in ("view", "latches"):
+            self.__dict__.pop(name, None)
+        for m in self._maps:
+            try:
+                m.close()
+            except BufferError:
+                pass  # a caller still holds a view; the mapping goes with the last reference
+        for name in ("irq_fd", "db_fd"):
+            fd = self.__dict__.pop(name, None)
+            if fd is not None:
+                os.close(fd)
+
+    def _mmap(self, region: abi.Region) -> list[int]:
+        return self.request({"cmd": "mmap", "region": int(region), "size": abi.REGION_SIZE[region]})[1]
+
+    def _map(self, fd: int, size: int) -> mmap.mmap:
+        try:
+            mapping = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        self._maps.append(mapping)
+        return mapping

@@ -1,0 +1,98 @@
+"""Moving bodies between HTTP and SVA buffers.
+
+Requests stream chunk by chunk into a heap buffer (sized from Content-Length, grown by doubling
+for chunked bodies), so the body never exists as one joined Python ``bytes``. Responses are written
+from the result's view into the heap; the transport may still hold that memory after
+``write_eof`` (uvloop keeps a buffer export until the kernel took the bytes), so the buffer goes
+back to the pool only once the export is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final
+
+from aiohttp import web
+
+from app.api.errors import Problem
+from warp import HeapExhausted, Result, Runtime
+from warp.mem import Buffer
+
+FIRST_CHUNKED_BLOCK: Final = 64 << 10
+RETRY_AFTER: Final = {"Retry-After": "1"}
+
+
+def check_encoding(request: web.Request) -> None:
+    """aiohttp would inflate gzip/deflate/br bodies silently; we compress exactly what was sent."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise Problem(415, "unsupported-encoding",
+                      f"Content-Encoding {encoding!r} is not accepted; send the body as identity")
+
+
+def check_length(request: web.Request, limit: int) -> None:
+    """413 before a byte of the body is read, when the declared length is already too much."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise Problem(413, "body-too-large", f"the body is {length} bytes; the limit is {limit}")
+
+
+def alloc(runtime: Runtime, size: int) -> Buffer:
+    try:
+        return runtime.alloc(size)
+    except HeapExhausted:
+        raise Problem(503, "overloaded", "no buffer memory is free right now; retry shortly", RETRY_AFTER) from None
+
+
+async def read_into_heap(request: web.Request, runtime: Runtime, limit: int) -> tuple[Buffer, int]:
+    """Stream the body into an SVA buffer; returns the buffer (owned by the caller) and its length."""
+    declared = request.content_length
+    buffer = alloc(runtime, declared if declared is not None else FIRST_CHUNKED_BLOCK)
+    size = 0
+    try:
+        while chunk := await request.content.readany():
+            if size + len(chunk) > limit:
+                raise Problem(413, "body-too-large", f"the body passed the limit of {limit} bytes")
+            if size + len(chunk) > buffer.capacity:
+                buffer = _grow(runtime, buffer, size, size + len(chunk))
+            buffer.write(size, chunk)
+            size += len(chunk)
+    except BaseException:
+        buffer.release()
+        raise
+    return buffer, size
+
+
+def _grow(runtime: Runtime, buffer: Buffer, used: int, needed: int) -> Buffer:
+    bigger = alloc(runtime, max(needed, 2 * buffer.capacity))
+    bigger.write(0, buffer.view[:used])
+    buffer.release()
+    return bigger
+
+
+async def send_result(request: web.Request, result: Result, content_type: str,
+                      headers: dict[str, str]) -> web.StreamResponse:
+    """Write ``result`` as the response body straight from the heap, then recycle its buffer."""
+    try:
+        response = web.StreamResponse(headers=headers)
+        response.content_type = content_type
+        response.content_length = len(result)
+        await response.prepare(request)
+        view = result.view
+        await response.write(view)
+        await response.write_eof()
+    except BaseException:
+        _release_when_unexported(result)
+        raise
+    _release_when_unexported(result)
+    return response
+
+
+def _release_when_unexported(result: Result, delay: float = 0.001) -> None:
+    """Release the result once no transport holds its memory (``memoryview.release`` says so)."""
+    try:
+        result.view.release()
+    except BufferError:
+        asyncio.get_running_loop().call_later(delay, _release_when_unexported, result, min(delay * 2, 1.0))
+        return
+    result.release()

@@ -1,0 +1,80 @@
+"""``POST /compress`` and ``POST /decompress``: bodies in, through the accelerator, bodies out."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from app.api import body
+from app.api.errors import Problem
+from app.keys import ADMISSION, CONFIG, METRICS, RUNTIME
+from warp import JobFailed, JobTimeout, Result, abi
+from warp.mem import Buffer
+
+
+def parse_level(query: web.Request) -> int:
+    raw = query.query.get("level", "3")
+    try:
+        level = int(raw)
+    except ValueError:
+        raise Problem(400, "bad-level", f"level must be an integer from {abi.LEVEL_MIN} to {abi.LEVEL_MAX}, "
+                      f"got {raw!r}") from None
+    if not abi.LEVEL_MIN <= level <= abi.LEVEL_MAX:
+        raise Problem(400, "bad-level", f"level must be from {abi.LEVEL_MIN} to {abi.LEVEL_MAX}, got {level}")
+    return level
+
+
+def parse_flag(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "0")
+    if raw not in ("0", "1"):
+        raise Problem(400, f"bad-{name}", f"{name} must be 0 or 1, got {raw!r}")
+    return raw == "1"
+
+
+async def handle_compress(request: web.Request) -> web.StreamResponse:
+    level = parse_level(request)
+    checksum = parse_flag(request, "checksum")
+    session = request.app[RUNTIME].compressor(level, checksum)
+    return await _transform(request, session.acompress_buffer, "application/zstd")
+
+
+async def handle_decompress(request: web.Request) -> web.StreamResponse:
+    session = request.app[RUNTIME].decompressor(request.app[CONFIG].max_body)
+    return await _transform(request, session.adecompress_buffer, "application/octet-stream")
+
+
+Transform = Callable[[Buffer, int], Awaitable[Result]]
+
+
+async def _transform(request: web.Request, run: Transform, content_type: str) -> web.StreamResponse:
+    """The shared request path: validate, admit, stream in, run the job, stream out."""
+    config = request.app[CONFIG]
+    body.check_encoding(request)
+    body.check_length(request, config.max_body)
+    admission = request.app[ADMISSION]
+    if not admission.admit():
+        raise Problem(503, "overloaded", f"more than {admission.limit} requests in progress; retry shortly",
+                      body.RETRY_AFTER)
+    try:
+        src, size = await body.read_into_heap(request, request.app[RUNTIME], config.max_body)
+        try:
+            result = await run(src, size)
+        except JobFailed as exc:
+            raise _job_problem(exc) from None
+        except JobTimeout:
+            raise Problem(503, "timeout", "the accelerator did not finish in time; retry shortly",
+                          body.RETRY_AFTER) from None
+        request.app[METRICS].observe_bytes(size, len(result))
+        return await body.send_result(request, result, content_type, {"X-Uncompressed-Length": str(
+            size if content_type == "application/zstd" else len(result))})
+    finally:
+        admission.leave()
+
+
+def _job_problem(exc: JobFailed) -> Problem:
+    if exc.status == abi.Status.CORRUPT_INPUT:
+        return Problem(400, "corrupt-frame", "the body is not a valid zstd frame")
+    if exc.status == abi.Status.DST_TOO_SMALL:
+        return Problem(413, "output-too-large", "the decompressed output would exceed the body limit")
+    return Problem(500, "engine-error", f"the accelerator failed the job: {exc}")

@@ -1,0 +1,66 @@
+"""RFC 9457 problem details: every error the service returns is ``application/problem+json``.
+
+Handlers raise :class:`Problem`; the middleware turns it — and aiohttp's own 404/405/413 — into a
+problem document, and turns anything unexpected into a 500 that says nothing about internals
+(the traceback goes to the log, not to the client).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final
+
+from aiohttp import web
+
+CONTENT_TYPE: Final = "application/problem+json"
+TYPE_BASE: Final = "https://warpzip.dev/problems/"
+log = logging.getLogger("warpzip")
+
+TITLES: Final = {
+    400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+    413: "Content Too Large", 415: "Unsupported Media Type", 500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class Problem(Exception):
+    """An error response: ``slug`` names the problem type, ``detail`` explains this occurrence."""
+
+    def __init__(self, status: int, slug: str, detail: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+
+def response(problem: Problem) -> web.Response:
+    body = {"type": TYPE_BASE + problem.slug, "title": TITLES.get(problem.status, "Error"),
+            "status": problem.status, "detail": problem.detail}
+    return web.Response(status=problem.status, body=json.dumps(body).encode(), content_type=CONTENT_TYPE,
+                        headers=problem.headers)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except Problem as problem:
+        return response(problem)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        slug = {404: "not-found", 405: "method-not-allowed", 413: "body-too-large"}.get(exc.status, "http-error")
+        detail = {404: f"no resource at {request.path}",
+                  405: f"{request.method} is not allowed here; use {headers.get('Allow', 'another method')}",
+                  413: "the request body is larger than the service accepts"}.get(exc.status, exc.reason)
+        return response(Problem(exc.status, slug, detail, headers))
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return response(Problem(500, "internal", "the server failed to handle the request; it has been logged"))

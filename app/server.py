@@ -1,0 +1,129 @@
+"""Application factory and process model.
+
+``create_app`` builds one worker's aiohttp application; the runtime (SVA heap, queues) is opened in
+a ``cleanup_ctx`` so it exists exactly while the app runs and is put back (PUT_Q) after in-flight
+requests finished. ``serve`` starts the embedded device once, then runs the workers: in-process
+for one, forked processes sharing the port with SO_REUSEPORT for several — each with its own
+address space, PASID and queues on the one device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+
+import uvloop
+from aiohttp import web
+
+from app import api
+from app.admission import Admission
+from app.api import errors
+from app.config import Config
+from app.embedded import DeviceStartError, EmbeddedDevice
+from app.keys import ADMISSION, CONFIG, METRICS, RUNTIME
+from app.metrics import Metrics
+from warp import Runtime
+
+log = logging.getLogger("warpzip")
+PR_SET_PDEATHSIG = 1
+
+
+def create_app(config: Config) -> web.Application:
+    metrics = Metrics(lambda: app.get(RUNTIME), config.root)
+    app = web.Application(middlewares=[metrics.middleware(), errors.middleware], client_max_size=config.max_body)
+    app[CONFIG] = config
+    app[METRICS] = metrics
+    app[ADMISSION] = Admission(config.max_pending)
+    app.cleanup_ctx.append(_runtime_ctx)
+    api.routes(app)
+    return app
+
+
+async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    driver = "cpu" if config.device == "none" else "auto"
+    runtime = await asyncio.get_running_loop().run_in_executor(None, lambda: Runtime(
+        config.root, driver=driver, queues=config.queues, heap_size=config.heap_size, timeout=config.job_timeout))
+    app[RUNTIME] = runtime
+    if config.device != "none" and runtime.zip is None:
+        log.warning("no accelerator under %s; compressing on the cpu driver", config.root)
+    yield
+    runtime.close()
+
+
+async def _run_worker(config: Config) -> None:
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=logging.getLogger("aiohttp.access") if config.access_log else None,
+                           shutdown_timeout=config.shutdown_timeout, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, reuse_port=True, backlog=1024)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("worker %d stopping: finishing in-flight requests (up to %.0f s)", os.getpid(), config.shutdown_timeout)
+    await runner.cleanup()
+
+
+def run_worker(config: Config) -> int:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_run_worker(config))
+    return 0
+
+
+def serve(config: Config) -> int:
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    device: EmbeddedDevice | None = None
+    if config.device == "embedded":
+        device = EmbeddedDevice(config.root, config.engines)
+        try:
+            device.start()
+        except DeviceStartError as exc:
+            log.error("%s", exc)
+            return 1
+    try:
+        log.info("warpzip serving on http://%s:%d (device %s, root %s, engines %d, workers %d)",
+                 config.host, config.port, config.device, config.root, config.engines, config.workers)
+        if config.workers == 1:
+            return run_worker(config)
+        return _run_forked(config)
+    finally:
+        if device is not None:
+            device.stop()
+
+
+def _run_forked(config: Config) -> int:
+    children: list[int] = []
+    for _ in range(config.workers):
+        pid = os.fork()
+        if pid == 0:
+            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+            code = 1
+            try:
+                code = run_worker(config)
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for child in children:
+        _, code = os.waitpid(child, 0)
+        status = status or os.waitstatus_to_exitcode(code)
+    return status

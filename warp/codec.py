@@ -46,6 +46,14 @@ def compress_bound(size: int) -> int:
     return int(lib.ZSTD_compressBound(size))
 
 
+def decompressed_size(data: Any) -> int | None:
+    """Total content size declared by every frame in ``data``; ``None`` if unknown or not zstd."""
+    size = int(lib.ZSTD_findDecompressedSize(ffi.from_buffer(data), len(data)))
+    if size in (int(lib.ZSTD_CONTENTSIZE_UNKNOWN), int(lib.ZSTD_CONTENTSIZE_ERROR)):
+        return None
+    return size
+
+
 @final
 class Codec:
     """Reusable zstd contexts for one thread."""

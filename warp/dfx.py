@@ -17,6 +17,7 @@ from typing import Final, final
 import numpy as np
 import numpy.typing as npt
 
+from warp import shm
 from warp.iommu.fault import COUNTER_COLUMNS
 
 MAGIC: Final = 0x5741_5250_4446_5801  # "WARPDFX" v1
@@ -115,5 +116,6 @@ class Dfx:
         return self.table[ROW_QUEUES + self.queues + eid]
 
     def close(self) -> None:
+        """Unmap now if no row view is still referenced; otherwise the last view unmaps it."""
         del self.table
-        self._map.close()
+        shm.unmap(self._map)

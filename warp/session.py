@@ -227,7 +227,13 @@ class Decompressor(_Session):
         self.max_output = max_output
 
     def _job(self, src: Buffer, length: int) -> Job:
-        dst = self.runtime.alloc(self.max_output)
+        """Size the output from the frame headers; a declared size over the limit fails at once,
+        so a bomb never gets its output allocated. Without a declared size the limit is the cap,
+        and the engine stops at it (dst too small) instead of writing past."""
+        declared = codec.decompressed_size(src.view[:length])
+        if declared is not None and declared > self.max_output:
+            raise JobFailed(abi.Status.DST_TOO_SMALL, f"frame declares {declared} bytes, over {self.max_output}")
+        dst = self.runtime.alloc(declared if declared is not None else self.max_output)
         return Job(direction=abi.QcType.DECOMPRESS, src=src, length=length, dst=dst)
 
     decompress = _Session.run

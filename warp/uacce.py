@@ -17,7 +17,7 @@ from typing import final
 import numpy as np
 import numpy.typing as npt
 
-from warp import abi, cdev
+from warp import abi, cdev, shm
 from warp.iommu.space import AddressSpace
 from warp.ring import DusView
 
@@ -133,10 +133,7 @@ class QueueHandle:
         for name in ("view", "latches"):
             self.__dict__.pop(name, None)
         for m in self._maps:
-            try:
-                m.close()
-            except BufferError:
-                pass  # a caller still holds a view; the mapping goes with the last reference
+            shm.unmap(m)
         for name in ("irq_fd", "db_fd"):
             fd = self.__dict__.pop(name, None)
             if fd is not None:

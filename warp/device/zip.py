@@ -104,8 +104,8 @@ class ZipDevice:
         mmio = mmap.mmap(mmio_fd, abi.MMIO_SIZE)
         dus = mmap.mmap(dus_fd, abi.DUS_SIZE)
         latches = np.frombuffer(mmio, dtype=np.uint64)[abi.DOORBELL_BASE // 8:abi.DOORBELL_BASE // 8 + 4]
-        counters = self.dfx.queue(qid)
-        counters[:] = 0
+        counters = self.dfx.queue(qid)  # counters are cumulative per queue pair, across owners
+        counters[Queue.SQ_PENDING] = 0
         counters[Queue.PASID] = mapping.pasid
         counters[Queue.STATE] = 1
         return Qp(qid=qid, mapping=mapping, counters=counters, mmio_fd=mmio_fd, dus_fd=dus_fd, mmio=mmio,

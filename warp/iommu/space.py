@@ -16,7 +16,7 @@ from typing import final
 import numpy as np
 import numpy.typing as npt
 
-from warp import abi
+from warp import abi, shm
 from warp.iommu import pagetable
 
 
@@ -67,9 +67,13 @@ class AddressSpace:
         self.page_table[first:end] &= ~np.uint8(pagetable.WRITE)
 
     def close(self) -> None:
+        """Close the memfds and unmap (deferred while buffers still view the heap)."""
         del self.array, self.page_table
-        self.view.release()
-        self._heap.close()
-        self._pt.close()
+        try:
+            self.view.release()
+        except BufferError:
+            pass
+        shm.unmap(self._heap)
+        shm.unmap(self._pt)
         os.close(self.heap_fd)
         os.close(self.pt_fd)

@@ -1,0 +1,206 @@
+"""Jobs through a real device process: correctness, batching, IOPFs, bad SQEs, device death."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from tests.conftest import DeviceProc
+from warp import JobFailed, Runtime, abi
+from warp.cdev import DevicePaths
+from warp.dfx import Dfx, Queue
+from warp.drv.base import Job
+from warp.iommu.fault import FaultCounter
+
+
+@pytest.fixture
+def runtime(device: DeviceProc) -> Iterator[Runtime]:
+    rt = Runtime(device.root, driver="zip", heap_size=256 << 20)
+    yield rt
+    rt.close()
+
+
+def dfx_of(device: DeviceProc) -> Dfx:
+    return Dfx(DevicePaths(device.root, "warp_zip-0").dfx, 0, 0, create=False)
+
+
+def unzstd(data: bytes | memoryview) -> bytes:
+    return zstandard.ZstdDecompressor().decompress(bytes(data))
+
+
+@pytest.mark.parametrize("level", [-7, 1, 3, 19])
+def test_sync_roundtrip_on_corpus(runtime: Runtime, corpus: dict[str, Path], level: int) -> None:
+    data = corpus["xml"].read_bytes()[: 1 << 20]
+    with runtime.compressor(level).compress(data) as result:
+        frame = bytes(result.view)
+    assert runtime.driver.name == "zip"
+    assert zstandard.get_frame_parameters(frame).content_size == len(data)
+    assert unzstd(frame) == data
+
+
+def test_checksum_flag(runtime: Runtime) -> None:
+    with runtime.compressor(3, checksum=True).compress(b"hello" * 100) as result:
+        assert zstandard.get_frame_parameters(bytes(result.view)).has_checksum
+
+
+def test_empty_and_one_byte(runtime: Runtime) -> None:
+    for data in (b"", b"x"):
+        with runtime.compressor().compress(data) as result:
+            assert unzstd(result.view) == data
+
+
+def test_async_jobs_in_one_tick_share_a_doorbell(runtime: Runtime, device: DeviceProc) -> None:
+    bodies = [os.urandom(100) + bytes([i]) * (1000 + i * 37) for i in range(200)]
+
+    async def main() -> list[bytes]:
+        comp = runtime.compressor(3)
+        results = await asyncio.gather(*(comp.acompress(b) for b in bodies))
+        frames = [bytes(r.view) for r in results]
+        for r in results:
+            r.release()
+        return frames
+
+    frames = asyncio.run(main())
+    assert [unzstd(f) for f in frames] == bodies
+    stats = runtime.statistics().drivers[0]
+    assert stats.submitted == 200 and stats.completed == 200
+    assert stats.doorbells < 10, f"200 jobs of one tick took {stats.doorbells} doorbells"
+    dfx = dfx_of(device)
+    batches = sum(int(dfx.queue(q)[Queue.BATCHES]) for q in range(dfx.queues))
+    dfx.close()
+    assert batches < 200  # the engine fetched them in batches, not one by one
+
+
+def test_decompress_and_its_limits(runtime: Runtime) -> None:
+    data = b"abc" * 10000
+    frame = zstandard.ZstdCompressor().compress(data)
+    with runtime.decompressor(1 << 20).decompress(frame) as result:
+        assert bytes(result.view) == data
+    with pytest.raises(JobFailed) as exc:
+        runtime.decompressor(1000).decompress(frame)  # declared size over the limit
+    assert exc.value.status == abi.Status.DST_TOO_SMALL
+    unknown = zstandard.ZstdCompressor(write_content_size=False).compress(data)
+    with pytest.raises(JobFailed) as exc:
+        runtime.decompressor(1000).decompress(unknown)  # the engine stops at the cap
+    assert exc.value.status == abi.Status.DST_TOO_SMALL
+    with pytest.raises(JobFailed) as exc:
+        runtime.decompressor(1 << 20).decompress(b"not a zstd frame at all")
+    assert exc.value.status == abi.Status.CORRUPT_INPUT
+    assert runtime.heap.statistics().in_use_bytes == 0  # every failure path gave its buffers back
+
+
+def test_unprefaulted_buffers_fault_then_the_warm_pool_does_not(device: DeviceProc) -> None:
+    rt = Runtime(device.root, driver="zip", heap_size=64 << 20, prefault=False)
+    try:
+        comp = rt.compressor(1)
+        data = b"0123456789" * 20000
+        with comp.compress(data) as r:
+            assert unzstd(r.view) == data
+        dfx = dfx_of(device)
+        assert int(dfx.faults[FaultCounter.PAGES_OK]) > 0, "untouched destination pages must fault"
+        with comp.compress(data) as r:  # source and destination swap pool blocks once
+            pass
+        cold = int(dfx.faults[FaultCounter.PAGES_OK])
+        for _ in range(20):
+            with comp.compress(data) as r:
+                pass
+        assert int(dfx.faults[FaultCounter.PAGES_OK]) == cold, "a warm pool must not fault"
+        # Memory pressure takes the pages away: the next job faults them back in.
+        rt.space.reclaim(0, rt.space.size)
+        with comp.compress(data) as r:
+            assert unzstd(r.view) == data
+        assert int(dfx.faults[FaultCounter.PAGES_OK]) > cold
+        assert int(dfx.faults[FaultCounter.REQUESTS]) > 0 and int(dfx.faults[FaultCounter.SERVICE_NS]) > 0
+        dfx.close()
+    finally:
+        rt.close()
+
+
+def raw_job(runtime: Runtime, **words: int) -> Job:
+    """A job whose SQE is then corrupted on purpose (forged address, bad opcode, bad level)."""
+    src = runtime.load(b"payload" * 100)
+    dst = runtime.alloc(4096)
+    job = Job(direction=abi.QcType.COMPRESS, src=src, length=700, dst=dst, level=words.pop("level", 3))
+    for name, value in words.items():
+        setattr(job.src if name == "src" else job.dst, "address", value)
+    return job
+
+
+@pytest.mark.parametrize(("fields", "status"), [
+    ({"src": 0x1000}, abi.Status.ADDR_FAULT),  # below the heap: unmapped
+    ({"dst": 0x7FFF_FFFF_0000}, abi.Status.ADDR_FAULT),  # far above it
+    ({"level": 23}, abi.Status.BAD_LEVEL),
+])
+def test_bad_sqes_fail_with_a_status_and_the_device_lives_on(runtime: Runtime, device: DeviceProc,
+                                                             fields: dict[str, int], status: abi.Status) -> None:
+    job = raw_job(runtime, **fields)
+    assert runtime.zip is not None
+    runtime.zip.run([job], timeout=10)
+    assert job.status == status
+    job.abandon()  # hands both buffers back now that the job finished
+    with runtime.compressor().compress(b"still alive") as r:
+        assert unzstd(r.view) == b"still alive"
+    if status == abi.Status.ADDR_FAULT:
+        dfx = dfx_of(device)
+        assert int(dfx.faults[FaultCounter.PAGES_INVALID]) > 0
+        dfx.close()
+
+
+def test_write_to_read_only_page_is_invalid(runtime: Runtime) -> None:
+    src = runtime.load(b"x" * 5000)
+    dst = runtime.alloc(8192)
+    runtime.space.protect(dst.offset, dst.capacity)
+    job = Job(direction=abi.QcType.COMPRESS, src=src, length=5000, dst=dst)
+    assert runtime.zip is not None
+    runtime.zip.run([job], timeout=10)
+    assert job.status == abi.Status.ADDR_FAULT
+
+
+def test_device_death_falls_back_to_cpu_without_losing_jobs(device: DeviceProc) -> None:
+    rt = Runtime(device.root, driver="auto", heap_size=64 << 20)
+    bodies = [os.urandom(64) * (i + 1) * 50 for i in range(50)]
+
+    async def main() -> list[bytes]:
+        comp = rt.compressor(19)  # slow enough that jobs are in flight when the device dies
+        tasks = [asyncio.ensure_future(comp.acompress(b)) for b in bodies]
+        await asyncio.sleep(0)
+        os.kill(device.pid, signal.SIGKILL)
+        results = await asyncio.gather(*tasks)
+        out = [bytes(r.view) for r in results]
+        for r in results:
+            r.release()
+        return out
+
+    try:
+        frames = asyncio.run(main())
+        assert [unzstd(f) for f in frames] == bodies
+        assert rt.driver.name == "cpu"
+        assert rt.fallback_jobs > 0, "the kill must have caught jobs in flight"
+        with rt.compressor().compress(b"after") as r:
+            assert unzstd(r.view) == b"after"
+    finally:
+        rt.close()
+        device.proc.wait(5)
+
+
+def test_cancelled_jobs_return_their_buffers(runtime: Runtime) -> None:
+    async def main() -> None:
+        comp = runtime.compressor(19)
+        tasks = [asyncio.ensure_future(comp.acompress(os.urandom(200_000))) for _ in range(8)]
+        await asyncio.sleep(0.01)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for _ in range(200):  # the engine finishes them; the driver frees their buffers then
+            if runtime.heap.statistics().in_use_bytes == 0:
+                return
+            await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+    assert runtime.heap.statistics().in_use_bytes == 0

@@ -1,0 +1,54 @@
+"""Page-table bits and the CPU side of SVA (populate, prefault, reclaim, protect)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from warp.iommu import pagetable
+from warp.iommu.space import AddressSpace
+
+
+@pytest.fixture
+def space() -> Iterator[AddressSpace]:
+    s = AddressSpace(64 * 4096)
+    yield s
+    s.close()
+
+
+def test_fresh_space_has_nothing_present(space: AddressSpace) -> None:
+    assert pagetable.missing_pages(space.page_table, 0, space.size, write=False).size == 64
+    assert space.base != 0
+
+
+def test_cpu_write_populates_exactly_the_touched_pages(space: AddressSpace) -> None:
+    space.write(4096 + 10, b"x" * 5000)  # pages 1 and 2
+    missing = set(pagetable.missing_pages(space.page_table, 0, 4 * 4096, write=True).tolist())
+    assert missing == {0, 3}
+    assert space.view[4096 + 10:4096 + 15] == b"xxxxx"
+
+
+def test_reclaim_then_refault(space: AddressSpace) -> None:
+    space.prefault(0, 8 * 4096)
+    assert pagetable.missing_pages(space.page_table, 0, 8 * 4096, write=True).size == 0
+    assert space.reclaim(0, 4 * 4096) == 4
+    assert pagetable.missing_pages(space.page_table, 0, 8 * 4096, write=False).tolist() == [0, 1, 2, 3]
+
+
+def test_protect_makes_writes_fault_but_not_reads(space: AddressSpace) -> None:
+    space.prefault(0, 4096)
+    space.protect(0, 4096)
+    assert pagetable.missing_pages(space.page_table, 0, 10, write=False).size == 0
+    assert pagetable.missing_pages(space.page_table, 0, 10, write=True).tolist() == [0]
+
+
+def test_page_span_edges() -> None:
+    assert pagetable.page_span(0, 4096) == (0, 1)
+    assert pagetable.page_span(4095, 2) == (0, 2)
+    assert pagetable.page_span(8192, 0) == (2, 3)
+
+
+def test_heap_size_must_be_pages() -> None:
+    with pytest.raises(ValueError):
+        AddressSpace(1000)

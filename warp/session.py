@@ -141,12 +141,14 @@ class Runtime:
         return self._result(job)
 
     async def _await(self, driver: Driver, job: Job) -> None:
+        """Wait for the job; past the timeout the wait fails but the buffers stay with the job
+        (the engine may still be writing) until the driver finishes or loses it."""
         future = driver.submit(job)
+        timer = asyncio.get_running_loop().call_later(self.timeout, _expire, future, self.timeout)
         try:
-            async with asyncio.timeout(self.timeout):
-                await future
-        except TimeoutError:
-            raise JobTimeout(f"job did not complete within {self.timeout} s") from None
+            await future
+        finally:
+            timer.cancel()
 
     def _result(self, job: Job) -> Result:
         job.src.release()
@@ -239,6 +241,11 @@ class Decompressor(_Session):
     decompress = _Session.run
     adecompress = _Session.arun
     adecompress_buffer = _Session.arun_buffer
+
+
+def _expire(future: asyncio.Future[Job], timeout: float) -> None:
+    if not future.done():
+        future.set_exception(JobTimeout(f"job did not complete within {timeout} s"))
 
 
 def _describe(status: int) -> str:

@@ -74,9 +74,10 @@ async def send_result(request: web.Request, result: Result, content_type: str,
                       headers: dict[str, str]) -> web.StreamResponse:
     """Write ``result`` as the response body straight from the heap, then recycle its buffer."""
     try:
-        response = web.StreamResponse(headers=headers)
+        # A body-less web.Response, not StreamResponse: it holds the headers back until the first
+        # write, so headers and body leave in one writev instead of two syscalls.
+        response = web.Response(headers={**headers, "Content-Length": str(len(result))})
         response.content_type = content_type
-        response.content_length = len(result)
         await response.prepare(request)
         view = result.view
         await response.write(view)

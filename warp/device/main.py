@@ -32,9 +32,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--engines", type=int, default=1, help="compression engines (threads), default 1")
     parser.add_argument("--queues", type=int, default=64, help="hardware queue pairs, default 64")
     parser.add_argument("--batch", type=int, default=32, help="SQEs an engine takes from a queue per turn")
+    parser.add_argument("--irq-coalesce", type=int, default=4,
+                        help="completions per interrupt within a batch (interrupt moderation), default 4")
     parser.add_argument("--parent-pipe", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for name in ("engines", "queues", "batch"):
+    for name in ("engines", "queues", "batch", "irq_coalesce"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     return args
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     paths.debugfs.mkdir(parents=True, exist_ok=True)
     dfx = Dfx(paths.dfx, queues=args.queues, engines=args.engines, create=True)
     iommu = Iommu(dfx.faults)
-    device = ZipDevice(iommu, dfx, engines=args.engines, batch=args.batch)
+    device = ZipDevice(iommu, dfx, engines=args.engines, batch=args.batch, irq_coalesce=args.irq_coalesce)
     core = UacceCore(paths, device, iommu)
     core.publish()
     core.serve()

@@ -72,10 +72,11 @@ class ZipDevice:
     name = "warp_zip-0"
     algorithms = ALGORITHMS
 
-    def __init__(self, iommu: Iommu, dfx: Dfx, engines: int = 1, batch: int = 32) -> None:
+    def __init__(self, iommu: Iommu, dfx: Dfx, engines: int = 1, batch: int = 32, irq_coalesce: int = 4) -> None:
         self.iommu = iommu
         self.dfx = dfx
         self.batch = batch
+        self.irq_coalesce = irq_coalesce
         self._lock = threading.Lock()
         self._free = list(range(dfx.queues))
         self._by_db: dict[int, Qp] = {}
@@ -217,6 +218,8 @@ class ZipDevice:
         worker = engine or _EngineState(eid=-1, codec=codec.Codec(), counters=None)
         started = time.monotonic_ns()
         bytes_in = 0
+        unsignalled = 0
+        armed = bool(cq_prio & 1)
         for _ in range(take):
             slot = qp.sq.pop()
             row = qp.view.sq[slot]
@@ -234,13 +237,16 @@ class ZipDevice:
             bytes_in += consumed
             c[Queue.COMPLETED_OK if status == abi.Status.OK else Queue.COMPLETED_ERR] += 1
             c[Queue.BYTES_OUT] += produced
+            unsignalled += 1
+            if armed and unsignalled >= self.irq_coalesce:
+                self._interrupt(qp)
+                unsignalled = 0
         c[Queue.SUBMITTED] += take
         c[Queue.BYTES_IN] += bytes_in
         c[Queue.BATCHES] += 1
         c[Queue.SQ_PENDING] = pending - take
-        if cq_prio & 1:
-            os.eventfd_write(qp.irq_fd, 1)
-            c[Queue.INTERRUPTS] += 1
+        if armed and unsignalled:
+            self._interrupt(qp)
         if worker.counters is not None:
             e = worker.counters
             e[Engine.JOBS] += take
@@ -248,6 +254,12 @@ class ZipDevice:
             e[Engine.BUSY_NS] += time.monotonic_ns() - started
             e[Engine.BYTES_IN] += bytes_in
         return pending > take
+
+    @staticmethod
+    def _interrupt(qp: Qp) -> None:
+        """Raise the queue's interrupt (moderated: once per ``irq_coalesce`` CQEs and per batch end)."""
+        os.eventfd_write(qp.irq_fd, 1)
+        qp.counters[Queue.INTERRUPTS] += 1
 
     def _execute(self, qp: Qp, row: npt.NDArray[np.uint32], worker: _EngineState) -> tuple[int, int, int]:
         """Run one SQE; returns ``(status, consumed, produced)``. Bad SQEs fail, never raise."""

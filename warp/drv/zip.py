@@ -15,6 +15,7 @@ import asyncio
 import select
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Final, final
 
 from warp import abi, uacce
@@ -24,6 +25,11 @@ from warp.iommu.space import AddressSpace
 from warp.ring import CqConsumer, SqProducer
 from warp.sched import RoundRobin, Scheduler
 
+#: Jobs written before the SQ doorbell rings even though the event-loop tick is not over: the
+#: engine starts on them while the loop is still parsing requests (pipelining the two processes).
+#: At 4 KiB and -c32, 4 measured 10-11k req/s against 9k for one doorbell per tick.
+DOORBELL_BATCH: Final = 4
+
 #: CQ polls before a synchronous caller sleeps on the interrupt (UADK busy-polls forever: PR #236).
 SPIN_POLLS: Final = 200
 
@@ -32,8 +38,11 @@ SPIN_POLLS: Final = 200
 class ZipQueue:
     """One hardware queue (a UADK ctx) and the jobs in its SQ."""
 
-    def __init__(self, device: uacce.Device, space: AddressSpace, direction: abi.QcType) -> None:
+    def __init__(self, device: uacce.Device, space: AddressSpace, direction: abi.QcType,
+                 on_lost: Callable[[], None] = lambda: None, doorbell_batch: int = DOORBELL_BATCH) -> None:
         self.handle = uacce.QueueHandle(device, space, direction)
+        self._on_lost = on_lost
+        self.doorbell_batch = doorbell_batch
         self.direction = direction
         self.sq = SqProducer()
         self.cq = CqConsumer()
@@ -59,7 +68,9 @@ class ZipQueue:
             raise DeviceLost("queue is gone")
         job.future = loop.create_future()
         self.pending.append(job)
-        if not self._flush_scheduled:
+        if len(self.pending) >= self.doorbell_batch:
+            self._push_pending()  # start the device on these while the loop parses more requests
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
         return job.future
@@ -180,6 +191,7 @@ class ZipQueue:
         if not self.alive:
             return
         self.alive = False
+        self._on_lost()
         self._detach()
         lost = [job for job in self.slots if job is not None] + list(self.pending)
         self.slots = [None] * abi.QUEUE_DEPTH
@@ -206,21 +218,27 @@ class ZipDriver:
     name = "zip"
 
     def __init__(self, device: uacce.Device, space: AddressSpace, queues: int = 1,
-                 scheduler: Scheduler | None = None) -> None:
+                 scheduler: Scheduler | None = None, doorbell_batch: int = DOORBELL_BATCH) -> None:
         self.device = device
         self.scheduler: Scheduler = scheduler or RoundRobin()
         self.queues: dict[abi.QcType, list[ZipQueue]] = {d: [] for d in abi.QcType}
+        self._alive = True
         try:
             for direction in abi.QcType:
                 for _ in range(queues):
-                    self.queues[direction].append(ZipQueue(device, space, direction))
+                    self.queues[direction].append(ZipQueue(device, space, direction, self._queue_lost,
+                                                             doorbell_batch))
         except BaseException:
             self.close()
             raise
 
     @property
     def alive(self) -> bool:
-        return all(q.alive for qs in self.queues.values() for q in qs)
+        """False once any queue lost the device: a dead device process takes all queues."""
+        return self._alive
+
+    def _queue_lost(self) -> None:
+        self._alive = False
 
     def submit(self, job: Job) -> asyncio.Future[Job]:
         return self.scheduler.pick(self.queues[job.direction]).submit(job)

@@ -1,0 +1,1 @@
+"""Peer servers: the straightforward aiohttp + python-zstandard services warpzip must beat."""

@@ -1,0 +1,93 @@
+"""Running wrk with ``post.lua`` and reading the one JSON line its ``done()`` prints.
+
+The lua script prints its own machine-readable line because wrk's human summary rounds numbers and
+changes units with their size ("1.2k", "3.4ms").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+LUA_SCRIPT = Path(__file__).resolve().with_name("post.lua")
+JSON_PREFIX = "JSON "
+SOCKET_TIMEOUT = "10s"
+"""wrk's default 2 s would count slow 1 MiB responses at high concurrency as errors."""
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    """One wrk run as ``post.lua`` reports it (times in microseconds)."""
+
+    requests: int
+    duration_us: int
+    non2xx: int
+    errors: int
+    p50_us: int
+    p90_us: int
+    p99_us: int
+    bytes: int
+
+    @property
+    def ok_per_second(self) -> float:
+        """Successful responses per second: a server that fails fast must not look fast.
+
+        wrk counts statuses ≥ 400 in ``non2xx`` and socket errors (which are not requests) apart.
+        """
+        return (self.requests - self.non2xx) / (self.duration_us / 1e6) if self.duration_us else 0.0
+
+
+def parse_output(stdout: str) -> WrkResult:
+    """Finds the ``JSON {...}`` line in wrk's output; ``ValueError`` if it is absent or malformed."""
+    for line in stdout.splitlines():
+        if line.startswith(JSON_PREFIX):
+            fields = json.loads(line[len(JSON_PREFIX) :])
+            try:
+                return WrkResult(**{name: int(fields[name]) for name in WrkResult.__dataclass_fields__})
+            except KeyError as missing:
+                raise ValueError(f"wrk JSON line lacks {missing}: {line!r}") from None
+    raise ValueError("wrk printed no JSON line (is bench/post.lua the script?)")
+
+
+def command(url: str, connections: int, duration_s: int) -> list[str]:
+    """The wrk command line: one thread, as the peers' published figures were measured."""
+    return [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration_s}s",
+        "--timeout",
+        SOCKET_TIMEOUT,
+        "--latency",
+        "-s",
+        str(LUA_SCRIPT),
+        url,
+    ]
+
+
+def body_env(bodies: list[Path]) -> dict[str, str]:
+    """Environment for ``post.lua``: one body in ``WRK_BODY``, several in ``WRK_BODIES``."""
+    env = {key: value for key, value in os.environ.items() if key not in ("WRK_BODY", "WRK_BODIES")}
+    if len(bodies) == 1:
+        env["WRK_BODY"] = str(bodies[0])
+    else:
+        env["WRK_BODIES"] = ":".join(str(path) for path in bodies)
+    return env
+
+
+def run(url: str, connections: int, duration_s: int, bodies: list[Path]) -> WrkResult:
+    """Runs wrk to completion; ``RuntimeError`` with wrk's stderr if it fails."""
+    completed = subprocess.run(
+        command(url, connections, duration_s),
+        env=body_env(bodies),
+        capture_output=True,
+        text=True,
+        timeout=duration_s + 60,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"wrk exited {completed.returncode}: {completed.stderr.strip()[-500:]}")
+    return parse_output(completed.stdout)

@@ -17,7 +17,7 @@ from typing import Final, final
 from warp import abi, cdev, codec, uacce
 from warp.drv.base import Driver, DriverStats, Job
 from warp.drv.cpu import CpuDriver
-from warp.drv.zip import ZipDriver
+from warp.drv.zip import DOORBELL_BATCH, ZipDriver
 from warp.errors import DeviceLost, JobFailed, JobTimeout, NoDevice
 from warp.iommu.space import AddressSpace
 from warp.mem import Buffer, HeapStats, SvaHeap
@@ -67,7 +67,7 @@ class Runtime:
 
     def __init__(self, root: Path | None = None, *, driver: str = "auto", queues: int = 1,
                  heap_size: int = DEFAULT_HEAP, prefault: bool = True, cpu_threads: int = 2,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, doorbell_batch: int = DOORBELL_BATCH) -> None:
         if driver not in ("auto", "zip", "cpu"):
             raise ValueError("driver must be auto, zip or cpu")
         self.root = root or cdev.default_root()
@@ -77,6 +77,7 @@ class Runtime:
         self.cpu = CpuDriver(self.space, threads=cpu_threads)
         self.zip: ZipDriver | None = None
         self.fallback_jobs = 0
+        self.doorbell_batch = doorbell_batch
         if driver != "cpu":
             try:
                 self.zip = self._open_zip(queues)
@@ -89,7 +90,7 @@ class Runtime:
         found = uacce.devices(self.root, "zstd")
         if not found:
             raise NoDevice("no device offers zstd")
-        return ZipDriver(found[0], self.space, queues=queues)
+        return ZipDriver(found[0], self.space, queues=queues, doorbell_batch=self.doorbell_batch)
 
     @property
     def driver(self) -> Driver:

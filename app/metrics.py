@@ -7,6 +7,7 @@ heap from ``Runtime.statistics()`` — by a custom collector, so the hot path pa
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,8 @@ from warp.iommu.fault import SERVICE_BUCKETS, FaultCounter
 LATENCY_BUCKETS: Final = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0,
                           2.5, 5.0, 10.0)
 DEVICE_NAME: Final = "warp_zip-0"
+#: The code recorded when the client disconnects before its answer (nginx's convention).
+CLIENT_CLOSED: Final = 499
 
 disable_created_metrics()  # *_created series double the exposition and no dashboard uses them
 
@@ -75,6 +78,9 @@ class Metrics:
                 response = await handler(request)
                 status = response.status
                 return response
+            except asyncio.CancelledError:
+                status = CLIENT_CLOSED
+                raise
             finally:
                 self.in_flight.dec()
                 timer = timers.get(name)

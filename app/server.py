@@ -58,8 +58,11 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _run_worker(config: Config) -> None:
     app = create_app(config)
+    # auto_decompress=False: a Content-Encoding body is answered 415 by the handler, never inflated
+    # (or rejected as text/plain by the parser) behind its back.
     runner = web.AppRunner(app, access_log=logging.getLogger("aiohttp.access") if config.access_log else None,
-                           shutdown_timeout=config.shutdown_timeout, handle_signals=False)
+                           shutdown_timeout=config.shutdown_timeout, handle_signals=False,
+                           auto_decompress=False)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, reuse_port=True, backlog=1024)
     await site.start()

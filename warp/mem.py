@@ -1,11 +1,13 @@
-"""SVA memory: a size-class allocator over the process's heap, with a prefaulted buffer pool.
+"""SVA memory: a buddy allocator over the process's heap, with a prefaulted buffer pool.
 
-Buffers are page-aligned blocks of power-of-two size classes. A freed block goes back to its
-class's free list and keeps its pages, so a warm pool hands the device memory that is already
-present — no I/O page faults in steady state, which is UADK's "prefault your buffers" advice made
-measurable. New blocks are prefaulted when they are carved from the heap (unless disabled), and
-the heap is bounded: when no block fits, :class:`~warp.errors.HeapExhausted` tells the caller to
-back off instead of growing without limit.
+Blocks are page-aligned powers of two. A free block merges with its free buddy, so a heap that
+served a burst of small buffers can serve the largest one again once they are back (a per-class
+free list without merging fragments for good). Freed blocks keep their pages: a warm pool hands
+the device memory that is already present — no I/O page faults in steady state, which is UADK's
+"prefault your buffers" advice made measurable. An allocation whose pages are not all present
+(fresh memory, or pages the kernel reclaimed) is prefaulted by the CPU before it is handed out,
+unless prefaulting is disabled to show what the device pays for faults. The heap is bounded:
+when no block fits, :class:`~warp.errors.HeapExhausted` tells the caller to back off.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from typing import Final, final
 
 from warp import abi
 from warp.errors import HeapExhausted
+from warp.iommu import pagetable
 from warp.iommu.space import AddressSpace
 
-MIN_CLASS: Final = abi.PAGE_SHIFT
+MIN_ORDER: Final = abi.PAGE_SHIFT
 
 
 @final
@@ -26,9 +29,8 @@ MIN_CLASS: Final = abi.PAGE_SHIFT
 class HeapStats:
     capacity_bytes: int
     in_use_bytes: int
-    carved_bytes: int
-    hits: int
-    misses: int
+    hits: int  # allocations whose pages were all present already
+    misses: int  # allocations that had to be faulted in
     exhausted: int
 
 
@@ -67,52 +69,76 @@ class Buffer:
 
 @final
 class SvaHeap:
-    """Thread-safe size-class allocator over one :class:`AddressSpace`."""
+    """Thread-safe buddy allocator over one :class:`AddressSpace`."""
 
     def __init__(self, space: AddressSpace, prefault: bool = True) -> None:
         self.space = space
         self.prefault = prefault
         self._lock = threading.Lock()
-        self._free: dict[int, list[int]] = {}
-        self._bump = 0
+        self._free: dict[int, set[int]] = {}
         self._in_use = 0
         self._hits = 0
         self._misses = 0
         self._exhausted = 0
+        offset = 0
+        while offset < space.size:  # cover a heap of any page multiple with aligned top blocks
+            order = min((space.size - offset).bit_length() - 1, (offset & -offset).bit_length() - 1
+                        if offset else 63)
+            self._free.setdefault(order, set()).add(offset)
+            offset += 1 << order
+        self.max_order = max(self._free)
 
     @staticmethod
-    def size_class(size: int) -> int:
-        return max(MIN_CLASS, (max(size, 1) - 1).bit_length())
+    def order_of(size: int) -> int:
+        return max(MIN_ORDER, (max(size, 1) - 1).bit_length())
 
     def alloc(self, size: int) -> Buffer:
-        cls = self.size_class(size)
-        capacity = 1 << cls
+        order = self.order_of(size)
         with self._lock:
-            blocks = self._free.get(cls)
-            if blocks:
-                offset = blocks.pop()
-                self._hits += 1
-                fresh = False
-            elif self._bump + capacity <= self.space.size:
-                offset = self._bump
-                self._bump += capacity
-                self._misses += 1
-                fresh = True
-            else:
+            offset = self._take(order)
+            if offset is None:
                 self._exhausted += 1
-                raise HeapExhausted(f"no free {capacity}-byte block in a {self.space.size}-byte heap")
-            self._in_use += capacity
-        if fresh and self.prefault:
+                raise HeapExhausted(f"no free {1 << order}-byte block in a {self.space.size}-byte heap")
+            self._in_use += 1 << order
+        capacity = 1 << order
+        cold = self.prefault and bool(pagetable.missing_pages(self.space.page_table, offset, capacity, write=True))
+        if cold:
             self.space.prefault(offset, capacity)
+        with self._lock:
+            if cold:
+                self._misses += 1
+            else:
+                self._hits += 1
         return Buffer(self, offset, capacity)
 
+    def _take(self, order: int) -> int | None:
+        """Pop a block of ``order``, splitting a larger one if needed (lock held)."""
+        for have in range(order, self.max_order + 1):
+            blocks = self._free.get(have)
+            if blocks:
+                offset = blocks.pop()
+                while have > order:  # keep the upper half of each split free
+                    have -= 1
+                    self._free.setdefault(have, set()).add(offset + (1 << have))
+                return offset
+        return None
+
     def free(self, buffer: Buffer) -> None:
-        cls = self.size_class(buffer.capacity)
+        order = self.order_of(buffer.capacity)
+        offset = buffer.offset
         with self._lock:
-            self._free.setdefault(cls, []).append(buffer.offset)
-            self._in_use -= buffer.capacity
+            self._in_use -= 1 << order
+            while order < self.max_order:
+                buddy = offset ^ (1 << order)
+                siblings = self._free.get(order)
+                if not siblings or buddy not in siblings:
+                    break
+                siblings.remove(buddy)
+                offset = min(offset, buddy)
+                order += 1
+            self._free.setdefault(order, set()).add(offset)
 
     def statistics(self) -> HeapStats:
         with self._lock:
-            return HeapStats(capacity_bytes=self.space.size, in_use_bytes=self._in_use, carved_bytes=self._bump,
-                             hits=self._hits, misses=self._misses, exhausted=self._exhausted)
+            return HeapStats(capacity_bytes=self.space.size, in_use_bytes=self._in_use, hits=self._hits,
+                             misses=self._misses, exhausted=self._exhausted)

@@ -130,8 +130,10 @@ class QueueHandle:
             return
         self.closed = True
         self.sock.close()
-        for name in ("view", "latches"):
-            self.__dict__.pop(name, None)
+        view = self.__dict__.pop("view", None)
+        if view is not None:
+            view.release()
+        self.__dict__.pop("latches", None)
         for m in self._maps:
             shm.unmap(m)
         for name in ("irq_fd", "db_fd"):

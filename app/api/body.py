@@ -37,11 +37,15 @@ def check_length(request: web.Request, limit: int) -> None:
         raise Problem(413, "body-too-large", f"the body is {length} bytes; the limit is {limit}")
 
 
+def out_of_memory() -> Problem:
+    return Problem(503, "overloaded", "no buffer memory is free right now; retry shortly", RETRY_AFTER)
+
+
 def alloc(runtime: Runtime, size: int) -> Buffer:
     try:
         return runtime.alloc(size)
     except HeapExhausted:
-        raise Problem(503, "overloaded", "no buffer memory is free right now; retry shortly", RETRY_AFTER) from None
+        raise out_of_memory() from None
 
 
 async def read_into_heap(request: web.Request, runtime: Runtime, limit: int) -> tuple[Buffer, int]:

@@ -9,7 +9,7 @@ from aiohttp import web
 from app.api import body
 from app.api.errors import Problem
 from app.keys import ADMISSION, CONFIG, METRICS, RUNTIME
-from warp import JobFailed, JobTimeout, Result, abi
+from warp import HeapExhausted, JobFailed, JobTimeout, Result, abi
 from warp.mem import Buffer
 
 
@@ -65,6 +65,8 @@ async def _transform(request: web.Request, run: Transform, content_type: str) ->
         except JobTimeout:
             raise Problem(503, "timeout", "the accelerator did not finish in time; retry shortly",
                           body.RETRY_AFTER) from None
+        except HeapExhausted:
+            raise body.out_of_memory() from None
         request.app[METRICS].observe_bytes(size, len(result))
         return await body.send_result(request, result, content_type, {"X-Uncompressed-Length": str(
             size if content_type == "application/zstd" else len(result))})

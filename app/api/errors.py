@@ -7,6 +7,7 @@ problem document, and turns anything unexpected into a 500 that says nothing abo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -52,6 +53,10 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         return await handler(request)
     except Problem as problem:
         return response(problem)
+    except ConnectionError as exc:
+        # The client went away mid-request: nobody to answer. Treat it as aiohttp treats a
+        # premature disconnection (a cancellation, logged at debug), not as a server error.
+        raise asyncio.CancelledError from exc
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -156,7 +156,7 @@ def test_queue_handle_sets_up_a_started_queue(device: DeviceProc, space: Address
     handle = QueueHandle(found, space, abi.QcType.DECOMPRESS)
     try:
         assert handle.pasid >= 1 and handle.qc_type is abi.QcType.DECOMPRESS
-        assert handle.view.sq.shape == (abi.QUEUE_DEPTH, abi.SQ_WORDS)
+        assert len(handle.view.sq) == abi.QUEUE_DEPTH * abi.SQ_WORDS
         assert Device.read(found.paths).available_instances == 63
     finally:
         handle.put()

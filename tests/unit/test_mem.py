@@ -19,17 +19,17 @@ def space() -> Iterator[AddressSpace]:
     s.close()
 
 
-def test_size_classes() -> None:
-    assert SvaHeap.size_class(0) == 12
-    assert SvaHeap.size_class(4096) == 12
-    assert SvaHeap.size_class(4097) == 13
-    assert SvaHeap.size_class(1 << 20) == 20
+def test_orders() -> None:
+    assert SvaHeap.order_of(0) == 12
+    assert SvaHeap.order_of(4096) == 12
+    assert SvaHeap.order_of(4097) == 13
+    assert SvaHeap.order_of(1 << 20) == 20
 
 
-def test_pool_reuses_blocks_and_counts(space: AddressSpace) -> None:
+def test_pool_reuses_warm_blocks_and_counts(space: AddressSpace) -> None:
     heap = SvaHeap(space)
     a = heap.alloc(5000)
-    assert a.capacity == 8192 and a.address == space.base + a.offset
+    assert a.capacity == 8192 and a.address == space.base + a.offset and a.offset % 8192 == 0
     a.release()
     a.release()  # idempotent
     b = heap.alloc(6000)
@@ -40,11 +40,44 @@ def test_pool_reuses_blocks_and_counts(space: AddressSpace) -> None:
     assert heap.statistics().in_use_bytes == 0
 
 
+def test_buddies_merge_so_the_largest_block_comes_back(space: AddressSpace) -> None:
+    heap = SvaHeap(space)
+    small = [heap.alloc(4096) for _ in range(256)]  # the whole 1 MiB heap in pages
+    with pytest.raises(HeapExhausted):
+        heap.alloc(8192)
+    for buf in small[::2]:
+        buf.release()
+    with pytest.raises(HeapExhausted):
+        heap.alloc(8192)  # half free, but no two free buddies: still fragmented
+    for buf in small[1::2]:
+        buf.release()
+    big = heap.alloc(1 << 20)
+    assert big.offset == 0 and big.capacity == 1 << 20
+
+
+def test_odd_heap_sizes_are_covered_by_aligned_blocks() -> None:
+    space = AddressSpace(3 * 4096 + (1 << 16))
+    heap = SvaHeap(space)
+    got = sorted(heap.alloc(4096).offset for _ in range(3 + 16))
+    assert got == [i * 4096 for i in range(19)]
+    with pytest.raises(HeapExhausted):
+        heap.alloc(4096)
+
+
+def test_reclaimed_pages_are_prefaulted_again(space: AddressSpace) -> None:
+    heap = SvaHeap(space)
+    heap.alloc(4096).release()
+    space.reclaim(0, space.size)
+    buf = heap.alloc(4096)
+    assert pagetable.missing_pages(space.page_table, buf.offset, 4096, write=True) == []
+    assert heap.statistics().misses == 2
+
+
 def test_prefault_marks_new_blocks_present(space: AddressSpace) -> None:
     buf = SvaHeap(space, prefault=True).alloc(3 * 4096)
-    assert pagetable.missing_pages(space.page_table, buf.offset, buf.capacity, write=True).size == 0
+    assert pagetable.missing_pages(space.page_table, buf.offset, buf.capacity, write=True) == []
     cold = SvaHeap(AddressSpace(1 << 16), prefault=False).alloc(4096)
-    assert pagetable.missing_pages(cold.heap.space.page_table, cold.offset, 4096, write=False).size == 1
+    assert len(pagetable.missing_pages(cold.heap.space.page_table, cold.offset, 4096, write=False)) == 1
     cold.heap.space.close()
 
 
@@ -55,7 +88,7 @@ def test_exhaustion_is_an_error_not_growth(space: AddressSpace) -> None:
         heap.alloc(4096)
     assert heap.statistics().exhausted == 1
     held[0].release()
-    heap.alloc(200 << 10)  # the freed block of the same class serves it
+    heap.alloc(200 << 10)  # the freed block serves it
 
 
 def test_write_bounds(space: AddressSpace) -> None:

@@ -50,7 +50,7 @@ class ZipQueue:
         self.pending: deque[Job] = deque()
         self.alive = True
         self.submitted = self.completed = self.failed = self.doorbells = 0
-        self._words = memoryview(self.handle.dus)[:abi.QUEUE_DEPTH * abi.SQE_SIZE].cast("I")
+        self._words = self.handle.view.sq
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_scheduled = False
         self.handle.ring(abi.DoorbellCmd.CQ, 0, priority=1)  # arm the interrupt
@@ -207,7 +207,6 @@ class ZipQueue:
             except OSError:
                 pass
         self._lost()
-        self._words.release()
         self.handle.close()
 
 

@@ -17,7 +17,7 @@ from typing import final
 import numpy as np
 import numpy.typing as npt
 
-from warp import abi
+from warp import abi, shm
 from warp.iommu import pagetable
 from warp.iommu.fault import FaultHandler, Perm, Response
 
@@ -28,6 +28,7 @@ class TranslationFault(Exception):
     def __init__(self, response: Response, pages: int) -> None:
         super().__init__(f"I/O page fault answered {response.name} for {pages} page(s)")
         self.response = response
+        self.pages = pages
 
 
 @final
@@ -46,9 +47,10 @@ class Mapping:
     bonds: int = 1
 
     def close(self) -> None:
-        del self.memory, self.page_table
-        self.heap.close()
-        self.pt_map.close()
+        del self.memory
+        self.page_table.release()
+        shm.unmap(self.heap)
+        shm.unmap(self.pt_map)
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ class Iommu:
             pt_map = mmap.mmap(pt_fd, pages)
             mapping = Mapping(pasid=self._next_pasid, pid=pid, base=base, size=size, heap=heap,
                               memory=np.frombuffer(heap, dtype=np.uint8),
-                              page_table=np.frombuffer(pt_map, dtype=np.uint8), pt_map=pt_map)
+                              page_table=memoryview(pt_map), pt_map=pt_map)
             self._next_pasid += 1
             self._by_pid[pid] = mapping
             self._by_pasid[mapping.pasid] = mapping
@@ -124,11 +126,11 @@ class Iommu:
             raise TranslationFault(response if response is not Response.SUCCESS else Response.INVALID, len(pages))
         for _attempt in range(8):
             missing = pagetable.missing_pages(mapping.page_table, offset, length, write)
-            if not missing.size:
+            if not missing:
                 pagetable.populate(mapping.page_table, offset, length, write)
                 return Access(offset=offset, length=length, faults=faults)
-            faults += int(missing.size)
-            addrs = [mapping.base + (int(p) << abi.PAGE_SHIFT) for p in missing]
+            faults += len(missing)
+            addrs = [mapping.base + (p << abi.PAGE_SHIFT) for p in missing]
             response = self.faults.fault(mapping.pasid, addrs, perm)
             if response is not Response.SUCCESS:
                 raise TranslationFault(response, len(addrs))
@@ -143,7 +145,7 @@ class Iommu:
         if offset < 0 or offset >= mapping.size:
             return Response.INVALID  # no vma
         page = offset >> abi.PAGE_SHIFT
-        entry = int(mapping.page_table[page])
+        entry = mapping.page_table[page]
         if perm & Perm.WRITE and not entry & pagetable.WRITE:
             return Response.INVALID  # permission
         start = page << abi.PAGE_SHIFT

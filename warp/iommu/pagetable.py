@@ -19,7 +19,11 @@ WRITE: Final = 1 << 1
 ACCESSED: Final = 1 << 2
 DIRTY: Final = 1 << 3
 
-PageTable = npt.NDArray[np.uint8]
+#: Spans up to this many pages are handled entry by entry; longer ones through numpy, whose
+#: per-call overhead (about a microsecond) only pays off over many entries.
+SMALL_SPAN: Final = 8
+
+PageTable = memoryview  # format "B", one entry per page
 
 
 def page_span(offset: int, length: int) -> tuple[int, int]:
@@ -29,24 +33,42 @@ def page_span(offset: int, length: int) -> tuple[int, int]:
     return first, last + 1
 
 
-def missing_pages(table: PageTable, offset: int, length: int, write: bool) -> npt.NDArray[np.intp]:
-    """Indexes of pages in the range that a DMA access of this kind would fault on."""
+def _entries(table: PageTable, first: int, end: int) -> npt.NDArray[np.uint8]:
+    return np.frombuffer(table, dtype=np.uint8, count=end - first, offset=first)
+
+
+def missing_pages(table: PageTable, offset: int, length: int, write: bool) -> list[int]:
+    """Pages in the range that a DMA access of this kind would fault on."""
     first, end = page_span(offset, length)
     need = PRESENT | WRITE if write else PRESENT
-    entries = table[first:end]
-    return np.flatnonzero((entries & need) != need) + first
+    if end - first <= SMALL_SPAN:
+        return [p for p in range(first, end) if table[p] & need != need]
+    return (np.flatnonzero((_entries(table, first, end) & need) != need) + first).tolist()
 
 
 def populate(table: PageTable, offset: int, length: int, write: bool) -> None:
-    """CPU fault path: the pages are now backed; a write also dirties them."""
+    """Mark pages present and accessed (and dirty on a write): the CPU or IOMMU used them."""
     first, end = page_span(offset, length)
-    table[first:end] |= PRESENT | ACCESSED | (DIRTY if write else 0)
+    bits = PRESENT | ACCESSED | (DIRTY if write else 0)
+    if end - first <= SMALL_SPAN:
+        for p in range(first, end):
+            table[p] |= bits
+    else:
+        entries = _entries(table, first, end)
+        entries |= bits
 
 
 def reclaim(table: PageTable, offset: int, length: int) -> int:
     """Unmap pages as memory pressure or migration would; returns how many were present."""
     first, end = page_span(offset, length)
-    entries = table[first:end]
+    entries = _entries(table, first, end)
     was = int(np.count_nonzero(entries & PRESENT))
     entries &= ~np.uint8(PRESENT | ACCESSED | DIRTY)
     return was
+
+
+def protect(table: PageTable, offset: int, length: int) -> None:
+    """Clear the write permission of the range."""
+    first, end = page_span(offset, length)
+    entries = _entries(table, first, end)
+    entries &= ~np.uint8(WRITE)

@@ -38,8 +38,8 @@ class AddressSpace:
         self.pt_fd = os.memfd_create("warp-sva-pagetable", os.MFD_CLOEXEC)
         os.ftruncate(self.pt_fd, pages)
         self._pt = mmap.mmap(self.pt_fd, pages)
-        self.page_table: pagetable.PageTable = np.frombuffer(self._pt, dtype=np.uint8)
-        self.page_table[:] = pagetable.WRITE  # one read-write mapping, nothing faulted in yet
+        self.page_table: pagetable.PageTable = memoryview(self._pt)
+        self._pt.write(bytes([pagetable.WRITE]) * pages)  # one read-write mapping, nothing faulted in yet
 
     def address(self, offset: int) -> int:
         """The virtual address a device sees for ``offset``: the process's own pointer."""
@@ -63,16 +63,16 @@ class AddressSpace:
 
     def protect(self, offset: int, length: int) -> None:
         """Make the range read-only: a device write to it is an unrecoverable fault."""
-        first, end = pagetable.page_span(offset, length)
-        self.page_table[first:end] &= ~np.uint8(pagetable.WRITE)
+        pagetable.protect(self.page_table, offset, length)
 
     def close(self) -> None:
         """Close the memfds and unmap (deferred while buffers still view the heap)."""
-        del self.array, self.page_table
-        try:
-            self.view.release()
-        except BufferError:
-            pass
+        del self.array
+        for view in (self.view, self.page_table):
+            try:
+                view.release()
+            except BufferError:
+                pass
         shm.unmap(self._heap)
         shm.unmap(self._pt)
         os.close(self.heap_fd)

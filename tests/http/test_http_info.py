@@ -1,0 +1,131 @@
+"""The read-only resources: GET /, /healthz, /device and /metrics, against a real server."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+DEVICE_ATTRS = {"name", "api", "flags", "algorithms", "available_instances", "isolate", "isolate_strategy",
+                "region_mmio_size", "region_dus_size", "node_id"}
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a Prometheus text exposition, keyed by (name, labels)."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def scrape(call, url):  # type: ignore[no-untyped-def]
+    reply = call(url, "GET", "/metrics")
+    assert reply.status == 200
+    assert reply.content_type == "text/plain"
+    return reply.body.decode()
+
+
+def compress_200s(call, url) -> float:  # type: ignore[no-untyped-def]
+    key = ("warpzip_http_requests_total", frozenset({"code": "200", "method": "POST", "route": "/compress"}.items()))
+    return samples(scrape(call, url)).get(key, 0.0)
+
+
+def test_index_is_text(server, call):
+    reply = call(server.url, "GET", "/")
+    assert reply.status == 200
+    assert reply.content_type == "text/plain"
+    text = reply.body.decode()
+    for route in ("/compress", "/decompress", "/healthz", "/device", "/metrics"):
+        assert route in text
+    assert f"127.0.0.1:{server.port}" in text  # the example names the host the client used
+
+
+def test_healthz(server, call):
+    reply = call(server.url, "GET", "/healthz")
+    assert reply.status == 200
+    assert reply.content_type == "application/json"
+    doc = reply.json()
+    assert doc["status"] == "ok"
+    assert doc["driver"] == "zip"
+    assert doc["device"] == {"name": "warp_zip-0", "alive": True}
+    assert doc["fallback_jobs"] == 0
+
+
+def test_device(server, call):
+    reply = call(server.url, "GET", "/device")
+    assert reply.status == 200
+    assert reply.content_type == "application/json"
+    doc = reply.json()
+    assert len(doc["devices"]) == 1
+    device = doc["devices"][0]
+    attrs = device["sysfs"]
+    assert DEVICE_ATTRS <= attrs.keys(), attrs
+    assert attrs["name"] == "warp_zip-0"
+    assert attrs["api"] == "warp_zip_v1"
+    assert attrs["algorithms"] == ["zstd"]
+    assert attrs["isolate"] == 0
+    assert attrs["available_instances"] >= 0
+    states = [q["state"] for q in device["queues"]]
+    assert "STARTED" in states, device["queues"]
+    started = {q["qc_type"] for q in device["queues"] if q["state"] == "STARTED"}
+    assert started == {"compress", "decompress"}
+    assert device["engines"], device
+    # this worker's own queues are the STARTED ones of the device
+    mine = doc["worker_queues"]
+    assert mine and all(q["alive"] for q in mine)
+    assert {q["direction"] for q in mine} == {"compress", "decompress"}
+    started_qids = {q["qid"] for q in device["queues"] if q["state"] == "STARTED"}
+    assert {q["sqn"] for q in mine} <= started_qids
+
+
+def test_device_counts_jobs(server, call):
+    def compress_jobs() -> int:
+        queues = call(server.url, "GET", "/device").json()["devices"][0]["queues"]
+        return sum(q["completed_ok"] for q in queues if q["qc_type"] == "compress")
+
+    before = compress_jobs()
+    for _ in range(3):
+        assert call(server.url, "POST", "/compress", b"count me" * 100).status == 200
+    assert compress_jobs() == before + 3
+
+
+def test_metrics_exposition(server, call):
+    assert call(server.url, "POST", "/compress", b"warm up" * 100).status == 200
+    text = scrape(call, server.url)
+    for name in ("warpzip_http_requests_total", "warpzip_queue_sq_depth", "warpzip_device_jobs_completed_total",
+                 "warpzip_build_info"):
+        assert name in text, name
+    assert "warpzip_device_iopf_total" in text or "warpzip_iopf_pages_total" in text
+    found = samples(text)  # parses: the exposition is well-formed
+    assert any(name == "warpzip_build_info" and value == 1 for (name, _), value in found.items())
+    assert any(name == "warpzip_device_jobs_completed_total" and dict(labels).get("status") == "ok" and value >= 1
+               for (name, labels), value in found.items())
+
+
+def test_metrics_are_text_not_problem(server, call):
+    assert not call(server.url, "GET", "/metrics").body.startswith(b"{")
+
+
+def test_compress_counter_rises_by_n(server, call):
+    n = 7
+    before = compress_200s(call, server.url)
+    for i in range(n):
+        assert call(server.url, "POST", f"/compress?level={i}", os.urandom(100 * i)).status == 200
+    assert compress_200s(call, server.url) == before + n
+
+
+def test_errors_are_counted_by_code(server, call):
+    key = ("warpzip_http_requests_total", frozenset({"code": "400", "method": "POST", "route": "/compress"}.items()))
+    before = samples(scrape(call, server.url)).get(key, 0.0)
+    assert call(server.url, "POST", "/compress?level=99", b"x").status == 400
+    assert call(server.url, "POST", "/compress?checksum=9", b"x").status == 400
+    assert samples(scrape(call, server.url))[key] == before + 2
+
+
+@pytest.mark.parametrize("path", ["/", "/healthz", "/device", "/metrics"])
+def test_post_to_read_only_resource_is_405(server, call, problem, path):
+    reply = call(server.url, "POST", path, b"x")
+    problem(reply, 405, server.root)
+    assert "GET" in reply.headers["Allow"]

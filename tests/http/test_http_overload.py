@@ -1,0 +1,255 @@
+"""Back-pressure and clean-up: 503 + Retry-After when a worker is full (``--max-pending``) or its SVA
+heap is (``--heap-size``), and every slot and buffer coming back when clients give up half-way
+(an upload cut off, a response never read).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+import zstandard
+from prometheus_client.parser import text_string_to_metric_families
+
+MIB = 1 << 20
+
+
+def start(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory, name: str, *flags: str) -> Any:
+    base = tmp_path_factory.mktemp(name)
+    return harness.start_server(base / "root", base / "server.log", "--access-log", "0", *flags)
+
+
+@pytest.fixture(scope="module")
+def narrow(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Two requests in progress at most."""
+    srv = start(harness, tmp_path_factory, "narrow", "--max-pending", "2")
+    yield srv
+    harness.stop_process(srv.proc)
+
+
+@pytest.fixture
+def tight(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """1 MiB bodies, and the smallest heap that allows them (3 MiB). A fresh server per test: the
+    heap's blocks are carved once and kept, so its history shapes what fits later."""
+    srv = start(harness, tmp_path_factory, "tight", "--max-body", str(MIB), "--heap-size", str(3 * MIB))
+    yield srv
+    harness.stop_process(srv.proc)
+
+
+def scrape(url: str) -> list[Any]:
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def gauge(url: str, name: str) -> float:
+    for sample in scrape(url):
+        if sample.name == name:
+            return float(sample.value)
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def slow_upload(port: int, path: str, length: int, sent: bytes = b"x" * 100) -> socket.socket:
+    """A request whose headers promise ``length`` bytes, of which only ``sent`` arrive (for now)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode() + sent)
+    return sock
+
+
+def answered_now(sock: socket.socket, wait: float = 0.3) -> bytes:
+    """Whatever the server already said on ``sock`` (b"" if nothing within ``wait``)."""
+    sock.settimeout(wait)
+    try:
+        return sock.recv(65536)
+    except TimeoutError:
+        return b""
+
+
+def check_503(reply: Any, problem: Callable[..., dict[str, Any]], root: Any) -> None:
+    doc = problem(reply, 503, root)
+    assert doc["type"].endswith("overloaded"), doc
+    assert reply.headers["Retry-After"] == "1"
+
+
+def in_flight(url: str) -> float:
+    return gauge(url, "warpzip_http_requests_in_flight") - 1  # minus the scrape itself
+
+
+# --- admission: --max-pending -----------------------------------------------------------------------
+
+
+def test_over_max_pending_is_503_and_slots_come_back(narrow, call, problem):
+    assert call(narrow.url, "POST", "/compress", b"warm").status == 200
+    slow = [slow_upload(narrow.port, "/compress", 10_000) for _ in range(2)]
+    try:
+        wait_for(lambda: in_flight(narrow.url) >= 2, what="two uploads in progress")
+        check_503(call(narrow.url, "POST", "/compress", b"one too many"), problem, narrow.root)
+        check_503(call(narrow.url, "POST", "/decompress", zstandard.compress(b"x")), problem, narrow.root)
+        # what is not compression is not admission-limited
+        assert call(narrow.url, "GET", "/healthz").status == 200
+        # a slow upload that finishes is answered normally
+        slow[0].sendall(b"y" * (10_000 - 100))
+        slow[0].settimeout(10)
+        head = slow[0].recv(65536)
+        assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    finally:
+        for sock in slow:
+            sock.close()
+    # both slots are free again: the one that finished and the one whose client went away
+    wait_for(lambda: in_flight(narrow.url) == 0, what="in-flight back to 0")
+    holder = slow_upload(narrow.port, "/compress", 10_000)
+    try:
+        wait_for(lambda: in_flight(narrow.url) >= 1, what="one upload in progress")
+        reply = call(narrow.url, "POST", "/compress", b"fits beside one slow upload")
+        assert reply.status == 200, reply.body  # a leaked slot would make this a 503
+    finally:
+        holder.close()
+
+
+def test_rejected_requests_are_counted(narrow, call):
+    def rejected() -> float:
+        return sum(s.value for s in scrape(narrow.url)
+                   if s.name == "warpzip_http_requests_total" and s.labels.get("code") == "503")
+
+    before = rejected()
+    slow = [slow_upload(narrow.port, "/compress", 10_000) for _ in range(2)]
+    try:
+        wait_for(lambda: in_flight(narrow.url) >= 2, what="two uploads in progress")
+        for _ in range(3):
+            assert call(narrow.url, "POST", "/compress", b"z").status == 503
+    finally:
+        for sock in slow:
+            sock.close()
+    assert rejected() == before + 3
+
+
+# --- the SVA heap: --heap-size ----------------------------------------------------------------------
+
+
+def heap_in_use(srv: Any) -> float:
+    return gauge(srv.url, "warpzip_sva_heap_in_use_bytes")
+
+
+def test_heap_exhaustion_is_503_and_buffers_come_back(tight, call, problem):
+    data = os.urandom(MIB)
+    # carves one 1 MiB block (input) and one 2 MiB block (output): the whole heap
+    assert zstandard.decompress(call(tight.url, "POST", "/compress?level=1", data).body) == data
+    wait_for(lambda: heap_in_use(tight) == 0, what="an idle heap")
+    held: list[socket.socket] = []
+    refused = b""
+    try:
+        for _ in range(8):  # each declares 1 MiB, so each holds a 1 MiB buffer while it waits
+            sock = slow_upload(tight.port, "/compress", MIB)
+            held.append(sock)
+            refused = answered_now(sock)
+            if refused:
+                break
+        assert refused, "a 3 MiB heap held eight 1 MiB uploads"
+        status_line, _, rest = refused.partition(b"\r\n")
+        assert status_line.startswith(b"HTTP/1.1 503"), refused[:300]
+        head, _, body = rest.partition(b"\r\n\r\n")
+        assert b"retry-after: 1" in head.lower()
+        assert b"application/problem+json" in head.lower()
+        assert json.loads(body)["type"].endswith("overloaded")
+        assert heap_in_use(tight) > 0
+    finally:
+        for sock in held:
+            sock.close()
+    wait_for(lambda: heap_in_use(tight) == 0, what="the cut-off uploads' buffers to come back")
+    assert zstandard.decompress(call(tight.url, "POST", "/compress?level=1", data).body) == data
+
+
+def test_unread_responses_give_their_buffers_back(tight, call):
+    """Clients that send 1 MiB and hang up without reading the answer, many times over: a buffer
+    kept by each would exhaust the 3 MiB heap after a few."""
+    data = os.urandom(MIB)
+    for _ in range(12):
+        with socket.create_connection(("127.0.0.1", tight.port), timeout=10) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(f"POST /compress?level=1 HTTP/1.1\r\nHost: x\r\nContent-Length: {MIB}\r\n\r\n".encode()
+                         + data)
+            sock.recv(100)  # the answer started; leave the rest unread
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+    wait_for(lambda: heap_in_use(tight) == 0, what="the unread responses' buffers to come back")
+    reply = call(tight.url, "POST", "/compress?level=1", data)
+    assert reply.status == 200, reply.body[:300]
+    assert zstandard.decompress(reply.body) == data
+
+
+def test_failed_jobs_give_their_buffers_back(tight, call):
+    bodies = [(os.urandom(300_000), 400), (b"\x28\xb5\x2f\xfd" + os.urandom(1000), 400),
+              (zstandard.compress(b"a" * (2 * MIB)), 413)]
+    for _ in range(5):
+        for body, status in bodies:
+            reply = call(tight.url, "POST", "/decompress", body)
+            assert reply.status == status, reply.body[:300]
+    wait_for(lambda: heap_in_use(tight) == 0, timeout=5, what="failed jobs' buffers to come back")
+    assert call(tight.url, "GET", "/healthz").json()["status"] == "ok"
+
+
+def carve_into_1mib_blocks(srv: Any) -> None:
+    """Three uploads that each declare 1 MiB hold three 1 MiB blocks, all of the 3 MiB heap; then
+    their clients go away and the worker is idle again."""
+    held = [slow_upload(srv.port, "/compress", MIB) for _ in range(3)]
+    try:
+        wait_for(lambda: heap_in_use(srv) == 3 * MIB, what="three 1 MiB uploads in progress")
+    finally:
+        for sock in held:
+            sock.close()
+    wait_for(lambda: heap_in_use(srv) == 0 and in_flight(srv.url) == 0, what="an idle worker")
+
+
+def test_no_buffer_for_the_output_is_503_not_500(tight, call, problem):
+    """When the input fits but the output buffer does not, the client is told to retry (503 with
+    Retry-After), as when the input does not fit: not a 500 "internal" error."""
+    held = slow_upload(tight.port, "/compress", MIB)  # holds the heap's 1 MiB block
+    try:
+        wait_for(lambda: heap_in_use(tight) == MIB, what="a 1 MiB upload in progress")
+        data = os.urandom(MIB)  # the input splits the 2 MiB block, so the 2 MiB output has none
+        reply = call(tight.url, "POST", "/compress?level=1", data)
+        check_503(reply, problem, tight.root)
+    finally:
+        held.close()
+
+
+def test_idle_worker_serves_a_max_body_request_after_a_burst(tight, call):
+    """--heap-size is at least 2 * --max-body + 1 MiB so that one request of the largest size always
+    fits an idle worker; it must still fit after a burst of uploads has come and gone."""
+    data = os.urandom(MIB)
+    carve_into_1mib_blocks(tight)
+    for _ in range(3):
+        reply = call(tight.url, "POST", "/compress?level=1", data)
+        if reply.status == 200:
+            break
+        time.sleep(1)  # the 503 said Retry-After: 1
+    assert reply.status == 200, (reply.status, reply.body[:300])
+    assert zstandard.decompress(reply.body) == data
+
+
+def test_client_hang_ups_are_not_server_errors(tight, call):
+    """A client that goes away mid-upload is not a 500 of the service (no 5xx series, no alert)."""
+    for _ in range(3):
+        sock = slow_upload(tight.port, "/compress", 10_000)
+        wait_for(lambda: in_flight(tight.url) >= 1, what="an upload in progress")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        wait_for(lambda: in_flight(tight.url) == 0, what="the cut-off upload to end")
+    codes = {s.labels["code"] for s in scrape(tight.url) if s.name == "warpzip_http_requests_total"}
+    assert not any(code.startswith("5") for code in codes), codes

@@ -145,7 +145,7 @@ class Runtime:
         """Wait for the job; past the timeout the wait fails but the buffers stay with the job
         (the engine may still be writing) until the driver finishes or loses it."""
         future = driver.submit(job)
-        timer = asyncio.get_running_loop().call_later(self.timeout, _expire, future, self.timeout)
+        timer = future.get_loop().call_later(self.timeout, _expire, future, self.timeout)
         try:
             await future
         finally:

@@ -61,8 +61,9 @@ class ZipQueue:
 
     # ---- async -----------------------------------------------------------------------------
     def submit(self, job: Job) -> asyncio.Future[Job]:
-        loop = asyncio.get_running_loop()
-        if self._loop is None:
+        loop = self._loop
+        if loop is None:  # first job: bind to the caller's loop (asking for it costs a getpid())
+            loop = asyncio.get_running_loop()
             self._attach(loop)
         if not self.alive:
             raise DeviceLost("queue is gone")

@@ -1,0 +1,85 @@
+"""Fixtures for the observability tests: the root conftest's helpers, the Grafana dashboards as
+built, and the panel queries they contain.
+
+No test directory is a package, so every conftest.py is a top-level module named ``conftest`` and
+importing one by name is ambiguous; ``harness`` returns the module pytest registered from
+tests/conftest.py, and this file's helpers are handed out as fixtures.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent.parent
+GRAFANA = REPO / "grafana"
+DASHBOARDS = GRAFANA / "dashboards"
+ROOT_CONFTEST = REPO / "tests" / "conftest.py"
+
+
+@pytest.fixture(scope="session")
+def harness(pytestconfig: pytest.Config) -> ModuleType:
+    """tests/conftest.py as loaded by pytest: ``require_tool``, ``start_server``, ``stop_process``, ``free_port``."""
+    for plugin in pytestconfig.pluginmanager.get_plugins():
+        if isinstance(plugin, ModuleType) and Path(getattr(plugin, "__file__", "") or "").resolve() == ROOT_CONFTEST:
+            return plugin
+    raise RuntimeError(f"{ROOT_CONFTEST} is not loaded")
+
+
+def load_build() -> ModuleType:
+    """grafana/build.py as a module (it is a script, not part of any package)."""
+    spec = importlib.util.spec_from_file_location("warpzip_grafana_build", GRAFANA / "build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_dashboards() -> dict[str, dict[str, Any]]:
+    """The committed dashboards: file name → parsed JSON."""
+    return {path.name: json.loads(path.read_text()) for path in sorted(DASHBOARDS.glob("*.json"))}
+
+
+def iter_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every panel, including panels nested in collapsed rows."""
+    for panel in dashboard.get("panels", []):
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def panel_targets() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(dashboard file, panel, target) for every query of every panel."""
+    return [(name, panel, target)
+            for name, dashboard in load_dashboards().items()
+            for panel in iter_panels(dashboard)
+            for target in panel.get("targets", [])]
+
+
+@pytest.fixture(scope="session")
+def build() -> ModuleType:
+    return load_build()
+
+
+@pytest.fixture(scope="session")
+def dashboards() -> dict[str, dict[str, Any]]:
+    return load_dashboards()
+
+
+@pytest.fixture(scope="session")
+def panels(dashboards: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(dashboard file, panel) for every panel of every dashboard."""
+    return [(name, panel) for name, dashboard in dashboards.items() for panel in iter_panels(dashboard)]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test asking for ``panel_target`` runs once per panel query: (dashboard file, panel, target)."""
+    if "panel_target" in metafunc.fixturenames:
+        targets = panel_targets()
+        ids = [f"{name.removesuffix('.json')}:{panel['id']}{target['refId']}" for name, panel, target in targets]
+        metafunc.parametrize("panel_target", targets, ids=ids)

@@ -1,0 +1,218 @@
+"""The dashboards against a real Prometheus scraping a real server under wrk load.
+
+One module-scoped setup starts ``warpzip serve``, a Prometheus with a temp copy of
+grafana/prometheus.yml (the target's port adjusted, 1 s scrapes and rule evaluation) and drives
+~8 s of 4 KiB POST /compress with wrk. Then every query of every panel of both dashboards, with the
+Grafana variables substituted, must come back from /api/v1/query with status success and a
+non-empty result; the variables' label_values queries must find the job and instance; and the alert
+rules must be loaded, healthy and quiet.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parent.parent.parent
+GRAFANA = REPO / "grafana"
+BODY_SIZE = 4096
+LOAD_SECONDS = 8
+RATE_INTERVAL = "15s"  # what Grafana would pick for a 1 s scrape interval on a short time range
+
+LUA = """\
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/octet-stream"
+local f = assert(io.open([[{body}]], "rb"))
+wrk.body = f:read("*all")
+f:close()
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("requests=%d non2xx=%d errors=%d\\n", summary.requests, e.status,
+                         e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+# queries (dashboard, panel id, refId) whose value under this load must be a finite number above zero;
+# the others (5xx, fallback, failures, IOPF, depth and heap in use once the load stopped) only exist
+MUST_BE_POSITIVE = {
+    ("warpzip-overview.json", panel, ref) for panel, refs in
+    {1: "A", 3: "ABC", 5: "AB", 6: "A", 7: "B", 10: "AB", 11: "B", 12: "A"}.items() for ref in refs
+} | {
+    ("warpzip-accelerator.json", panel, ref) for panel, refs in
+    {3: "A", 5: "A", 6: "ABC", 7: "A", 8: "A", 10: "A", 11: "A", 12: "AB"}.items() for ref in refs
+}
+
+
+@dataclass
+class Stack:
+    prometheus: str
+    target: str
+    load: dict[str, int]
+
+
+def substitute(expr: str) -> str:
+    """What Grafana sends for this query with job=warpzip, instance=All and a 1 s scrape interval."""
+    for name, value in (("__rate_interval", RATE_INTERVAL), ("job", "warpzip"), ("instance", ".*")):
+        expr = expr.replace("${" + name + "}", value).replace("$" + name, value)
+    assert "$" not in expr, expr
+    return expr
+
+
+def api(base: str, path: str, **params: str) -> Any:
+    url = f"{base}{path}?{urllib.parse.urlencode(params)}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def query(base: str, expr: str) -> list[dict[str, Any]]:
+    reply = api(base, "/api/v1/query", query=expr, time=f"{time.time():.3f}")
+    assert reply["status"] == "success", (expr, reply)
+    assert reply["data"]["resultType"] == "vector", (expr, reply)
+    return list(reply["data"]["result"])
+
+
+def wait_for(what: str, check: Any, timeout: float, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}" + (f"\n{log.read_text()[-3000:]}" if log else ""))
+
+
+def prometheus_config(tmp: Path, port: int) -> Path:
+    """grafana/prometheus.yml with the server's port, 1 s scrapes and the alert rules by absolute path."""
+    config = yaml.safe_load((GRAFANA / "prometheus.yml").read_text())
+    config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
+    config["rule_files"] = [str(GRAFANA / name) for name in config["rule_files"]]
+    [job] = config["scrape_configs"]
+    assert job["job_name"] == "warpzip"
+    [static] = job["static_configs"]
+    assert static["targets"] == ["127.0.0.1:8080"]
+    static["targets"] = [f"127.0.0.1:{port}"]
+    path = tmp / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def drive_load(wrk: str, tmp: Path, url: str) -> dict[str, int]:
+    rng = random.Random(4096)
+    words = b"warpzip accelerator queue doorbell interrupt engine page fault pasid zstd frame".split()
+    body = tmp / "body.bin"
+    body.write_bytes(b" ".join(rng.choice(words) for _ in range(BODY_SIZE))[:BODY_SIZE])
+    script = tmp / "post.lua"
+    script.write_text(LUA.format(body=body))
+    result = subprocess.run([wrk, "-t1", "-c16", f"-d{LOAD_SECONDS}s", "--timeout", "5s", "-s", str(script),
+                             f"{url}/compress?level=3"],
+                            capture_output=True, text=True, timeout=LOAD_SECONDS + 30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    match = re.search(r"requests=(\d+) non2xx=(\d+) errors=(\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    requests, non2xx, errors = map(int, match.groups())
+    assert requests > 0 and non2xx == 0 and errors == 0, result.stdout
+    return {"requests": requests}
+
+
+@pytest.fixture(scope="module")
+def stack(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    prometheus_bin = harness.require_tool("prometheus")
+    wrk = harness.require_tool("wrk")
+    tmp = tmp_path_factory.mktemp("prometheus-e2e")
+    server = harness.start_server(tmp / "root", tmp / "server.log", "--access-log", "0")
+    prometheus = None
+    try:
+        port = harness.free_port()
+        base = f"http://127.0.0.1:{port}"
+        log = tmp / "prometheus.log"
+        with log.open("wb") as sink:
+            prometheus = subprocess.Popen(
+                [prometheus_bin, f"--config.file={prometheus_config(tmp, server.port)}",
+                 f"--storage.tsdb.path={tmp / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+                stdout=sink, stderr=subprocess.STDOUT, cwd=tmp)
+
+        def ready() -> bool:
+            assert prometheus is not None and prometheus.poll() is None, log.read_text()[-3000:]
+            with urllib.request.urlopen(base + "/-/ready", timeout=2) as response:
+                return response.status == 200
+
+        def scraped(after: float, count: int) -> bool:
+            samples = query(base, 'count_over_time(up{job="warpzip"}[1m])')
+            stamps = query(base, 'timestamp(up{job="warpzip"} == 1)')
+            return bool(samples and stamps and float(samples[0]["value"][1]) >= count
+                        and float(stamps[0]["value"][1]) > after)
+
+        wait_for("prometheus to be ready", ready, 30, log)
+        wait_for("the first scrapes", lambda: scraped(0, 2), 15, log)
+        load = drive_load(wrk, tmp, server.url)
+        ended = time.time()
+        # a few scrapes after the load, still well inside the 15 s rate window
+        wait_for("scrapes after the load", lambda: scraped(ended + 1, LOAD_SECONDS), 10, log)
+        yield Stack(base, f"127.0.0.1:{server.port}", load)
+    finally:
+        if prometheus is not None:
+            harness.stop_process(prometheus)
+        harness.stop_process(server.proc)
+
+
+def test_target_up(stack: Stack):
+    [up] = query(stack.prometheus, 'up{job="warpzip"}')
+    assert up["metric"]["instance"] == stack.target and up["value"][1] == "1"
+    [total] = query(stack.prometheus, 'sum(warpzip_http_requests_total{route="/compress", code="200"})')
+    assert float(total["value"][1]) >= stack.load["requests"]
+
+
+def test_panel_query(stack: Stack, panel_target: tuple[str, dict[str, Any], dict[str, Any]]):
+    name, panel, target = panel_target
+    expr = substitute(target["expr"])
+    result = query(stack.prometheus, expr)
+    assert result, f"{name} panel {panel['id']} {panel['title']!r} returned no series: {expr}"
+    if (name, panel["id"], target["refId"]) in MUST_BE_POSITIVE:
+        values = [float(series["value"][1]) for series in result]
+        assert any(math.isfinite(v) and v > 0 for v in values), (panel["title"], expr, result)
+
+
+def test_variable_queries(stack: Stack, dashboards: dict[str, dict[str, Any]]):
+    """label_values(metric{selector}, label) as Grafana runs it: /api/v1/label/<label>/values?match[]=..."""
+    expected = {"job": "warpzip", "instance": stack.target}
+    for dashboard in dashboards.values():
+        for variable in dashboard["templating"]["list"]:
+            if variable["type"] != "query":
+                continue
+            match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"]["query"])
+            assert match, variable
+            selector, label = substitute(match.group(1)), match.group(2)
+            reply = api(stack.prometheus, f"/api/v1/label/{label}/values", **{"match[]": selector})
+            assert reply["status"] == "success" and expected[label] in reply["data"], (variable["name"], reply)
+
+
+def test_alert_rules_loaded_healthy_and_quiet(stack: Stack):
+    reply = api(stack.prometheus, "/api/v1/rules")
+    assert reply["status"] == "success"
+    rules = [r for group in reply["data"]["groups"] for r in group["rules"]]
+    assert {r["name"] for r in rules} == {"WarpzipDeviceIsolated", "WarpzipIopfRateHigh", "WarpzipQueueSaturated",
+                                          "WarpzipHigh5xxRatio", "WarpzipP99LatencyHigh"}
+    for rule in rules:
+        assert rule["health"] == "ok", rule
+        assert not rule.get("lastError"), rule
+        assert not rule["lastEvaluation"].startswith("0001"), rule  # evaluated at least once
+        assert rule["state"] != "firing", rule  # a healthy server under light load

@@ -1,0 +1,228 @@
+"""Static checks of everything under grafana/: promtool on the scrape config, the alert rules and
+their unit tests, promtool's lint of the service's real /metrics output, and the house rules of the
+generated dashboards (up to date with grafana/build.py, unit + description on every panel,
+$__rate_interval in every range, the datasource/job/instance variables, stable ids)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent.parent
+GRAFANA = REPO / "grafana"
+ALERTS = {"WarpzipDeviceIsolated", "WarpzipIopfRateHigh", "WarpzipQueueSaturated", "WarpzipHigh5xxRatio",
+          "WarpzipP99LatencyHigh"}
+UIDS = {"warpzip-overview.json": "warpzip-overview", "warpzip-accelerator.json": "warpzip-accelerator"}
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+# PromQL functions that take a range vector; their range must be $__rate_interval in a dashboard
+RANGE_FUNCTIONS = re.compile(r"\b(rate|irate|increase|delta|idelta|deriv|resets|changes|\w+_over_time)\s*\(")
+RANGE = re.compile(r"\[([^\]]*)\]")
+METRIC = re.compile(r"\b(warpzip_[a-z0-9_]+)\b")
+
+
+@pytest.fixture(scope="module")
+def promtool(harness: ModuleType) -> str:
+    return harness.require_tool("promtool")
+
+
+def run_promtool(promtool: str, *args: str, stdin: str | None = None) -> str:
+    result = subprocess.run([promtool, *args], cwd=REPO, input=stdin, capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "warn" not in output.lower(), output
+    return output
+
+
+def test_check_config(promtool: str):
+    out = run_promtool(promtool, "check", "config", "--lint=all", "--lint-fatal", "grafana/prometheus.yml")
+    assert "SUCCESS: 1 rule files found" in out, out
+    assert f"SUCCESS: {len(ALERTS)} rules found" in out, out
+
+
+def test_check_rules(promtool: str):
+    out = run_promtool(promtool, "check", "rules", "--lint=all", "--lint-fatal", "grafana/alerts.yml")
+    assert f"SUCCESS: {len(ALERTS)} rules found" in out, out
+
+
+def test_test_rules(promtool: str):
+    out = run_promtool(promtool, "test", "rules", "grafana/alerts.test.yml")
+    assert "SUCCESS" in out and "FAILED" not in out, out
+
+
+def scrape_after_traffic(url: str) -> str:
+    """/metrics after a few compress and decompress requests and one 404, so every label set exists."""
+    body = b"warpzip observability " * 200
+    frame = b""
+    for level in (1, 3, 9):
+        request = urllib.request.Request(f"{url}/compress?level={level}", data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
+            frame = response.read()
+    request = urllib.request.Request(f"{url}/decompress", data=frame, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.read() == body
+    try:
+        urllib.request.urlopen(f"{url}/no-such-page", timeout=10)
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 404
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        return response.read().decode()
+
+
+def test_check_metrics_on_live_exposition(server: Any, promtool: str):
+    text = scrape_after_traffic(server.url)
+    assert 'warpzip_http_requests_total{code="200",method="POST",route="/compress"}' in text
+    out = run_promtool(promtool, "check", "metrics", stdin=text)
+    assert out.strip() == "", out  # promtool prints nothing when the exposition has no lint problems
+
+
+def exposed_names(text: str) -> set[str]:
+    return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def test_every_referenced_metric_is_exposed(server: Any, dashboards: dict[str, dict[str, Any]]):
+    """Dashboards and alerts only use metric names the running service really exposes."""
+    exposed = exposed_names(scrape_after_traffic(server.url))
+    exprs = [t["expr"] for d in dashboards.values() for p in d["panels"] for t in p.get("targets", [])]
+    exprs += [t["query"]["query"] for d in dashboards.values() for t in d["templating"]["list"]
+              if isinstance(t.get("query"), dict)]
+    alerts = yaml.safe_load((GRAFANA / "alerts.yml").read_text())
+    exprs += [r["expr"] for g in alerts["groups"] for r in g["rules"]]
+    used = {m for e in exprs for m in METRIC.findall(e)}
+    assert used - exposed == set(), sorted(exposed)
+
+
+# ---- dashboards -------------------------------------------------------------------------------------
+
+def test_dashboards_match_build_script(build: ModuleType):
+    rendered = build.render()
+    assert set(rendered) == set(UIDS)
+    for name, text in rendered.items():
+        committed = (GRAFANA / "dashboards" / name).read_text()
+        assert committed == text, f"grafana/dashboards/{name} is stale: run python grafana/build.py"
+    check = subprocess.run([sys.executable, str(GRAFANA / "build.py"), "--check"], capture_output=True, text=True,
+                           timeout=60)
+    assert check.returncode == 0, check.stderr
+
+
+def test_dashboard_identity_and_variables(dashboards: dict[str, dict[str, Any]]):
+    assert set(dashboards) == set(UIDS)
+    for name, dashboard in dashboards.items():
+        assert dashboard["uid"] == UIDS[name]
+        assert dashboard["schemaVersion"] == 39
+        assert dashboard["title"].startswith("warpzip")
+        variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+        assert variables["datasource"]["type"] == "datasource"
+        assert variables["datasource"]["query"] == "prometheus"
+        for var in ("job", "instance"):
+            assert variables[var]["type"] == "query"
+            assert variables[var]["datasource"] == DATASOURCE
+            assert variables[var]["query"]["query"].startswith("label_values(")
+            assert variables[var]["query"]["query"].endswith(f", {var})")
+        assert variables["instance"]["includeAll"] and variables["instance"]["allValue"] == ".*"
+
+
+def test_panel_ids_and_layout(dashboards: dict[str, dict[str, Any]]):
+    for name, dashboard in dashboards.items():
+        ids = [p["id"] for p in dashboard["panels"]]
+        assert ids == sorted(set(ids)), f"{name}: panel ids must be unique and in order: {ids}"
+        for p in dashboard["panels"]:
+            pos = p["gridPos"]
+            assert 0 <= pos["x"] and pos["x"] + pos["w"] <= 24 and pos["h"] > 0, (name, p["title"], pos)
+
+
+def test_every_panel_has_unit_and_description(panels: list[tuple[str, dict[str, Any]]]):
+    assert len(panels) >= 20
+    for name, panel in panels:
+        where = f"{name} panel {panel['id']} {panel.get('title')!r}"
+        assert panel.get("description", "").strip(), f"{where}: no description"
+        assert panel.get("fieldConfig", {}).get("defaults", {}).get("unit"), f"{where}: no unit"
+        assert panel["datasource"] == DATASOURCE, where
+        assert panel["targets"], f"{where}: no query"
+        refs = [t["refId"] for t in panel["targets"]]
+        assert len(refs) == len(set(refs)), where
+        for target in panel["targets"]:
+            assert target["datasource"] == DATASOURCE, where
+
+
+def test_every_rate_uses_rate_interval(panels: list[tuple[str, dict[str, Any]]]):
+    checked = 0
+    for name, panel in panels:
+        for target in panel["targets"]:
+            expr = target["expr"]
+            ranges = RANGE.findall(expr)
+            assert all(r == "$__rate_interval" for r in ranges), f"{name} panel {panel['id']}: {expr}"
+            assert len(RANGE_FUNCTIONS.findall(expr)) == len(ranges), f"{name} panel {panel['id']}: {expr}"
+            assert 'job="$job"' in expr and 'instance=~"$instance"' in expr, f"{name} panel {panel['id']}: {expr}"
+            checked += len(ranges)
+    assert checked > 20
+
+
+# ---- prometheus, alerts, provisioning, compose --------------------------------------------------------
+
+def test_scrape_config():
+    config = yaml.safe_load((GRAFANA / "prometheus.yml").read_text())
+    assert config["global"]["scrape_interval"] == "5s"
+    assert config["rule_files"] == ["alerts.yml"]
+    [job] = config["scrape_configs"]
+    assert job["job_name"] == "warpzip"
+    assert job["static_configs"][0]["targets"] == ["127.0.0.1:8080"]
+
+
+def test_alert_rules_shape():
+    rules = [r for g in yaml.safe_load((GRAFANA / "alerts.yml").read_text())["groups"] for r in g["rules"]]
+    assert {r["alert"] for r in rules} == ALERTS
+    for rule in rules:
+        assert rule.get("for"), rule["alert"]
+        assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
+    isolated = next(r for r in rules if r["alert"] == "WarpzipDeviceIsolated")
+    assert isolated["expr"].strip() == "warpzip_device_isolated == 1"
+
+
+def test_every_alert_has_firing_and_quiet_cases():
+    tests = yaml.safe_load((GRAFANA / "alerts.test.yml").read_text())
+    assert tests["rule_files"] == ["alerts.yml"]
+    firing: set[str] = set()
+    quiet: set[str] = set()
+    for case in tests["tests"]:
+        for check in case.get("alert_rule_test", []):
+            (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
+    assert firing == ALERTS and quiet == ALERTS, (firing, quiet)
+
+
+def test_grafana_provisioning_and_compose():
+    datasource = yaml.safe_load((GRAFANA / "provisioning/datasources/prometheus.yml").read_text())
+    [ds] = datasource["datasources"]
+    assert ds["uid"] == "warpzip-prometheus" and ds["type"] == "prometheus"
+    assert ds["jsonData"]["timeInterval"] == "5s"
+    providers = yaml.safe_load((GRAFANA / "provisioning/dashboards/warpzip.yml").read_text())
+    [provider] = providers["providers"]
+    assert provider["type"] == "file"
+    compose = yaml.safe_load((GRAFANA / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"warpzip", "prometheus", "grafana"} <= set(services)
+    build = services["warpzip"]["build"]
+    assert (GRAFANA / build["context"]).resolve() == REPO
+    assert (REPO / build["dockerfile"]).is_file()
+    mounts: dict[str, str] = {}
+    for service in ("prometheus", "grafana"):
+        for volume in services[service]["volumes"]:
+            source, target = volume.split(":")[:2]
+            if source.startswith("."):
+                assert (GRAFANA / source).exists(), volume
+                mounts[target] = source
+    assert mounts[provider["options"]["path"]] == "./dashboards"
+    assert mounts["/etc/prometheus/prometheus.yml"] == "./prometheus.yml"
+    assert mounts["/etc/prometheus/alerts.yml"] == "./alerts.yml"
+    assert mounts["/etc/grafana/provisioning/datasources"] == "./provisioning/datasources"
+    assert mounts["/etc/grafana/provisioning/dashboards"] == "./provisioning/dashboards"

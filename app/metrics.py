@@ -1,24 +1,33 @@
 """Prometheus metrics: RED for the HTTP API, USE for the accelerator.
 
-HTTP metrics are ordinary client objects updated by the middleware. Everything about the device
-is read at scrape time — the device's DFX counters from its shared file, this worker's queues and
-heap from ``Runtime.statistics()`` — by a custom collector, so the hot path pays nothing for them.
+With several worker processes a scrape reaches whichever worker the kernel picks, yet must report
+totals over all of them, with counters that never go backwards. So every worker keeps its
+instruments in prometheus-client's multiprocess mode (one mmap file per process in a directory
+that ``serve`` creates and shares, see :func:`use_shared_directory`) and a scrape merges all files.
+Counters of a worker that died stay in the sum; its gauges drop out (``mark_process_dead``).
+
+The worker's own runtime (queues, heap, fallback) is copied into those instruments once a second
+by :meth:`Metrics.sync`; the device's DFX counters are device-wide and are read at scrape time
+from the shared DFX file by :class:`AcceleratorCollector`, so the hot path pays nothing for them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Final, final
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, disable_created_metrics, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from app import __version__
+from app.admission import Admission
 from warp import Runtime, cdev
 from warp.dfx import Dev, Dfx, Engine, Queue
 from warp.iommu.fault import SERVICE_BUCKETS, FaultCounter
@@ -28,37 +37,135 @@ LATENCY_BUCKETS: Final = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 
 DEVICE_NAME: Final = "warp_zip-0"
 #: The code recorded when the client disconnects before its answer (nginx's convention).
 CLIENT_CLOSED: Final = 499
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+SYNC_INTERVAL: Final = 1.0
 
 disable_created_metrics()  # *_created series double the exposition and no dashboard uses them
 
 
+def use_shared_directory(path: Path) -> None:
+    """Put this process and its future children in multiprocess mode, writing under ``path``.
+
+    Must run before the first instrument is created (prometheus-client picks its value class
+    when it is imported, hence the reload of that choice here).
+    """
+    from prometheus_client import values
+
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(path)
+    values.ValueClass = values.get_value_class()
+
+
+def worker_exited(pid: int) -> None:
+    """Drop a dead worker's live gauges; its counters keep counting in the totals."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)
+
+
 @final
 class Metrics:
-    """This worker's registry and the HTTP instruments."""
+    """This worker's instruments and the registry a scrape renders."""
 
-    def __init__(self, runtime: Callable[[], Runtime | None], root: Path) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
+    def __init__(self, runtime: Callable[[], Runtime | None], admission: Admission, root: Path) -> None:
+        self.shared = bool(os.environ.get(MULTIPROC_ENV))
+        r = None if self.shared else CollectorRegistry()
         self.requests = Counter("warpzip_http_requests", "HTTP requests answered, by route, method and status code.",
                                 ["route", "method", "code"], registry=r)
         self.latency = Histogram("warpzip_http_request_duration_seconds",
                                  "Time from request start to the last response byte handed to the transport.",
                                  ["route"], buckets=LATENCY_BUCKETS, registry=r)
-        self.in_flight = Gauge("warpzip_http_requests_in_flight", "HTTP requests being handled.", registry=r)
+        self.in_flight = Gauge("warpzip_http_requests_in_flight", "HTTP requests being handled.", registry=r,
+                               multiprocess_mode="livesum")
         self.input_bytes = Counter("warpzip_compressor_input_bytes",
-                                   "Bytes given to the compressor or decompressor.", registry=r)
+                                   "Bytes given to the compressor or decompressor.", ["direction"], registry=r)
         self.output_bytes = Counter("warpzip_compressor_output_bytes",
-                                    "Bytes the compressor or decompressor produced.", registry=r)
-        info = Gauge("warpzip_build_info", "Build information; the value is always 1.", ["version"], registry=r)
+                                    "Bytes the compressor or decompressor produced.", ["direction"], registry=r)
+        self.job_latency = Histogram("warpzip_queue_job_duration_seconds",
+                                     "Time from handing a job to the driver to its completion.", ["driver"],
+                                     buckets=LATENCY_BUCKETS, registry=r)
+        self.admission_pending = Gauge("warpzip_admission_pending", "Requests admitted and not finished.",
+                                       registry=r, multiprocess_mode="livesum")
+        self.admission_limit = Gauge("warpzip_admission_limit", "Requests a worker admits before answering 503.",
+                                     registry=r, multiprocess_mode="livesum")
+        self.admission_rejected = Counter("warpzip_admission_rejected",
+                                          "Requests answered 503 because too many were in progress.", registry=r)
+        self._runtime_gauges = {
+            name: Gauge(name, text, ["driver"], registry=r, multiprocess_mode="livesum")
+            for name, text in (("warpzip_queue_sq_depth", "Jobs in the workers' submission queues."),
+                               ("warpzip_queue_sq_capacity", "Slots in the workers' submission queues."))}
+        self._runtime_counters = {
+            name: Counter(name.removesuffix("_total"), text, ["driver"], registry=r)
+            for name, text in (("warpzip_queue_jobs_submitted", "Jobs the workers submitted."),
+                               ("warpzip_queue_jobs_completed", "Jobs completed for the workers."),
+                               ("warpzip_queue_jobs_failed", "Jobs completed with an error status."),
+                               ("warpzip_queue_doorbells", "SQ doorbells the workers rang."))}
+        self.fallback = Counter("warpzip_fallback_jobs", "Jobs re-run on the cpu because the device failed.",
+                                registry=r)
+        self.heap_in_use = Gauge("warpzip_sva_heap_in_use_bytes", "SVA heap bytes in buffers handed out.",
+                                 registry=r, multiprocess_mode="livesum")
+        self.heap_capacity = Gauge("warpzip_sva_heap_capacity_bytes", "SVA heap size, over all workers.",
+                                   registry=r, multiprocess_mode="livesum")
+        self.pool = Counter("warpzip_sva_pool_allocations", "Buffer allocations by pool result.", ["result"],
+                            registry=r)
+        self.device_up = Gauge("warpzip_device_up", "1 while every worker reaches the accelerator, else 0.",
+                               registry=r, multiprocess_mode="livemin")
+        info = Gauge("warpzip_build_info", "Build information; the value is always 1.", ["version"], registry=r,
+                     multiprocess_mode="max")
         info.labels(version=__version__).set(1)
-        r.register(AcceleratorCollector(runtime, cdev.DevicePaths(root, DEVICE_NAME)))
+        self._synced: dict[tuple[str, str], int] = {}
+        self._runtime = runtime
+        self._admission = admission
+        self.registry = CollectorRegistry() if self.shared else r
+        assert self.registry is not None
+        if self.shared:
+            multiprocess.MultiProcessCollector(self.registry)
+        self.registry.register(AcceleratorCollector(cdev.DevicePaths(root, DEVICE_NAME)))
 
-    def observe_bytes(self, consumed: int, produced: int) -> None:
-        self.input_bytes.inc(consumed)
-        self.output_bytes.inc(produced)
+    def observe_bytes(self, direction: str, consumed: int, produced: int) -> None:
+        self.input_bytes.labels(direction).inc(consumed)
+        self.output_bytes.labels(direction).inc(produced)
 
     def render(self) -> bytes:
+        self.sync()  # this worker's own figures are current; the others' are at most a second old
         return generate_latest(self.registry)
+
+    def sync(self) -> None:
+        """Copy the worker's runtime statistics into the shared instruments."""
+        admission = self._admission
+        self.admission_pending.set(admission.pending)
+        self.admission_limit.set(admission.limit)
+        self._advance(self.admission_rejected, ("rejected", ""), admission.rejected)
+        runtime = self._runtime()
+        if runtime is None:
+            return
+        stats = runtime.statistics()
+        for d in stats.drivers:
+            self._runtime_gauges["warpzip_queue_sq_depth"].labels(d.name).set(d.sq_depth)
+            self._runtime_gauges["warpzip_queue_sq_capacity"].labels(d.name).set(d.sq_capacity)
+            for name, value in (("warpzip_queue_jobs_submitted", d.submitted),
+                                ("warpzip_queue_jobs_completed", d.completed),
+                                ("warpzip_queue_jobs_failed", d.failed), ("warpzip_queue_doorbells", d.doorbells)):
+                self._advance(self._runtime_counters[name].labels(d.name), (name, d.name), value)
+        self._advance(self.fallback, ("fallback", ""), stats.fallback_jobs)
+        heap = stats.heap
+        self.heap_in_use.set(heap.in_use_bytes)
+        self.heap_capacity.set(heap.capacity_bytes)
+        for result, value in (("hit", heap.hits), ("miss", heap.misses), ("exhausted", heap.exhausted)):
+            self._advance(self.pool.labels(result), ("pool", result), value)
+        self.device_up.set(int(runtime.zip is not None and runtime.zip.alive))
+
+    def _advance(self, counter: Counter, key: tuple[str, str], value: int) -> None:
+        delta = value - self._synced.get(key, 0)
+        if delta > 0:
+            counter.inc(delta)
+            self._synced[key] = value
+
+    async def sync_forever(self) -> None:
+        while True:
+            self.sync()
+            await asyncio.sleep(SYNC_INTERVAL)
 
     def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
         """Count and time every request. Label children are cached: ``labels()`` costs
@@ -98,16 +205,12 @@ class Metrics:
 
 @final
 class AcceleratorCollector(Collector):
-    """Reads the device's DFX file and this worker's runtime on every scrape."""
+    """Reads the device's DFX file on every scrape (device-wide, so any worker may report it)."""
 
-    def __init__(self, runtime: Callable[[], Runtime | None], paths: cdev.DevicePaths) -> None:
-        self.runtime = runtime
+    def __init__(self, paths: cdev.DevicePaths) -> None:
         self.paths = paths
 
     def collect(self) -> Iterator[Metric]:
-        runtime = self.runtime()
-        if runtime is not None:
-            yield from self._runtime(runtime)
         try:
             dfx = Dfx(self.paths.dfx, 0, 0, create=False)
         except (OSError, ValueError):
@@ -116,41 +219,6 @@ class AcceleratorCollector(Collector):
             yield from self._device(dfx)
         finally:
             dfx.close()
-
-    def _runtime(self, runtime: Runtime) -> Iterator[Metric]:
-        stats = runtime.statistics()
-        depth = GaugeMetricFamily("warpzip_queue_sq_depth", "Jobs in this worker's submission queues.",
-                                  labels=["driver"])
-        capacity = GaugeMetricFamily("warpzip_queue_sq_capacity", "Slots in this worker's submission queues.",
-                                     labels=["driver"])
-        submitted = CounterMetricFamily("warpzip_queue_jobs_submitted", "Jobs this worker submitted.",
-                                        labels=["driver"])
-        completed = CounterMetricFamily("warpzip_queue_jobs_completed", "Jobs completed for this worker.",
-                                        labels=["driver"])
-        failed = CounterMetricFamily("warpzip_queue_jobs_failed", "Jobs completed with an error status.",
-                                     labels=["driver"])
-        doorbells = CounterMetricFamily("warpzip_queue_doorbells", "SQ doorbells this worker rang.",
-                                        labels=["driver"])
-        for d in stats.drivers:
-            depth.add_metric([d.name], d.sq_depth)
-            capacity.add_metric([d.name], d.sq_capacity)
-            submitted.add_metric([d.name], d.submitted)
-            completed.add_metric([d.name], d.completed)
-            failed.add_metric([d.name], d.failed)
-            doorbells.add_metric([d.name], d.doorbells)
-        yield from (depth, capacity, submitted, completed, failed, doorbells)
-        yield CounterMetricFamily("warpzip_fallback_jobs", "Jobs re-run on the cpu because the device failed.",
-                                  value=stats.fallback_jobs)
-        heap = stats.heap
-        yield GaugeMetricFamily("warpzip_sva_heap_in_use_bytes", "SVA heap bytes in buffers handed out.",
-                                value=heap.in_use_bytes)
-        yield GaugeMetricFamily("warpzip_sva_heap_capacity_bytes", "SVA heap size.", value=heap.capacity_bytes)
-        pool = CounterMetricFamily("warpzip_sva_pool_allocations", "Buffer allocations by pool result.",
-                                   labels=["result"])
-        pool.add_metric(["hit"], heap.hits)
-        pool.add_metric(["miss"], heap.misses)
-        pool.add_metric(["exhausted"], heap.exhausted)
-        yield pool
 
     def _device(self, dfx: Dfx) -> Iterator[Metric]:
         yield GaugeMetricFamily("warpzip_device_isolated", "1 while the device is isolated.",

@@ -13,9 +13,12 @@ import asyncio
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import uvloop
 from aiohttp import web
@@ -26,7 +29,7 @@ from app.api import errors
 from app.config import Config
 from app.embedded import DeviceStartError, EmbeddedDevice
 from app.keys import ADMISSION, CONFIG, METRICS, RUNTIME
-from app.metrics import Metrics
+from app.metrics import Metrics, use_shared_directory, worker_exited
 from warp import Runtime
 
 log = logging.getLogger("warpzip")
@@ -34,11 +37,12 @@ PR_SET_PDEATHSIG = 1
 
 
 def create_app(config: Config) -> web.Application:
-    metrics = Metrics(lambda: app.get(RUNTIME), config.root)
+    admission = Admission(config.max_pending)
+    metrics = Metrics(lambda: app.get(RUNTIME), admission, config.root)
     app = web.Application(middlewares=[metrics.middleware(), errors.middleware], client_max_size=config.max_body)
     app[CONFIG] = config
     app[METRICS] = metrics
-    app[ADMISSION] = Admission(config.max_pending)
+    app[ADMISSION] = admission
     app.cleanup_ctx.append(_runtime_ctx)
     api.routes(app)
     return app
@@ -52,7 +56,9 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     app[RUNTIME] = runtime
     if config.device != "none" and runtime.zip is None:
         log.warning("no accelerator under %s; compressing on the cpu driver", config.root)
+    sync = asyncio.create_task(app[METRICS].sync_forever())
     yield
+    sync.cancel()
     runtime.close()
 
 
@@ -84,6 +90,15 @@ def run_worker(config: Config) -> int:
 def serve(config: Config) -> int:
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
+    metrics_dir = Path(tempfile.mkdtemp(prefix="warpzip-metrics-"))
+    use_shared_directory(metrics_dir)
+    try:
+        return _serve_with_device(config)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve_with_device(config: Config) -> int:
     device: EmbeddedDevice | None = None
     if config.device == "embedded":
         device = EmbeddedDevice(config.root, config.engines)
@@ -128,5 +143,6 @@ def _run_forked(config: Config) -> int:
     status = 0
     for child in children:
         _, code = os.waitpid(child, 0)
+        worker_exited(child)
         status = status or os.waitstatus_to_exitcode(code)
     return status

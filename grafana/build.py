@@ -32,6 +32,9 @@ WIDTH = 24  # Grafana's grid width
 Json = dict[str, Any]
 
 
+COMPRESS = 'direction="compress"'
+
+
 def sel(metric: str, extra: str = "") -> str:
     """``metric{job="$job", instance=~"$instance", <extra>}``."""
     return f"{metric}{{{SCOPE}{', ' + extra if extra else ''}}}"
@@ -208,15 +211,16 @@ def overview() -> Json:
               "Requests being handled right now, per instance (warpzip_http_requests_in_flight, sampled at scrape).",
               "short", [(f"sum by (instance) ({sel('warpzip_http_requests_in_flight')})", "{{instance}}")]),
         panel(L, 5, "Compressor throughput",
-              "Bytes per second given to and produced by the compressor/decompressor "
-              "(warpzip_compressor_input_bytes_total / _output_bytes_total). Both directions are summed.",
-              "Bps", [(f"sum({rate('warpzip_compressor_input_bytes_total')})", "in"),
-                      (f"sum({rate('warpzip_compressor_output_bytes_total')})", "out")]),
+              "Bytes per second given to and produced by the compressor/decompressor, by direction "
+              "(warpzip_compressor_input_bytes_total / _output_bytes_total).",
+              "Bps", [(f"sum by (direction) ({rate('warpzip_compressor_input_bytes_total')})", "in {{direction}}"),
+                      (f"sum by (direction) ({rate('warpzip_compressor_output_bytes_total')})",
+                       "out {{direction}}")]),
         panel(L, 6, "Compression ratio",
-              "Input bytes / output bytes over the rate interval. Decompression traffic is counted in the "
-              "same counters, so a decompress-heavy mix pulls the ratio below 1.",
-              "none", [(f"sum({rate('warpzip_compressor_input_bytes_total')}) / "
-                        f"sum({rate('warpzip_compressor_output_bytes_total')})", "in / out")], decimals=2),
+              "Input bytes / output bytes of compression (direction=\"compress\") over the rate interval.",
+              "none", [(f"sum({rate('warpzip_compressor_input_bytes_total', COMPRESS)}) / "
+                        f"sum({rate('warpzip_compressor_output_bytes_total', COMPRESS)})",
+                        "in / out")], decimals=2),
         panel(L, 7, "Submission queue depth vs capacity",
               "Jobs in this service's submission queues against the slots they have, by driver "
               "(zip = accelerator queues, cpu = fallback thread pool; for cpu, capacity is its thread count).",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -36,18 +37,21 @@ async def handle_compress(request: web.Request) -> web.StreamResponse:
     level = parse_level(request)
     checksum = parse_flag(request, "checksum")
     session = request.app[RUNTIME].compressor(level, checksum)
-    return await _transform(request, session.acompress_buffer, "application/zstd")
+    return await _transform(request, session.acompress_buffer, "compress")
 
 
 async def handle_decompress(request: web.Request) -> web.StreamResponse:
     session = request.app[RUNTIME].decompressor(request.app[CONFIG].max_body)
-    return await _transform(request, session.adecompress_buffer, "application/octet-stream")
+    return await _transform(request, session.adecompress_buffer, "decompress")
 
 
 Transform = Callable[[Buffer, int], Awaitable[Result]]
 
 
-async def _transform(request: web.Request, run: Transform, content_type: str) -> web.StreamResponse:
+CONTENT_TYPES = {"compress": "application/zstd", "decompress": "application/octet-stream"}
+
+
+async def _transform(request: web.Request, run: Transform, direction: str) -> web.StreamResponse:
     """The shared request path: validate, admit, stream in, run the job, stream out."""
     config = request.app[CONFIG]
     body.check_encoding(request)
@@ -58,6 +62,9 @@ async def _transform(request: web.Request, run: Transform, content_type: str) ->
                       body.RETRY_AFTER)
     try:
         src, size = await body.read_into_heap(request, request.app[RUNTIME], config.max_body)
+        metrics = request.app[METRICS]
+        driver = request.app[RUNTIME].driver.name
+        started = time.perf_counter()
         try:
             result = await run(src, size)
         except JobFailed as exc:
@@ -67,9 +74,11 @@ async def _transform(request: web.Request, run: Transform, content_type: str) ->
                           body.RETRY_AFTER) from None
         except HeapExhausted:
             raise body.out_of_memory() from None
-        request.app[METRICS].observe_bytes(size, len(result))
-        return await body.send_result(request, result, content_type, {"X-Uncompressed-Length": str(
-            size if content_type == "application/zstd" else len(result))})
+        metrics.job_latency.labels(driver).observe(time.perf_counter() - started)
+        metrics.observe_bytes(direction, size, len(result))
+        uncompressed = size if direction == "compress" else len(result)
+        return await body.send_result(request, result, CONTENT_TYPES[direction],
+                                      {"X-Uncompressed-Length": str(uncompressed)})
     finally:
         admission.leave()
 

@@ -82,6 +82,7 @@ class UacceCore:
         self.iommu = iommu
         self.node_id = node_id
         self._lock = threading.Lock()
+        self._sysfs_lock = threading.Lock()
         self._files: set[QueueFile] = set()
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
@@ -104,9 +105,10 @@ class UacceCore:
         self.refresh()
 
     def refresh(self) -> None:
-        """Rewrite the attributes that change at run time."""
-        write_attr(self.paths.sysfs / "available_instances", str(self.ops.available_instances()))
-        write_attr(self.paths.sysfs / "isolate", "1" if self.ops.isolated() else "0")
+        """Rewrite the attributes that change at run time (queue files call this concurrently)."""
+        with self._sysfs_lock:
+            write_attr(self.paths.sysfs / "available_instances", str(self.ops.available_instances()))
+            write_attr(self.paths.sysfs / "isolate", "1" if self.ops.isolated() else "0")
 
     # ---- char device -----------------------------------------------------------------------
     def serve(self) -> None:

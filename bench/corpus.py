@@ -8,12 +8,27 @@ never be committed decompressed, hence slices made on demand, reading only the p
 from __future__ import annotations
 
 import bz2
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-CORPUS_DIR = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-"""``../shared/corpus`` relative to the repository root."""
+
+def find_corpus() -> Path:
+    """The Silesia corpus: ``$WARPZIP_CORPUS``, else ``shared/corpus`` beside the repository or
+    beside any directory above it (CI clones the repository elsewhere on the same machine), else
+    the workplace's ``/work/shared/corpus``."""
+    override = os.environ.get("WARPZIP_CORPUS")
+    if override:
+        return Path(override)
+    for parent in Path(__file__).resolve().parents[1:]:
+        candidate = parent / "shared" / "corpus"
+        if candidate.is_dir():
+            return candidate
+    return Path("/work/shared/corpus")
+
+
+CORPUS_DIR = find_corpus()
 
 SLICE_OFFSET = 1024 * 1024
 """Skip file headers (DICOM, licence text) that do not compress like the rest of the file."""

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.corpus import CORPUS_DIR
+
 REPO = Path(__file__).resolve().parent.parent
-CORPUS = REPO.parent / "shared" / "corpus"
+CORPUS = CORPUS_DIR
 IN_CI = bool(os.environ.get("CI"))
 
 

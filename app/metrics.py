@@ -1,206 +1,191 @@
 """Prometheus metrics: RED for the HTTP API, USE for the accelerator.
 
 With several worker processes a scrape reaches whichever worker the kernel picks, yet must report
-totals over all of them, with counters that never go backwards. So every worker keeps its
-instruments in prometheus-client's multiprocess mode (one mmap file per process in a directory
-that ``serve`` creates and shares, see :func:`use_shared_directory`) and a scrape merges all files.
-Counters of a worker that died stay in the sum; its gauges drop out (``mark_process_dead``).
-
-The worker's own runtime (queues, heap, fallback) is copied into those instruments once a second
-by :meth:`Metrics.sync`; the device's DFX counters are device-wide and are read at scrape time
-from the shared DFX file by :class:`AcceleratorCollector`, so the hot path pays nothing for them.
+totals over all of them, with counters that never go backwards. Each worker accumulates its
+figures in a :class:`~app.stats.WorkerStats` (cheap enough for the request path) and writes a
+snapshot to its own file in a directory that ``serve`` shares with the workers, once a second and
+before it answers a scrape; a scrape merges every worker's file (:func:`app.stats.merge`).
+The device's DFX counters are device-wide and are read at scrape time from the shared DFX file by
+:class:`AcceleratorCollector`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Final, final
+from typing import Any, Final, final
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from app import __version__
 from app.admission import Admission
+from app.stats import LATENCY_BUCKETS, SPECS, Merged, WorkerStats, merge
 from warp import Runtime, cdev
 from warp.dfx import Dev, Dfx, Engine, Queue
 from warp.iommu.fault import SERVICE_BUCKETS, FaultCounter
 
-LATENCY_BUCKETS: Final = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0,
-                          2.5, 5.0, 10.0)
 DEVICE_NAME: Final = "warp_zip-0"
 #: The code recorded when the client disconnects before its answer (nginx's convention).
 CLIENT_CLOSED: Final = 499
-MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+SHARED_DIR_ENV: Final = "WARPZIP_METRICS_DIR"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Guard = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 SYNC_INTERVAL: Final = 1.0
-
-disable_created_metrics()  # *_created series double the exposition and no dashboard uses them
-
-
-def use_shared_directory(path: Path) -> None:
-    """Put this process and its future children in multiprocess mode, writing under ``path``.
-
-    Must run before the first instrument is created (prometheus-client picks its value class
-    when it is imported, hence the reload of that choice here).
-    """
-    from prometheus_client import values
-
-    path.mkdir(parents=True, exist_ok=True)
-    for stale in path.glob("*.db"):
-        stale.unlink()
-    os.environ[MULTIPROC_ENV] = str(path)
-    values.ValueClass = values.get_value_class()
-
-
-def worker_exited(pid: int) -> None:
-    """Drop a dead worker's live gauges; its counters keep counting in the totals."""
-    if os.environ.get(MULTIPROC_ENV):
-        multiprocess.mark_process_dead(pid)
 
 
 @final
 class Metrics:
-    """This worker's instruments and the registry a scrape renders."""
+    """This worker's figures, their snapshot file, and the registry a scrape renders."""
 
     def __init__(self, runtime: Callable[[], Runtime | None], admission: Admission, root: Path) -> None:
-        self.shared = bool(os.environ.get(MULTIPROC_ENV))
-        r = None if self.shared else CollectorRegistry()
-        self.requests = Counter("warpzip_http_requests", "HTTP requests answered, by route, method and status code.",
-                                ["route", "method", "code"], registry=r)
-        self.latency = Histogram("warpzip_http_request_duration_seconds",
-                                 "Time from request start to the last response byte handed to the transport.",
-                                 ["route"], buckets=LATENCY_BUCKETS, registry=r)
-        self.in_flight = Gauge("warpzip_http_requests_in_flight", "HTTP requests being handled.", registry=r,
-                               multiprocess_mode="livesum")
-        self.input_bytes = Counter("warpzip_compressor_input_bytes",
-                                   "Bytes given to the compressor or decompressor.", ["direction"], registry=r)
-        self.output_bytes = Counter("warpzip_compressor_output_bytes",
-                                    "Bytes the compressor or decompressor produced.", ["direction"], registry=r)
-        self.job_latency = Histogram("warpzip_queue_job_duration_seconds",
-                                     "Time from handing a job to the driver to its completion.", ["driver"],
-                                     buckets=LATENCY_BUCKETS, registry=r)
-        self.admission_pending = Gauge("warpzip_admission_pending", "Requests admitted and not finished.",
-                                       registry=r, multiprocess_mode="livesum")
-        self.admission_limit = Gauge("warpzip_admission_limit", "Requests a worker admits before answering 503.",
-                                     registry=r, multiprocess_mode="livesum")
-        self.admission_rejected = Counter("warpzip_admission_rejected",
-                                          "Requests answered 503 because too many were in progress.", registry=r)
-        self._runtime_gauges = {
-            name: Gauge(name, text, ["driver"], registry=r, multiprocess_mode="livesum")
-            for name, text in (("warpzip_queue_sq_depth", "Jobs in the workers' submission queues."),
-                               ("warpzip_queue_sq_capacity", "Slots in the workers' submission queues."))}
-        self._runtime_counters = {
-            name: Counter(name.removesuffix("_total"), text, ["driver"], registry=r)
-            for name, text in (("warpzip_queue_jobs_submitted", "Jobs the workers submitted."),
-                               ("warpzip_queue_jobs_completed", "Jobs completed for the workers."),
-                               ("warpzip_queue_jobs_failed", "Jobs completed with an error status."),
-                               ("warpzip_queue_doorbells", "SQ doorbells the workers rang."))}
-        self.fallback = Counter("warpzip_fallback_jobs", "Jobs re-run on the cpu because the device failed.",
-                                registry=r)
-        self.heap_in_use = Gauge("warpzip_sva_heap_in_use_bytes", "SVA heap bytes in buffers handed out.",
-                                 registry=r, multiprocess_mode="livesum")
-        self.heap_capacity = Gauge("warpzip_sva_heap_capacity_bytes", "SVA heap size, over all workers.",
-                                   registry=r, multiprocess_mode="livesum")
-        self.pool = Counter("warpzip_sva_pool_allocations", "Buffer allocations by pool result.", ["result"],
-                            registry=r)
-        self.device_up = Gauge("warpzip_device_up", "1 while every worker reaches the accelerator, else 0.",
-                               registry=r, multiprocess_mode="livemin")
-        info = Gauge("warpzip_build_info", "Build information; the value is always 1.", ["version"], registry=r,
-                     multiprocess_mode="max")
-        info.labels(version=__version__).set(1)
-        self._synced: dict[tuple[str, str], int] = {}
+        self.stats = WorkerStats()
+        self.stats.set("warpzip_build_info", (__version__,), 1)
         self._runtime = runtime
         self._admission = admission
-        self.registry = CollectorRegistry() if self.shared else r
-        assert self.registry is not None
-        if self.shared:
-            multiprocess.MultiProcessCollector(self.registry)
+        shared = os.environ.get(SHARED_DIR_ENV)
+        self.directory = Path(shared) if shared else None
+        self.registry = CollectorRegistry()
+        self.registry.register(WorkerCollector(self))
         self.registry.register(AcceleratorCollector(cdev.DevicePaths(root, DEVICE_NAME)))
 
     def observe_bytes(self, direction: str, consumed: int, produced: int) -> None:
-        self.input_bytes.labels(direction).inc(consumed)
-        self.output_bytes.labels(direction).inc(produced)
+        self.stats.add("warpzip_compressor_input_bytes", (direction,), consumed)
+        self.stats.add("warpzip_compressor_output_bytes", (direction,), produced)
+
+    def observe_job(self, driver: str, seconds: float) -> None:
+        self.stats.observe("warpzip_queue_job_duration_seconds", (driver,), seconds)
 
     def render(self) -> bytes:
         self.sync()  # this worker's own figures are current; the others' are at most a second old
         return generate_latest(self.registry)
 
     def sync(self) -> None:
-        """Copy the worker's runtime statistics into the shared instruments."""
+        """Copy the runtime's statistics in and publish this worker's snapshot."""
+        st = self.stats
         admission = self._admission
-        self.admission_pending.set(admission.pending)
-        self.admission_limit.set(admission.limit)
-        self._advance(self.admission_rejected, ("rejected", ""), admission.rejected)
+        st.set("warpzip_admission_pending", (), admission.pending)
+        st.set("warpzip_admission_limit", (), admission.limit)
+        st.set("warpzip_admission_rejected", (), admission.rejected)
         runtime = self._runtime()
-        if runtime is None:
-            return
-        stats = runtime.statistics()
-        for d in stats.drivers:
-            self._runtime_gauges["warpzip_queue_sq_depth"].labels(d.name).set(d.sq_depth)
-            self._runtime_gauges["warpzip_queue_sq_capacity"].labels(d.name).set(d.sq_capacity)
-            for name, value in (("warpzip_queue_jobs_submitted", d.submitted),
-                                ("warpzip_queue_jobs_completed", d.completed),
-                                ("warpzip_queue_jobs_failed", d.failed), ("warpzip_queue_doorbells", d.doorbells)):
-                self._advance(self._runtime_counters[name].labels(d.name), (name, d.name), value)
-        self._advance(self.fallback, ("fallback", ""), stats.fallback_jobs)
-        heap = stats.heap
-        self.heap_in_use.set(heap.in_use_bytes)
-        self.heap_capacity.set(heap.capacity_bytes)
-        for result, value in (("hit", heap.hits), ("miss", heap.misses), ("exhausted", heap.exhausted)):
-            self._advance(self.pool.labels(result), ("pool", result), value)
-        self.device_up.set(int(runtime.zip is not None and runtime.zip.alive))
+        if runtime is not None:
+            stats = runtime.statistics()
+            for d in stats.drivers:
+                key = (d.name,)
+                st.set("warpzip_queue_sq_depth", key, d.sq_depth)
+                st.set("warpzip_queue_sq_capacity", key, d.sq_capacity)
+                st.set("warpzip_queue_jobs_submitted", key, d.submitted)
+                st.set("warpzip_queue_jobs_completed", key, d.completed)
+                st.set("warpzip_queue_jobs_failed", key, d.failed)
+                st.set("warpzip_queue_doorbells", key, d.doorbells)
+            st.set("warpzip_fallback_jobs", (), stats.fallback_jobs)
+            st.set("warpzip_sva_heap_in_use_bytes", (), stats.heap.in_use_bytes)
+            st.set("warpzip_sva_heap_capacity_bytes", (), stats.heap.capacity_bytes)
+            for result, value in (("hit", stats.heap.hits), ("miss", stats.heap.misses),
+                                  ("exhausted", stats.heap.exhausted)):
+                st.set("warpzip_sva_pool_allocations", (result,), value)
+            st.set("warpzip_device_up", (), int(runtime.zip is not None and runtime.zip.alive))
+        if self.directory is not None:
+            target = self.directory / f"worker-{os.getpid()}.json"
+            tmp = target.with_suffix(".tmp")
+            tmp.write_text(json.dumps(st.snapshot(os.getpid())))
+            os.replace(tmp, target)
 
-    def _advance(self, counter: Counter, key: tuple[str, str], value: int) -> None:
-        delta = value - self._synced.get(key, 0)
-        if delta > 0:
-            counter.inc(delta)
-            self._synced[key] = value
+    def merged(self) -> Merged:
+        """Every worker's figures combined (just this worker's without a shared directory)."""
+        if self.directory is None:
+            return merge([self.stats.snapshot(os.getpid())], {os.getpid()})
+        snapshots: list[dict[str, Any]] = []
+        for path in self.directory.glob("worker-*.json"):
+            try:
+                snapshots.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue  # a worker is replacing its file right now; it is at most a second old
+        return merge(snapshots, {s["pid"] for s in snapshots if _alive(s["pid"])})
 
     async def sync_forever(self) -> None:
         while True:
             self.sync()
             await asyncio.sleep(SYNC_INTERVAL)
 
-    def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
-        """Count and time every request. Label children are cached: ``labels()`` costs
-        microseconds per call, which at tens of thousands of requests a second shows."""
-        counters: dict[tuple[str, str, int], Counter] = {}
-        timers: dict[str, Histogram] = {}
+    def middleware(self, inner: Guard) -> Callable[..., Awaitable[web.StreamResponse]]:
+        """Count and time every request into the worker's plain-dict statistics, around ``inner``
+        (the error mapping), so the status counted is the one the client gets."""
+        st = self.stats
 
         @web.middleware
-        async def observe(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                          ) -> web.StreamResponse:
+        async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             resource = request.match_info.route.resource
             name = resource.canonical if resource is not None else "unmatched"
             start = time.perf_counter()
-            self.in_flight.inc()
+            st.add("warpzip_http_requests_in_flight", ())
             status = 500
             try:
-                response = await handler(request)
+                response = await inner(request, handler)
                 status = response.status
                 return response
             except asyncio.CancelledError:
                 status = CLIENT_CLOSED
                 raise
             finally:
-                self.in_flight.dec()
-                timer = timers.get(name)
-                if timer is None:
-                    timer = timers[name] = self.latency.labels(name)
-                timer.observe(time.perf_counter() - start)
-                key = (name, request.method, status)
-                counter = counters.get(key)
-                if counter is None:
-                    counter = counters[key] = self.requests.labels(name, request.method, str(status))
-                counter.inc()
+                st.add("warpzip_http_requests_in_flight", (), -1)
+                st.observe("warpzip_http_request_duration_seconds", (name,), time.perf_counter() - start)
+                st.add("warpzip_http_requests", (name, request.method, str(status)))
 
         return observe
+
+
+def use_shared_directory(path: Path) -> None:
+    """Workers started from now on (this process included) publish their snapshots under ``path``."""
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("worker-*"):
+        stale.unlink()
+    os.environ[SHARED_DIR_ENV] = str(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@final
+class WorkerCollector(Collector):
+    """Exposes the merged worker figures as Prometheus families."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        merged = self.metrics.merged()
+        for name, spec in SPECS.items():
+            family: Metric
+            if spec.kind == "histogram":
+                hist = HistogramMetricFamily(name, spec.help, labels=spec.labels)
+                for labels, counts in merged.histograms.get(name, {}).items():
+                    cumulative = 0.0
+                    buckets: list[tuple[str, float]] = []
+                    for bound, count in zip((*map(repr, LATENCY_BUCKETS), "+Inf"), counts, strict=False):
+                        cumulative += count
+                        buckets.append((bound, cumulative))
+                    hist.add_metric(list(labels), buckets, counts[-1])
+                yield hist
+                continue
+            family = (CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily)(
+                name, spec.help, labels=spec.labels)
+            for labels, value in merged.values.get(name, {}).items():
+                family.add_metric(list(labels), value)
+            yield family
 
 
 @final

@@ -29,7 +29,7 @@ from app.api import errors
 from app.config import Config
 from app.embedded import DeviceStartError, EmbeddedDevice
 from app.keys import ADMISSION, CONFIG, METRICS, RUNTIME
-from app.metrics import Metrics, use_shared_directory, worker_exited
+from app.metrics import Metrics, use_shared_directory
 from warp import Runtime
 
 log = logging.getLogger("warpzip")
@@ -39,7 +39,7 @@ PR_SET_PDEATHSIG = 1
 def create_app(config: Config) -> web.Application:
     admission = Admission(config.max_pending)
     metrics = Metrics(lambda: app.get(RUNTIME), admission, config.root)
-    app = web.Application(middlewares=[metrics.middleware(), errors.middleware], client_max_size=config.max_body)
+    app = web.Application(middlewares=[metrics.middleware(errors.guard)], client_max_size=config.max_body)
     app[CONFIG] = config
     app[METRICS] = metrics
     app[ADMISSION] = admission
@@ -143,6 +143,5 @@ def _run_forked(config: Config) -> int:
     status = 0
     for child in children:
         _, code = os.waitpid(child, 0)
-        worker_exited(child)
         status = status or os.waitstatus_to_exitcode(code)
     return status

@@ -74,7 +74,7 @@ async def _transform(request: web.Request, run: Transform, direction: str) -> we
                           body.RETRY_AFTER) from None
         except HeapExhausted:
             raise body.out_of_memory() from None
-        metrics.job_latency.labels(driver).observe(time.perf_counter() - started)
+        metrics.observe_job(driver, time.perf_counter() - started)
         metrics.observe_bytes(direction, size, len(result))
         uncompressed = size if direction == "compress" else len(result)
         return await body.send_result(request, result, CONTENT_TYPES[direction],

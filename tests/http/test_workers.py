@@ -39,12 +39,14 @@ def test_totals_over_both_workers_never_go_backwards(pair: Any, call: Any) -> No
         reply = call(pair.url, "POST", "/compress", b"worker %d " % i * 50)  # a fresh connection each time
         assert reply.status == 200
         assert zstandard.decompress(reply.body) == b"worker %d " % i * 50
-    seen = [sample(pair.url, call, "warpzip_http_requests_total", route="/compress", code="200")
-            for _ in range(12)]
-    assert seen == [before + 40] * 12, seen  # every scrape, whichever worker answers, has the total
-    time.sleep(1.5)  # runtime counters are copied into the shared files once a second
+    seen = []
+    for _ in range(25):  # the worker that answers is current, the other at most a second behind
+        seen.append(sample(pair.url, call, "warpzip_http_requests_total", route="/compress", code="200"))
+        time.sleep(0.1)
+    assert seen == sorted(seen), f"a counter went backwards: {seen}"
+    assert seen[-1] == before + 40, seen
     jobs = [sample(pair.url, call, "warpzip_queue_jobs_submitted_total", driver="zip") for _ in range(6)]
-    assert jobs == sorted(jobs) and jobs[0] >= 40, jobs
+    assert jobs == sorted(jobs) and jobs[-1] >= 40, jobs
     assert sample(pair.url, call, "warpzip_device_up") == 1
 
 

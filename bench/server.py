@@ -46,12 +46,16 @@ def _python_module(module: str, *extra: str) -> Callable[[int, Path], list[str]]
     return lambda port, _scratch: [sys.executable, "-m", module, "--host", HOST, "--port", str(port), *extra]
 
 
-def _warpzip(port: int, scratch: Path) -> list[str]:
-    return [sys.executable, "-m", "app", "serve", "--host", HOST, "--port", str(port), "--root", str(scratch)]
+def _warpzip(*extra: str) -> Callable[[int, Path], list[str]]:
+    """warpzip with its embedded device; no access log, as none of the peers writes one."""
+    return lambda port, scratch: [sys.executable, "-m", "app", "serve", "--host", HOST, "--port", str(port),
+                                  "--root", str(scratch / "root"), "--access-log", "0", *extra]
 
 
 SERVERS: dict[str, ServerSpec] = {
-    "warpzip": ServerSpec("warpzip", _warpzip, is_peer=False),
+    "warpzip": ServerSpec("warpzip", _warpzip(), is_peer=False),
+    "warpzip-2w": ServerSpec("warpzip-2w", _warpzip("--workers", "2"), is_peer=False),
+    "warpzip-2e": ServerSpec("warpzip-2e", _warpzip("--engines", "2"), is_peer=False),
     "inline": ServerSpec("inline", _python_module("bench.peers.inline"), is_peer=True),
     "inline-2proc": ServerSpec("inline-2proc", _python_module("bench.peers.inline", "--processes", "2"), is_peer=True),
     "executor": ServerSpec("executor", _python_module("bench.peers.executor"), is_peer=True),

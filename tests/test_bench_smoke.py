@@ -210,14 +210,14 @@ def test_driver_smoke_run(tmp_path: Path) -> None:
     require(shutil.which("wrk") is not None, "wrk")
     require(corpus.CORPUS_DIR.is_dir(), f"the corpus at {corpus.CORPUS_DIR}")
     out, report = tmp_path / "run.md", tmp_path / "run.json"
-    argv = "--servers inline,executor --sizes 4k --duration 2 --warmup 0 --connections 4".split()
+    argv = "--servers warpzip,inline,executor --sizes 4k --duration 2 --warmup 0 --connections 4".split()
     argv += ["--out", str(out), "--json", str(report)]
     completed = subprocess.run(
         [sys.executable, "-m", "bench", *argv], cwd=REPO_ROOT, capture_output=True, text=True, timeout=90
     )
     assert completed.returncode == 0, completed.stderr
     results = json.loads(report.read_text())["results"]
-    assert [entry["server"] for entry in results] == ["inline", "executor"]
+    assert [entry["server"] for entry in results] == ["warpzip", "inline", "executor"]
     for entry in results:
         assert entry["failure"] is None
         assert entry["req_per_s"] > 0
@@ -225,5 +225,5 @@ def test_driver_smoke_run(tmp_path: Path) -> None:
         assert entry["cpu_seconds"] > 0
     markdown = out.read_text()
     assert "## 4 KiB · 4 connections" in markdown
-    assert "| inline | " in markdown and "| executor | " in markdown
+    assert "| warpzip | " in markdown and "| inline | " in markdown and "| executor | " in markdown
     assert "FAILED" not in markdown

@@ -21,8 +21,8 @@ class Config:
     root: Path = cdev.default_root()
     workers: int = 1
     device: str = "embedded"  # embedded | external | none
-    engines: int = 1
-    queues: int = 1
+    engines: int = 2
+    queues: int = 2
     max_body: int = 64 << 20
     max_pending: int = 1024
     heap_size: int = 1 << 30

@@ -55,7 +55,7 @@ def _warpzip(*extra: str) -> Callable[[int, Path], list[str]]:
 SERVERS: dict[str, ServerSpec] = {
     "warpzip": ServerSpec("warpzip", _warpzip(), is_peer=False),
     "warpzip-2w": ServerSpec("warpzip-2w", _warpzip("--workers", "2"), is_peer=False),
-    "warpzip-2e": ServerSpec("warpzip-2e", _warpzip("--engines", "2"), is_peer=False),
+    "warpzip-1e": ServerSpec("warpzip-1e", _warpzip("--engines", "1", "--queues", "1"), is_peer=False),
     "inline": ServerSpec("inline", _python_module("bench.peers.inline"), is_peer=True),
     "inline-2proc": ServerSpec("inline-2proc", _python_module("bench.peers.inline", "--processes", "2"), is_peer=True),
     "executor": ServerSpec("executor", _python_module("bench.peers.executor"), is_peer=True),

@@ -34,7 +34,9 @@ class RoundRobin:
 
 @final
 class LeastLoaded:
-    """The queue with the fewest jobs in flight: better when job sizes differ a lot."""
+    """The queue with the fewest jobs in flight, the first on a tie. Under light load every job
+    goes to the first queue (big batches, one busy engine, the other core left to HTTP); once it
+    has a backlog the next queue — and the engine that serves it — takes work. The default."""
 
     def pick(self, candidates: Sequence[T]) -> T:
         return min(candidates, key=lambda q: q.load)

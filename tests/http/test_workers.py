@@ -53,7 +53,7 @@ def test_totals_over_both_workers_never_go_backwards(pair: Any, call: Any) -> No
 def test_each_worker_has_its_own_pasid_and_queues(pair: Any, call: Any) -> None:
     device = call(pair.url, "GET", "/device").json()["devices"][0]
     started = [q for q in device["queues"] if q["state"] == "STARTED"]
-    assert len(started) == 4  # a compress and a decompress queue per worker
+    assert len(started) == 8  # two compress and two decompress queues per worker (--queues 2)
     assert len({q["pasid"] for q in started}) == 2
 
 

@@ -23,7 +23,7 @@ from warp.drv.base import DriverStats, Job
 from warp.errors import DeviceLost, JobTimeout
 from warp.iommu.space import AddressSpace
 from warp.ring import CqConsumer, SqProducer
-from warp.sched import RoundRobin, Scheduler
+from warp.sched import LeastLoaded, Scheduler
 
 #: Jobs written before the SQ doorbell rings even though the event-loop tick is not over: the
 #: engine starts on them while the loop is still parsing requests (pipelining the two processes).
@@ -220,7 +220,7 @@ class ZipDriver:
     def __init__(self, device: uacce.Device, space: AddressSpace, queues: int = 1,
                  scheduler: Scheduler | None = None, doorbell_batch: int = DOORBELL_BATCH) -> None:
         self.device = device
-        self.scheduler: Scheduler = scheduler or RoundRobin()
+        self.scheduler: Scheduler = scheduler or LeastLoaded()
         self.queues: dict[abi.QcType, list[ZipQueue]] = {d: [] for d in abi.QcType}
         self._alive = True
         try:

@@ -95,3 +95,16 @@ def test_write_bounds(space: AddressSpace) -> None:
     buf = SvaHeap(space).alloc(4096)
     with pytest.raises(ValueError):
         buf.write(4000, b"x" * 200)
+
+
+def test_an_idle_heap_serves_its_largest_blocks_again() -> None:
+    """The service's guarantee: an idle worker fits one max-size request (input + 2x output)."""
+    space = AddressSpace(3 << 20)
+    heap = SvaHeap(space)
+    held = [heap.alloc(1 << 20) for _ in range(3)]  # splits the 2 MiB block
+    for buf in held:
+        buf.release()
+    src = heap.alloc(1 << 20)
+    dst = heap.alloc(2 << 20)
+    assert {src.capacity, dst.capacity} == {1 << 20, 2 << 20}
+    space.close()

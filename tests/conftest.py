@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -26,6 +27,16 @@ from bench.corpus import CORPUS_DIR
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = CORPUS_DIR
 IN_CI = bool(os.environ.get("CI"))
+
+
+THIS_MODULE = sys.modules[__name__]  # taken now: later conftest.py files reuse the name "conftest"
+
+
+@pytest.fixture(scope="session")
+def harness() -> ModuleType:
+    """This module, for tests in directories that cannot ``import conftest`` (no test directory is
+    a package, so every conftest.py is a top-level module named ``conftest``)."""
+    return THIS_MODULE
 
 
 def require_tool(name: str) -> str:

@@ -12,7 +12,6 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -71,25 +70,6 @@ def check_no_leak(body: bytes, root: Path | None = None) -> None:
     if root is not None:
         assert str(root) not in text, text
         assert str(root.resolve()) not in text, text
-
-
-ROOT_CONFTEST = Path(__file__).resolve().parent.parent / "conftest.py"
-
-
-def root_conftest(config: pytest.Config) -> ModuleType:
-    """The module pytest loaded from tests/conftest.py (``start_server``, ``stop_process``, ...).
-
-    ``import conftest`` would be ambiguous: no test directory is a package, so every conftest.py is
-    a top-level module named ``conftest``."""
-    for plugin in config.pluginmanager.get_plugins():
-        if isinstance(plugin, ModuleType) and Path(getattr(plugin, "__file__", "") or "").resolve() == ROOT_CONFTEST:
-            return plugin
-    raise RuntimeError(f"{ROOT_CONFTEST} is not loaded")
-
-
-@pytest.fixture(scope="session")
-def harness(pytestconfig: pytest.Config) -> ModuleType:
-    return root_conftest(pytestconfig)
 
 
 @pytest.fixture(scope="session")

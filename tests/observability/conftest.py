@@ -20,16 +20,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent.parent
 GRAFANA = REPO / "grafana"
 DASHBOARDS = GRAFANA / "dashboards"
-ROOT_CONFTEST = REPO / "tests" / "conftest.py"
 
 
-@pytest.fixture(scope="session")
-def harness(pytestconfig: pytest.Config) -> ModuleType:
-    """tests/conftest.py as loaded by pytest: ``require_tool``, ``start_server``, ``stop_process``, ``free_port``."""
-    for plugin in pytestconfig.pluginmanager.get_plugins():
-        if isinstance(plugin, ModuleType) and Path(getattr(plugin, "__file__", "") or "").resolve() == ROOT_CONFTEST:
-            return plugin
-    raise RuntimeError(f"{ROOT_CONFTEST} is not loaded")
 
 
 def load_build() -> ModuleType:

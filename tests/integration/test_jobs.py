@@ -132,7 +132,7 @@ def raw_job(runtime: Runtime, **words: int) -> Job:
     dst = runtime.alloc(4096)
     job = Job(direction=abi.QcType.COMPRESS, src=src, length=700, dst=dst, level=words.pop("level", 3))
     for name, value in words.items():
-        setattr(job.src if name == "src" else job.dst, "address", value)
+        (job.src if name == "src" else job.dst).address = value
     return job
 
 

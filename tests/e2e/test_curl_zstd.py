@@ -126,3 +126,11 @@ def test_curl_fail_on_bad_level(server, tools, files):
                             capture_output=True, timeout=30)
     assert result.returncode == 22
     assert b"400" in result.stderr
+
+
+def test_curl_compressed_leaves_the_frame_alone(server, tools, files, tmp_path):
+    """``curl --compressed`` asks for a Content-Encoding; the service answers the zstd frame as the
+    body itself (application/zstd, no Content-Encoding), so curl passes it through untouched."""
+    out = tmp_path / "out"
+    curl_into_zstd(tools, f"{server.url}/compress", files["xml-2MiB"], out, "--compressed")
+    assert_same(files["xml-2MiB"], out)

@@ -4,8 +4,6 @@ and the Prometheus request counter agreeing with what wrk saw."""
 from __future__ import annotations
 
 import json
-import re
-import subprocess
 import urllib.request
 from pathlib import Path
 from types import ModuleType
@@ -13,48 +11,12 @@ from types import ModuleType
 import pytest
 import zstandard
 from prometheus_client.parser import text_string_to_metric_families
+from wrkscript import WrkResult, run_wrk
 
 pytestmark = pytest.mark.e2e
 
 SLICE = 4096
 DURATION = 10
-
-SCRIPT = """\
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/octet-stream"
-local f = assert(io.open([[{body}]], "rb"))
-wrk.body = f:read("*all")
-f:close()
-
-local threads = {{}}
-
-function setup(thread)
-  table.insert(threads, thread)
-end
-
-function init(args)
-  bad = 0
-end
-
--- every 200 must be a zstd frame of the 4 KiB that were sent
-function response(status, headers, body)
-  if status == 200 and (string.sub(body, 1, 4) ~= "\\40\\181\\47\\253"
-                        or headers["X-Uncompressed-Length"] ~= "{size}") then
-    bad = bad + 1
-  end
-end
-
-function done(summary, latency, requests)
-  local badframes = 0
-  for _, t in ipairs(threads) do
-    badframes = badframes + t:get("bad")
-  end
-  local e = summary.errors
-  io.write(string.format("non2xx=%d requests=%d connect=%d read=%d write=%d timeout=%d badframes=%d\\n",
-                         e.status, summary.requests, e.connect, e.read, e.write, e.timeout, badframes))
-end
-"""
-
 
 def compress_200s(url: str) -> float:
     with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
@@ -74,20 +36,13 @@ def test_wrk_compress_smoke(server, harness: ModuleType, corpus: dict[str, Path]
         f.seek(1 << 20)
         body.write_bytes(f.read(SLICE))
     assert body.stat().st_size == SLICE
-    script = tmp_path / "post.lua"
-    script.write_text(SCRIPT.format(body=body, size=SLICE))
     before = compress_200s(server.url)
-
-    result = subprocess.run([wrk, "-t1", "-c32", f"-d{DURATION}s", "--timeout", "5s", "-s", str(script),
-                             f"{server.url}/compress?level=3"],
-                            capture_output=True, text=True, timeout=DURATION + 30)
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
+    result = run_wrk(wrk, f"{server.url}/compress?level=3", body, tmp_path, DURATION)
+    assert isinstance(result, WrkResult)
+    out = result.output
     print(out)
-    match = re.search(r"non2xx=(\d+) requests=(\d+) connect=(\d+) read=(\d+) write=(\d+) timeout=(\d+) "
-                      r"badframes=(\d+)", out)
-    assert match, out + result.stderr
-    non2xx, requests, connect, read, write, timeouts, badframes = map(int, match.groups())
+    non2xx, requests, connect, read, write, timeouts, badframes = (
+        result.non2xx, result.requests, result.connect, result.read, result.write, result.timeout, result.badframes)
     assert requests > 0, out
     assert non2xx == 0, out
     assert (connect, read, write, timeouts) == (0, 0, 0, 0), out

@@ -1,0 +1,196 @@
+"""Errors and isolation (reference §1.4, §1.5, §4.3, §7 items 1, 14, 16): malformed SQEs fail
+with a status, hardware errors are counted and time-stamped, more than ``isolate_strategy`` in an
+hour isolate the device until a reset, and ``isolate_strategy`` is validated like a kernel store."""
+
+from __future__ import annotations
+
+import errno
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DeviceProc
+from tests.integration.fidelity import RawFile, RawQueue, attr, device_cli, dfx, paths, wait_for
+from warp import abi, devices
+from warp.device.faults import ErrorLog
+from warp.dfx import Dev, Queue
+from warp.iommu.space import AddressSpace
+from warp.uacce import QueueHandle
+
+MIB = 1 << 20
+
+
+@pytest.fixture
+def space() -> Iterator[AddressSpace]:
+    s = AddressSpace(4 * MIB)
+    s.write(0, b"error path " * 400)
+    s.prefault(MIB, MIB)
+    yield s
+    s.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_error_log_isolates_on_more_than_threshold_errors_per_hour() -> None:
+    """qm_hw_err_isolate: errors older than an hour drop out; the error that finds at least
+    ``threshold`` others in the window isolates; threshold 0 never does; a write clears the list."""
+    clock = Clock()
+    log = ErrorLog(clock)
+    assert not any(log.record() for _ in range(100)), "isolate_strategy 0 never isolates"
+    log.set_threshold(2)
+    assert log.in_window() == 0, "a valid write starts a fresh list"
+    assert [log.record(), log.record(), log.record()] == [False, False, True]
+    log.set_threshold(2)
+    log.record()
+    clock.now += 1800
+    log.record()
+    clock.now += 1801  # the first error is now more than an hour old
+    assert log.in_window() == 1
+    assert not log.record()
+    assert log.record()
+    for bad in (-1, abi.ISOLATE_STRATEGY_MAX + 1):
+        with pytest.raises(ValueError):
+            log.set_threshold(bad)
+    log.set_threshold(abi.ISOLATE_STRATEGY_MAX)
+
+
+def write_strategy(root: Path, text: str) -> None:
+    """What ``echo TEXT > isolate_strategy`` does: truncate and write in place."""
+    with open(paths(root).sysfs / "isolate_strategy", "w") as f:
+        f.write(text)
+
+
+@pytest.mark.parametrize(("written", "kept"), [
+    ("3\n", "3"),
+    ("65535\n", "65535"),
+    ("0\n", "0"),
+    ("65536\n", "7"),  # above UACCE_MAX_ERR_THRESHOLD: EINVAL, the previous value stays
+    ("-1\n", "7"),
+    ("lots\n", "7"),
+    ("", "7"),
+])
+def test_isolate_strategy_writes_are_validated(device: DeviceProc, written: str, kept: str) -> None:
+    root = device.root
+    assert (paths(root).sysfs / "isolate_strategy").stat().st_mode & 0o777 == 0o644
+    assert (paths(root).sysfs / "isolate").stat().st_mode & 0o777 == 0o444
+    write_strategy(root, "7\n")
+    counters = dfx(root)
+    try:
+        assert wait_for(lambda: int(counters.dev[Dev.ISOLATE_STRATEGY]) == 7, 5)
+        write_strategy(root, written)
+        time.sleep(0.35)  # three polls: an unreadable value is looked at twice before it is refused
+        assert wait_for(lambda: attr(root, "isolate_strategy") == kept, 5)
+        assert int(counters.dev[Dev.ISOLATE_STRATEGY]) == int(kept)
+    finally:
+        counters.close()
+
+
+def run_one(q: RawQueue, timeout: float = 10) -> int:
+    q.write(0, 4000, MIB, 8192, level=1)
+    q.doorbell()
+    (done,) = q.wait(1, timeout)
+    return done.status
+
+
+def test_hw_errors_isolate_the_device_until_reset(device: DeviceProc, space: AddressSpace) -> None:
+    root = device.root
+    q = RawQueue(root, space)
+    idle = RawFile(root)  # a queue opened before isolation and never started (INIT)
+    idle.open(space)
+    counters = dfx(root)
+    row = counters.queue(q.sqn)
+    try:
+        write_strategy(root, "2\n")
+        assert wait_for(lambda: int(counters.dev[Dev.ISOLATE_STRATEGY]) == 2, 5)
+        cli = device_cli(root, "inject", "hw-error", "--count", "5")
+        assert cli.returncode == 0, cli.stderr
+        assert int(counters.dev[Dev.HW_ERRORS_PENDING]) == 5
+        before = time.time_ns()
+        assert [run_one(q), run_one(q)] == [abi.Status.HW_ERROR] * 2
+        assert attr(root, "isolate") == "0", "two errors in the hour: not more than isolate_strategy=2"
+        assert run_one(q) == abi.Status.HW_ERROR
+        # the third error in the hour isolates
+        assert wait_for(lambda: attr(root, "isolate") == "1", 5)
+        assert int(counters.dev[Dev.ISOLATED]) == 1 and int(counters.dev[Dev.ISOLATIONS]) == 1
+        assert int(counters.dev[Dev.HW_ERRORS]) == 3 and int(counters.dev[Dev.HW_ERRORS_WINDOW]) == 3
+        assert before <= int(counters.dev[Dev.LAST_HW_ERROR_NS]) <= time.time_ns()
+        assert int(row[Queue.ERR_HW]) == 3 and int(row[Queue.ERR_BD]) == 3
+        assert q.handle.view.tx_stopped and q.handle.view.rx_stopped, "running queues are disabled"
+        assert devices(root, "zstd") == [], "discovery skips an isolated device"
+        (found,) = devices(root, "zstd", include_isolated=True)
+        assert found.isolated
+        with pytest.raises(OSError) as exc:
+            QueueHandle(found, space, abi.QcType.COMPRESS)
+        assert exc.value.errno == errno.EIO, "open of an isolated device"
+        with pytest.raises(OSError) as exc:
+            idle.call({"cmd": "ioctl", "op": "start_q"})
+        assert exc.value.errno == errno.EIO, "START_Q on an isolated device"
+        write_strategy(root, "9\n")  # refused while isolated (EPERM): the old value comes back
+        assert wait_for(lambda: attr(root, "isolate_strategy") == "2", 5)
+        q.write(0, 4000, MIB, 8192, level=1)  # a disabled queue fetches nothing
+        q.doorbell()
+        time.sleep(0.3)
+        assert q.poll() == []
+        cli = device_cli(root, "reset")
+        assert cli.returncode == 0, cli.stderr
+        assert "reset" in cli.stdout
+        assert wait_for(lambda: attr(root, "isolate") == "0", 5)
+        assert int(counters.dev[Dev.ISOLATED]) == 0 and int(counters.dev[Dev.RESETS]) == 1
+        assert int(counters.dev[Dev.HW_ERRORS_WINDOW]) == 0 and int(counters.dev[Dev.HW_ERRORS_PENDING]) == 0
+        assert not q.handle.view.tx_stopped and not q.handle.view.rx_stopped
+        (done,) = q.wait(1)
+        assert done.status == abi.Status.OK, "the job that waited in the stopped SQ runs after the reset"
+        assert run_one(q) == abi.Status.OK
+        idle.call({"cmd": "ioctl", "op": "start_q"})
+        assert len(devices(root, "zstd")) == 1
+        assert int(counters.dev[Dev.HW_ERRORS]) == 3, "the total survives a reset; the window does not"
+    finally:
+        counters.close()
+        idle.close()
+        q.close()
+
+
+def test_hw_errors_without_a_threshold_never_isolate(device: DeviceProc, space: AddressSpace) -> None:
+    q = RawQueue(device.root, space)
+    counters = dfx(device.root)
+    try:
+        assert device_cli(device.root, "inject", "hw-error", "--count", "10").returncode == 0
+        assert [run_one(q) for _ in range(11)] == [abi.Status.HW_ERROR] * 10 + [abi.Status.OK]
+        assert attr(device.root, "isolate") == "0" and int(counters.dev[Dev.HW_ERRORS]) == 10
+    finally:
+        counters.close()
+        q.close()
+
+
+def test_random_sqes_complete_with_a_status_and_never_crash(device: DeviceProc, space: AddressSpace) -> None:
+    """Garbage in every word, or a valid opcode with garbage lengths, levels and addresses: each
+    SQE completes with some status; the device and its next job are fine."""
+    rng = random.Random(1234)
+    q = RawQueue(device.root, space)
+    try:
+        for _ in range(4):
+            for n in range(100):
+                words = {i: rng.getrandbits(32) for i in range(abi.SQ_WORDS)}
+                if n % 2:
+                    words[abi.W.REQ_TYPE] = abi.Alg.ZSTD
+                    words[abi.W.INPUT_LEN] = rng.choice([0, 1, 4096, rng.getrandbits(32)])
+                    words[abi.W.DEST_AVAIL] = rng.choice([0, 64, 8192, rng.getrandbits(32)])
+                    words[abi.W.LEVEL] = abi.level_to_word(rng.randint(-10, 25))
+                q.write_words(words)
+            q.doorbell()
+            got = q.wait(100)
+            assert len(got) == 100
+            assert {c.status for c in got} <= {int(s) for s in abi.Status}
+        assert run_one(q) == abi.Status.OK
+        assert device.proc.poll() is None
+    finally:
+        q.close()

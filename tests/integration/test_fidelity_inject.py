@@ -1,0 +1,171 @@
+"""Fault injection through the control socket (``python -m warp.device inject|reset``, also
+``warpzip device ...``): hang, slow, crash, and the refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, DeviceProc, start_device, stop_process
+from tests.integration.fidelity import RawQueue, device_cli, dfx, paths, wait_for
+from warp import abi, codec
+from warp.dfx import Dev, Engine, Queue
+from warp.iommu.space import AddressSpace
+
+MIB = 1 << 20
+
+
+@pytest.fixture
+def space(corpus: dict[str, Path]) -> Iterator[AddressSpace]:
+    s = AddressSpace(8 * MIB)
+    s.write(0, corpus["dickens"].read_bytes()[:MIB])
+    s.prefault(2 * MIB, 2 * MIB)
+    yield s
+    s.close()
+
+
+def submit(q: RawQueue, count: int = 1, size: int = 4096, level: int = 1) -> None:
+    for _ in range(count):
+        q.write(0, size, 2 * MIB, codec.compress_bound(size), level=level)
+    q.doorbell()
+
+
+def test_control_socket_is_owner_only(device: DeviceProc) -> None:
+    ctl = paths(device.root).control
+    assert ctl.is_socket() and ctl.stat().st_mode & 0o777 == 0o600
+
+
+def test_cli_without_a_running_device(tmp_path: Path) -> None:
+    cli = device_cli(tmp_path, "reset")
+    assert cli.returncode == 1 and "no device is running" in cli.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ("inject", "slow", "--factor", "0.5"),
+    ("inject", "slow", "--factor", "1e9"),
+    ("inject", "hw-error", "--count", "0"),
+    ("inject", "hang", "--seconds", "-1"),
+])
+def test_invalid_injections_are_refused(device: DeviceProc, argv: tuple[str, ...]) -> None:
+    cli = device_cli(device.root, *argv)
+    assert cli.returncode == 1 and "EINVAL" in cli.stderr
+    counters = dfx(device.root)
+    try:
+        assert int(counters.dev[Dev.INJECTIONS]) == 0
+    finally:
+        counters.close()
+
+
+def test_hang_for_seconds_keeps_jobs_in_the_sq(device: DeviceProc, space: AddressSpace) -> None:
+    q = RawQueue(device.root, space)
+    counters = dfx(device.root)
+    try:
+        cli = device_cli(device.root, "inject", "hang", "--seconds", "1.0")
+        injected = time.monotonic()
+        assert cli.returncode == 0, cli.stderr
+        assert int(counters.dev[Dev.HUNG]) == 1
+        submit(q, 3)
+        time.sleep(0.4)
+        assert q.poll() == [], "a hung engine fetches nothing"
+        got = q.wait(3, timeout=10)
+        assert [c.status for c in got] == [abi.Status.OK] * 3
+        assert time.monotonic() - injected >= 0.9
+        assert wait_for(lambda: int(counters.dev[Dev.HUNG]) == 0, 2)
+    finally:
+        counters.close()
+        q.close()
+
+
+def test_hang_until_reset_then_put_q_flushes(device: DeviceProc, space: AddressSpace) -> None:
+    q = RawQueue(device.root, space)
+    counters = dfx(device.root)
+    try:
+        assert device_cli(device.root, "inject", "hang").returncode == 0
+        submit(q, 5)
+        time.sleep(0.5)
+        assert q.poll() == []
+        q.handle.put()  # the queue stops while its jobs wait in the SQ of a hung device
+        got = q.wait(5)
+        assert [c.status for c in got] == [abi.Status.QUEUE_STOPPED] * 5
+        assert int(counters.queue(q.sqn)[Queue.FLUSHED]) == 5
+        assert device_cli(device.root, "reset").returncode == 0
+        assert int(counters.dev[Dev.HUNG]) == 0
+        fresh = RawQueue(device.root, space)
+        try:
+            submit(fresh)
+            assert [c.status for c in fresh.wait(1)] == [abi.Status.OK]
+        finally:
+            fresh.close()
+    finally:
+        counters.close()
+        q.close()
+
+
+def test_hang_mid_batch_stops_fetching(device: DeviceProc, space: AddressSpace) -> None:
+    """A hang injected while an engine is inside a batch takes effect at the next job boundary."""
+    q = RawQueue(device.root, space)
+    try:
+        submit(q, 20, size=MIB, level=12)  # ~20 ms each, one batch
+        got = q.wait(1)
+        assert device_cli(device.root, "inject", "hang").returncode == 0
+        time.sleep(0.2)
+        got += q.poll()  # the job running when the hang came finishes
+        time.sleep(0.4)
+        assert q.poll() == [], "jobs still completing during the hang"
+        assert len(got) < 20
+        assert device_cli(device.root, "reset").returncode == 0
+        got += q.wait(20 - len(got), timeout=30)
+        assert [c.slot for c in got] == list(range(20)) and all(c.status == abi.Status.OK for c in got)
+    finally:
+        q.close()
+
+
+def engine_ns_per_job(root: Path, q: RawQueue, jobs: int) -> float:
+    counters = dfx(root)
+    try:
+        e = counters.engine(0)
+        busy, done = int(e[Engine.BUSY_NS]), int(e[Engine.JOBS])
+        for _ in range(jobs):
+            submit(q, 1, size=MIB, level=3)
+            assert [c.status for c in q.wait(1)] == [abi.Status.OK]
+        return (int(e[Engine.BUSY_NS]) - busy) / (int(e[Engine.JOBS]) - done)
+    finally:
+        counters.close()
+
+
+def test_slow_factor_stretches_every_job(device: DeviceProc, space: AddressSpace) -> None:
+    q = RawQueue(device.root, space)
+    try:
+        engine_ns_per_job(device.root, q, 3)  # warm the contexts
+        normal = engine_ns_per_job(device.root, q, 8)
+        cli = device_cli(device.root, "inject", "slow", "--factor", "5")
+        assert cli.returncode == 0, cli.stderr
+        slowed = engine_ns_per_job(device.root, q, 8)
+        assert slowed / normal >= 3, f"factor 5 gave {slowed / normal:.1f}x"
+        assert device_cli(device.root, "reset").returncode == 0
+        again = engine_ns_per_job(device.root, q, 8)
+        assert again / normal < 2.5, f"after reset still {again / normal:.1f}x"
+    finally:
+        q.close()
+
+
+def test_crash_exits_with_status_70(tmp_path: Path) -> None:
+    dev = start_device(tmp_path / "root")
+    try:
+        cli = device_cli(dev.root, "inject", "crash")
+        assert cli.returncode == 0, cli.stderr
+        assert dev.proc.wait(10) == 70
+    finally:
+        stop_process(dev.proc)
+
+
+def test_warpzip_device_forwards_the_subcommands(device: DeviceProc) -> None:
+    out = subprocess.run([sys.executable, "-m", "app", "device", "reset", "--root", str(device.root), "--json"],
+                         capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert '"resets": 1' in out.stdout

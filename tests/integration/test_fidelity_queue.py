@@ -1,0 +1,164 @@
+"""Queue state machine completeness (reference §1.3, §7 items 2, 7, 16): a stopped queue never
+loses a job, a full SQ is refused and counted, a CQ the consumer never returns overflows and
+disables the queue, a forked child cannot map an inherited queue again."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from tests.conftest import DeviceProc, start_device, stop_process
+from tests.integration.fidelity import RawQueue, attr, dfx, wait_for
+from warp import abi, codec
+from warp.dfx import Dev, Queue
+from warp.iommu.space import AddressSpace
+from warp.ring import RingFull
+
+MIB = 1 << 20
+JOBS = 200
+
+
+@pytest.fixture
+def space() -> Iterator[AddressSpace]:
+    s = AddressSpace(8 * MIB)
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("how", ["put_q", "close"])
+def test_stop_with_200_slow_jobs_in_flight_completes_every_one(device: DeviceProc, space: AddressSpace,
+                                                               corpus: dict[str, Path], how: str) -> None:
+    """200 level-19 1 MiB jobs doorbelled, the queue stopped while the first runs: the running job
+    finishes (the drain), the 199-odd others complete QUEUE_STOPPED, in SQ order — none vanishes,
+    and the stop does not wait for a batch of 32 slow jobs."""
+    data = corpus["xml"].read_bytes()[:MIB]
+    space.write(0, data)
+    dst, capacity = 2 * MIB, codec.compress_bound(MIB)
+    space.prefault(dst, capacity)
+    q = RawQueue(device.root, space)
+    counters = dfx(device.root)
+    row = counters.queue(q.sqn)
+    try:
+        for _ in range(JOBS):
+            q.write(0, MIB, dst, capacity, level=19)
+        q.doorbell()
+        assert wait_for(lambda: int(row[Queue.DOORBELLS]) > 0, 10)  # counted as the engine takes the queue
+        time.sleep(0.05)  # the engine is inside the first job
+        started = time.monotonic()
+        if how == "put_q":
+            q.handle.put()  # returns once the queue is stopped
+        else:
+            q.handle.sock.close()  # close(): the device releases the queue on its own time
+        got = q.wait(JOBS, timeout=30)
+        stopped_in = time.monotonic() - started
+        assert len(got) == JOBS, f"only {len(got)} of {JOBS} jobs completed: a stop lost jobs"
+        assert [c.slot for c in got] == list(range(JOBS)), "completions must come in SQ order"
+        statuses = [c.status for c in got]
+        ran = statuses.count(abi.Status.OK)
+        assert 1 <= ran <= 4, f"{ran} jobs ran: the stop must end the batch at the next job boundary"
+        assert statuses == [abi.Status.OK] * ran + [abi.Status.QUEUE_STOPPED] * (JOBS - ran)
+        assert stopped_in < 8, f"stopping took {stopped_in:.1f} s (a whole batch of slow jobs?)"
+        last_ok = got[ran - 1]
+        frame = bytes(space.view[dst:dst + last_ok.produced])
+        assert zstandard.ZstdDecompressor().decompress(frame) == data
+        assert wait_for(lambda: int(row[Queue.STATE]) == 0)  # released either way (put or close)
+        assert int(row[Queue.SUBMITTED]) == ran
+        assert int(row[Queue.FLUSHED]) == JOBS - ran
+        assert int(row[Queue.COMPLETED_OK]) + int(row[Queue.COMPLETED_ERR]) == JOBS
+        assert int(row[Queue.SQ_PENDING]) == 0
+        assert wait_for(lambda: attr(device.root, "available_instances") == "64")
+    finally:
+        counters.close()
+        q.close()
+
+
+def test_full_sq_is_refused_and_counted_as_send_busy(device: DeviceProc, space: AddressSpace) -> None:
+    """One slot stays empty: the 1024th push is refused (RingFull = UADK -EBUSY), never
+    overwriting; the device counts the turn that found the SQ full (send_busy_cnt)."""
+    space.write(0, b"x" * 4096)
+    space.prefault(MIB, MIB)
+    q = RawQueue(device.root, space)
+    counters = dfx(device.root)
+    try:
+        for _ in range(abi.QUEUE_DEPTH - 1):
+            q.write(0, 4096, MIB, 8192, level=1)
+        with pytest.raises(RingFull):
+            q.sq.push()
+        q.doorbell()
+        got = q.wait(abi.QUEUE_DEPTH - 1)
+        assert len(got) == abi.QUEUE_DEPTH - 1 and all(c.status == abi.Status.OK for c in got)
+        assert int(counters.queue(q.sqn)[Queue.SEND_BUSY]) >= 1
+    finally:
+        counters.close()
+        q.close()
+
+
+def test_cq_never_returned_overflows_and_disables_the_queue(device: DeviceProc, space: AddressSpace) -> None:
+    """A consumer that reads CQEs but never rings the CQ doorbell leaves the device no CQ slot:
+    the next completion is a CQ overflow (QM_CQ_OVERFLOW), and the queue is disabled (TX/RX)."""
+    space.write(0, b"y" * 100)
+    space.prefault(MIB, MIB)
+    q = RawQueue(device.root, space)
+    counters = dfx(device.root)
+    try:
+        for _ in range(abi.QUEUE_DEPTH - 1):
+            q.write(0, 100, MIB, 4096, level=1)
+        q.doorbell()
+        got: list[object] = []
+        deadline = time.monotonic() + 30
+        while len(got) < abi.QUEUE_DEPTH - 1 and time.monotonic() < deadline:
+            got += q.poll(ring_cq=False)  # consumed, but the slots are never given back
+        assert len(got) == abi.QUEUE_DEPTH - 1
+        q.write(0, 100, MIB, 4096, level=1)
+        q.doorbell()
+        assert wait_for(lambda: q.handle.view.tx_stopped and q.handle.view.rx_stopped)
+        assert int(counters.queue(q.sqn)[Queue.CQ_OVERFLOWS]) == 1
+        assert int(counters.dev[Dev.CQ_OVERFLOWS]) == 1
+    finally:
+        counters.close()
+        q.close()
+
+
+def test_forked_child_cannot_map_the_inherited_queue(device: DeviceProc, space: AddressSpace) -> None:
+    """fork: the child inherits the fd but not a fresh mapping — each region maps once per queue."""
+    q = RawQueue(device.root, space)
+    try:
+        pid = os.fork()
+        if pid == 0:  # child: only socket calls, then _exit
+            code = 1
+            try:
+                q.handle.request({"cmd": "mmap", "region": int(abi.Region.DUS), "size": abi.DUS_SIZE})
+            except OSError as exc:
+                code = 0 if exc.errno == errno.EEXIST else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child's mmap must fail with EEXIST"
+    finally:
+        q.close()
+
+
+def test_device_shutdown_flushes_queued_jobs(tmp_path: Path, space: AddressSpace) -> None:
+    """The device going away (uacce_remove) stops every queue the same way: nothing queued is lost."""
+    dev = start_device(tmp_path / "root")
+    space.write(0, os.urandom(MIB))
+    space.prefault(2 * MIB, 2 * MIB)
+    q = RawQueue(dev.root, space)
+    try:
+        for _ in range(20):
+            q.write(0, MIB, 2 * MIB, codec.compress_bound(MIB), level=19)
+        q.doorbell()
+        time.sleep(0.1)
+        stop_process(dev.proc)
+        got = q.wait(20, timeout=10)
+        assert len(got) == 20
+        assert {c.status for c in got} <= {abi.Status.OK, abi.Status.QUEUE_STOPPED}
+    finally:
+        q.close()
+        stop_process(dev.proc)

@@ -1,0 +1,179 @@
+"""SVA (reference §4, §7 items 4, 13, 14, 15): one PASID per process, two real processes that
+cannot reach each other's pages, and memory pressure that takes pages away under running jobs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from tests.conftest import REPO, DeviceProc, start_device, stop_process
+from tests.integration.fidelity import RawQueue, device_cli, dfx
+from warp import abi, codec
+from warp.dfx import Dev, Queue
+from warp.iommu.fault import FaultCounter
+from warp.iommu.space import AddressSpace
+
+MIB = 1 << 20
+
+#: Process A: its own Runtime and queues; a secret in its heap; reports where, then waits.
+OWNER = r"""
+import json, sys
+from pathlib import Path
+from warp import Runtime, abi
+rt = Runtime(Path(sys.argv[1]), driver="zip", heap_size=16 << 20)
+secret = rt.load(b"A's secret page " * 256)
+q = rt.zip.queues[abi.QcType.COMPRESS][0]
+print(json.dumps({"pasid": q.handle.pasid, "addr": secret.address, "base": rt.space.base,
+                  "size": rt.space.size, "sqn": q.handle.sqn}), flush=True)
+sys.stdin.readline()
+intact = bytes(secret.view[:4096]) == (b"A's secret page " * 256)
+print(json.dumps({"intact": intact}), flush=True)
+rt.close()
+"""
+
+#: Process B: forges SQEs whose source, then destination, is A's address.
+FORGER = r"""
+import json, sys
+from pathlib import Path
+from warp import Runtime, abi
+from warp.drv.base import Job
+rt = Runtime(Path(sys.argv[1]), driver="zip", heap_size=16 << 20)
+target = int(sys.argv[2])
+q = rt.zip.queues[abi.QcType.COMPRESS][0]
+out = {"pasid": q.handle.pasid, "sqn": q.handle.sqn,
+       "overlaps": rt.space.base <= target < rt.space.base + rt.space.size}
+for forged in ("src", "dst"):
+    src, dst = rt.load(b"B's own data " * 300), rt.alloc(8192)
+    job = Job(direction=abi.QcType.COMPRESS, src=src, length=3900, dst=dst)
+    (src if forged == "src" else dst).address = target  # a real pointer into A's heap
+    rt.zip.run([job], timeout=10)
+    out[forged] = {"status": job.status, "produced": job.produced,
+                   "dst_leak": b"secret" in bytes(dst.view[:8192])}
+    job.abandon()
+print(json.dumps(out), flush=True)
+rt.close()
+"""
+
+
+def python(script: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
+def test_two_processes_have_two_pasids_and_cannot_reach_each_other(device: DeviceProc) -> None:
+    owner = python(OWNER, str(device.root))
+    try:
+        assert owner.stdout is not None and owner.stdin is not None
+        line = owner.stdout.readline()
+        assert line, owner.stderr.read() if owner.stderr else "owner died"
+        a = json.loads(line)
+        forger = subprocess.run([sys.executable, "-c", FORGER, str(device.root), str(a["addr"])],
+                                capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert forger.returncode == 0, forger.stderr
+        b = json.loads(forger.stdout)
+        assert a["pasid"] != b["pasid"], "two processes (two mms) must get two PASIDs"
+        assert not b["overlaps"], "A's address happens to lie in B's own heap; the test needs disjoint heaps"
+        for forged in ("src", "dst"):
+            assert b[forged]["status"] == abi.Status.ADDR_FAULT, f"forged {forged}: {b[forged]}"
+            assert b[forged]["produced"] == 0 and not b[forged]["dst_leak"]
+        owner.stdin.write("check\n")
+        owner.stdin.flush()
+        assert json.loads(owner.stdout.readline())["intact"], "B's forged write reached A's heap"
+        counters = dfx(device.root)
+        try:
+            assert int(counters.faults[FaultCounter.PAGES_INVALID]) >= 2  # answered INVALID, as a bad address
+            assert int(counters.queue(b["sqn"])[Queue.ERR_ADDR_FAULT]) == 2
+            assert int(counters.queue(a["sqn"])[Queue.COMPLETED_ERR]) == 0
+        finally:
+            counters.close()
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+        owner.wait(10)
+        for stream in (owner.stdin, owner.stdout, owner.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def space(corpus: dict[str, Path]) -> Iterator[AddressSpace]:
+    s = AddressSpace(16 * MIB)
+    s.write(0, corpus["xml"].read_bytes()[:MIB])
+    s.prefault(2 * MIB, 2 * MIB)
+    yield s
+    s.close()
+
+
+def run_job(q: RawQueue, space: AddressSpace) -> None:
+    q.write(0, MIB, 2 * MIB, codec.compress_bound(MIB), level=1)
+    q.doorbell()
+    (done,) = q.wait(1)
+    assert done.status == abi.Status.OK
+    frame = bytes(space.view[2 * MIB:2 * MIB + done.produced])
+    assert zstandard.ZstdDecompressor().decompress(frame) == bytes(space.view[:MIB]), "wrong result after refault"
+
+
+def test_reclaim_simulator_faults_rise_and_results_stay_correct(tmp_path: Path, space: AddressSpace) -> None:
+    """--reclaim-interval-ms/--reclaim-fraction: pages the device used are taken away between jobs
+    (swap, migration); every job refaults some of them back and still computes the right frame."""
+    dev = start_device(tmp_path / "root", "--reclaim-interval-ms", "5", "--reclaim-fraction", "0.5")
+    q = RawQueue(dev.root, space)
+    counters = dfx(dev.root)
+    try:
+        seen = []
+        for _ in range(12):
+            run_job(q, space)
+            seen.append(int(counters.queue(q.sqn)[Queue.IOPF]))
+            time.sleep(0.02)  # a few reclaim passes between jobs
+        rises = sum(1 for before, after in zip(seen, seen[1:], strict=False) if after > before)
+        assert rises >= 8, f"faults per job should keep rising under pressure: {seen}"
+        assert int(counters.dev[Dev.RECLAIMED_PAGES]) > 0 and int(counters.dev[Dev.RECLAIM_PASSES]) > 10
+        assert int(counters.faults[FaultCounter.PAGES_OK]) >= seen[-1]
+        assert int(counters.faults[FaultCounter.PAGES_INVALID]) == 0
+        assert int(counters.faults[FaultCounter.SERVICE_NS]) > 0  # each fault's service time is measured
+    finally:
+        counters.close()
+        q.close()
+        stop_process(dev.proc)
+
+
+def test_without_pressure_a_warm_queue_does_not_fault(device: DeviceProc, space: AddressSpace) -> None:
+    q = RawQueue(device.root, space)
+    counters = dfx(device.root)
+    try:
+        run_job(q, space)
+        warm = int(counters.queue(q.sqn)[Queue.IOPF])
+        for _ in range(5):
+            run_job(q, space)
+            time.sleep(0.02)
+        assert int(counters.queue(q.sqn)[Queue.IOPF]) == warm
+    finally:
+        counters.close()
+        q.close()
+
+
+def test_iopf_storm_reclaims_everything_once(device: DeviceProc, space: AddressSpace) -> None:
+    q = RawQueue(device.root, space)
+    counters = dfx(device.root)
+    try:
+        run_job(q, space)
+        before = int(counters.queue(q.sqn)[Queue.IOPF])
+        cli = device_cli(device.root, "inject", "iopf-storm")
+        assert cli.returncode == 0, cli.stderr
+        assert "pages" in cli.stdout
+        assert int(counters.dev[Dev.RECLAIMED_PAGES]) >= (MIB + codec.compress_bound(MIB)) // abi.PAGE_SIZE
+        run_job(q, space)
+        after = int(counters.queue(q.sqn)[Queue.IOPF])
+        assert after - before >= MIB // abi.PAGE_SIZE, "every source page must fault back in"
+        run_job(q, space)
+        assert int(counters.queue(q.sqn)[Queue.IOPF]) == after, "once faulted in, pages stay"
+    finally:
+        counters.close()
+        q.close()

@@ -1,0 +1,53 @@
+"""Configuration: flags beat WARPZIP_* variables beat defaults; a bad value is one line, exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.config import Config, parse_serve, serve_parser
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults() -> None:
+    config = parse_serve([])
+    assert (config.host, config.port, config.workers, config.device) == ("127.0.0.1", 8080, 1, "embedded")
+    assert config.max_body == 64 << 20 and config.max_pending == Config().max_pending
+
+
+def test_environment_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WARPZIP_PORT", "9001")
+    monkeypatch.setenv("WARPZIP_MAX_BODY", "1048576")
+    monkeypatch.setenv("WARPZIP_ACCESS_LOG", "off")
+    config = parse_serve(["--port", "9002"])
+    assert config.port == 9002  # the flag wins
+    assert config.max_body == 1 << 20 and config.access_log is False
+
+
+def test_every_option_names_its_variable() -> None:
+    text = serve_parser().format_help()
+    for action in serve_parser()._actions:
+        if action.dest != "help":
+            assert f"WARPZIP_{action.dest.upper()}" in text, action.dest
+
+
+@pytest.mark.parametrize(("args", "env", "needle"), [
+    (["--port", "70000"], {}, "--port"),
+    (["--workers", "0"], {}, "--workers"),
+    ([], {"WARPZIP_PORT": "eighty"}, "--port"),
+    (["--device", "gpu"], {}, "--device"),
+    (["--shutdown-timeout", "-1"], {}, "--shutdown-timeout"),
+    (["--max-body", str(1 << 30), "--heap-size", str(1 << 20)], {}, "--heap-size"),
+    ([], {"WARPZIP_ACCESS_LOG": "maybe"}, "--access-log"),
+])
+def test_bad_values_are_one_line_and_status_2(args: list[str], env: dict[str, str], needle: str) -> None:
+    completed = subprocess.run([sys.executable, "-m", "app", "serve", *args], cwd=REPO, capture_output=True,
+                               text=True, timeout=30, env={"PATH": "/usr/bin:/bin", **env})
+    assert completed.returncode == 2
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], completed.stderr
+    assert "Traceback" not in completed.stderr

@@ -104,7 +104,8 @@ class SvaHeap:
         return max(MIN_ORDER, (max(size, 1) - 1).bit_length())
 
     def alloc(self, size: int) -> Buffer:
-        order = self.order_of(size)
+        order = max(MIN_ORDER, (size - 1).bit_length()) if size > 0 else MIN_ORDER
+        capacity = 1 << order
         with self._lock:
             offset = self._take(order)
             if offset is None:
@@ -112,17 +113,16 @@ class SvaHeap:
                 offset = self._take(order)
             if offset is None:
                 self._exhausted += 1
-                raise HeapExhausted(f"no free {1 << order}-byte block in a {self.space.size}-byte heap")
-            self._in_use += 1 << order
-        capacity = 1 << order
-        cold = self.prefault and bool(pagetable.missing_pages(self.space.page_table, offset, capacity, write=True))
-        if cold:
-            self.space.prefault(offset, capacity)
-        with self._lock:
+                raise HeapExhausted(f"no free {capacity}-byte block in a {self.space.size}-byte heap")
+            self._in_use += capacity
+            # Counted under the lock already taken; the prefault itself happens outside it.
+            cold = self.prefault and bool(pagetable.missing_pages(self.space.page_table, offset, capacity, True))
             if cold:
                 self._misses += 1
             else:
                 self._hits += 1
+        if cold:
+            self.space.prefault(offset, capacity)
         return Buffer(self, offset, capacity)
 
     def _take(self, order: int) -> int | None:

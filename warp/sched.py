@@ -39,4 +39,9 @@ class LeastLoaded:
     has a backlog the next queue — and the engine that serves it — takes work. The default."""
 
     def pick(self, candidates: Sequence[T]) -> T:
-        return min(candidates, key=lambda q: q.load)
+        best = candidates[0]
+        least = best.load
+        for queue in candidates[1:]:
+            if queue.load < least:
+                best, least = queue, queue.load
+        return best

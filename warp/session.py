@@ -78,6 +78,7 @@ class Runtime:
         self.zip: ZipDriver | None = None
         self.fallback_jobs = 0
         self.doorbell_batch = doorbell_batch
+        self._compressors: dict[tuple[int, bool], Compressor] = {}
         if driver != "cpu":
             try:
                 self.zip = self._open_zip(queues)
@@ -100,7 +101,13 @@ class Runtime:
         return self.cpu
 
     def compressor(self, level: int = 3, checksum: bool = False) -> Compressor:
-        return Compressor(self, level, checksum)
+        """A session for these parameters; sessions hold no state of their own, so one per
+        parameter set is reused (the service asks for one per request)."""
+        key = (level, checksum)
+        session = self._compressors.get(key)
+        if session is None:
+            session = self._compressors[key] = Compressor(self, level, checksum)
+        return session
 
     def decompressor(self, max_output: int) -> Decompressor:
         return Decompressor(self, max_output)

@@ -53,17 +53,16 @@ CONTENT_TYPES = {"compress": "application/zstd", "decompress": "application/octe
 
 async def _transform(request: web.Request, run: Transform, direction: str) -> web.StreamResponse:
     """The shared request path: validate, admit, stream in, run the job, stream out."""
-    config = request.app[CONFIG]
+    app = request.app
+    config, runtime, metrics, admission = app[CONFIG], app[RUNTIME], app[METRICS], app[ADMISSION]
     body.check_encoding(request)
     body.check_length(request, config.max_body)
-    admission = request.app[ADMISSION]
     if not admission.admit():
         raise Problem(503, "overloaded", f"more than {admission.limit} requests in progress; retry shortly",
                       body.RETRY_AFTER)
     try:
-        src, size = await body.read_into_heap(request, request.app[RUNTIME], config.max_body)
-        metrics = request.app[METRICS]
-        driver = request.app[RUNTIME].driver.name
+        src, size = await body.read_into_heap(request, runtime, config.max_body)
+        driver = runtime.driver.name
         started = time.perf_counter()
         try:
             result = await run(src, size)

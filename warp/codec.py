@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Final, final
 
-from zstandard.backend_cffi import ffi, lib
+import zstandard.backend_cffi as _backend
+
+ffi: Any = _backend.ffi  # type: ignore[attr-defined]  # the cffi module has no type information
+lib: Any = _backend.lib  # type: ignore[attr-defined]
 
 from warp import abi
 

@@ -13,10 +13,10 @@ from typing import Any, Final, final
 
 import zstandard.backend_cffi as _backend
 
+from warp import abi
+
 ffi: Any = _backend.ffi  # type: ignore[attr-defined]  # the cffi module has no type information
 lib: Any = _backend.lib  # type: ignore[attr-defined]
-
-from warp import abi
 
 Pointer = Any  # a cffi ``char *``; cffi has no static types
 

@@ -4,15 +4,16 @@ Blocks are page-aligned powers of two. Freed blocks go onto their order's list u
 steady state — the same sizes coming and going — is a list pop and append; only when no block of
 the order or above is free are free buddies merged (bottom-up), and a heap with nothing in use
 is reset to its largest blocks — so a heap that served a burst of small buffers can still serve
-the largest one again. Merging eagerly on every free cost ~10 µs a
-request in a 1 GiB heap (eighteen levels of split and merge for each 4 KiB buffer). Freed blocks keep their pages: a warm pool hands
-the device memory that is already present — no I/O page faults in steady state, which is UADK's
-"prefault your buffers" advice made measurable. An allocation whose pages are not all present
-(fresh memory, or pages the kernel reclaimed) is prefaulted by the CPU before it is handed out,
-unless prefaulting is disabled to show what the device pays for faults. The heap is bounded:
-when no block fits, :class:`~warp.errors.HeapExhausted` tells the caller to back off.
-"""
+the largest one again. Merging eagerly on every free cost ~10 µs a request in a 1 GiB heap
+(eighteen levels of split and merge for each 4 KiB buffer).
 
+Freed blocks keep their pages: a warm pool hands the device memory that is already present — no
+I/O page faults in steady state, which is UADK's "prefault your buffers" advice made measurable.
+An allocation whose pages are not all present (fresh memory, or pages the kernel reclaimed) is
+prefaulted by the CPU before it is handed out, unless prefaulting is disabled to show what the
+device pays for faults. The heap is bounded: when no block fits,
+:class:`~warp.errors.HeapExhausted` tells the caller to back off.
+"""
 from __future__ import annotations
 
 import threading

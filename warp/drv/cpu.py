@@ -43,7 +43,7 @@ class CpuDriver:
         return job.future
 
     def run(self, jobs: list[Job], timeout: float) -> None:
-        for job in jobs:
+        for _ in jobs:
             self._count_submit()
         futures = [self._pool.submit(self._execute, job) for job in jobs]
         for job, future in zip(jobs, futures, strict=True):

@@ -101,10 +101,16 @@ class Status(enum.IntEnum):
     ADDR_FAULT = 0x41  # the abort status seen on SMMU faults (UADK issues #220, #226)
     CORRUPT_INPUT = 0x10  # HZ_CRC_ERR: input is not a valid frame
     QUEUE_STOPPED = 0x30  # job failed because the queue was put / released before it ran
+    HW_ERROR = 0x42  # the engine hit a hardware (RAS) error; counts toward isolate_strategy
 
 
 #: Largest single job (HZ_MAX_SIZE is 8 MiB per BD on ZIP; zstd frames here may be larger).
 MAX_JOB_BYTES: Final = 256 << 20
+#: isolate_strategy: hardware errors per hour tolerated before isolation (UACCE_MAX_ERR_THRESHOLD).
+ISOLATE_STRATEGY_MAX: Final = 65535
+#: The window isolate_strategy counts hardware errors in (qm_hw_err_isolate: SECONDS_PER_HOUR).
+HW_ERROR_WINDOW_S: Final = 3600
+
 LEVEL_MIN: Final = -7
 LEVEL_MAX: Final = 22
 

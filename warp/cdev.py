@@ -41,6 +41,11 @@ class DevicePaths:
         return self.root / "dev" / self.name
 
     @property
+    def control(self) -> Path:
+        """The device's owner-only control socket (fault injection, reset), beside the char device."""
+        return self.root / "dev" / f"{self.name}.ctl"
+
+    @property
     def debugfs(self) -> Path:
         return self.root / "sys" / "kernel" / "debug" / self.name
 

@@ -32,12 +32,22 @@ class Header(enum.IntEnum):
 
 
 class Dev(enum.IntEnum):
-    """Device-wide counters."""
+    """Device-wide counters and gauges."""
 
-    HW_ERRORS = 0
-    RESETS = 1
-    ISOLATED = 2
+    HW_ERRORS = 0  # hardware errors ever (injected RAS errors)
+    RESETS = 1  # controller resets (``warpzip device reset``)
+    ISOLATED = 2  # gauge: 1 while isolated (the ``isolate`` attribute)
     CQ_OVERFLOWS = 3
+    LAST_HW_ERROR_NS = 4  # wall-clock time of the last hardware error, ns since the epoch
+    HW_ERRORS_WINDOW = 5  # gauge: hardware errors in the last hour, as isolation counts them
+    ISOLATE_STRATEGY = 6  # gauge: the threshold in force (0 = never isolate)
+    ISOLATIONS = 7  # times the device isolated itself
+    HUNG = 8  # gauge: 1 while an injected hang keeps the engines from fetching
+    HW_ERRORS_PENDING = 9  # gauge: injected hardware errors not yet delivered
+    SLOW_FACTOR_MILLI = 10  # gauge: injected slow-down x 1000 (1000 = full speed)
+    RECLAIMED_PAGES = 11  # pages the reclaim simulator or an IOPF storm made non-present
+    RECLAIM_PASSES = 12
+    INJECTIONS = 13  # fault-injection commands accepted
 
 
 class Queue(enum.IntEnum):
@@ -56,13 +66,27 @@ class Queue(enum.IntEnum):
     IOPF = 10
     SQ_PENDING = 11  # doorbelled SQEs not yet fetched (gauge)
     QC_TYPE = 12
+    SEND_BUSY = 13  # engine turns that found the SQ full (depth - 1 outstanding): the next send is EBUSY
+    ERR_BD = 14  # SQEs an engine completed with an error status (ZIP dfx err_bd_cnt)
+    FLUSHED = 15  # SQEs completed QUEUE_STOPPED by a stop (PUT_Q or close) before any engine fetched them
+    ERR_ADDR_FAULT = 16  # ERR_BD broken down by status from here on
+    ERR_HW = 17
+    ERR_DST_TOO_SMALL = 18
+    ERR_CORRUPT_INPUT = 19
+    ERR_BAD_SQE = 20  # bad algorithm, length or level
+    CQ_OVERFLOWS = 21  # completions lost to a full CQ (the queue is then disabled)
 
 
 class Engine(enum.IntEnum):
+    """Per-engine counters: summed over engines they equal the per-queue totals."""
+
     JOBS = 0
     BATCHES = 1
     BUSY_NS = 2
     BYTES_IN = 3
+    BYTES_OUT = 4
+    ERRORS = 5
+    IOPF = 6
 
 
 ROW_HEADER: Final = 0
@@ -103,17 +127,21 @@ class Dfx:
 
     @property
     def dev(self) -> npt.NDArray[np.uint64]:
-        return self.table[ROW_DEV]
+        return self._row(ROW_DEV)
 
     @property
     def faults(self) -> npt.NDArray[np.uint64]:
-        return self.table[ROW_FAULTS]
+        return self._row(ROW_FAULTS)
 
     def queue(self, qid: int) -> npt.NDArray[np.uint64]:
-        return self.table[ROW_QUEUES + qid]
+        return self._row(ROW_QUEUES + qid)
 
     def engine(self, eid: int) -> npt.NDArray[np.uint64]:
-        return self.table[ROW_QUEUES + self.queues + eid]
+        return self._row(ROW_QUEUES + self.queues + eid)
+
+    def _row(self, row: int) -> npt.NDArray[np.uint64]:
+        view: npt.NDArray[np.uint64] = self.table[row]
+        return view
 
     def close(self) -> None:
         """Unmap now if no row view is still referenced; otherwise the last view unmaps it."""

@@ -5,6 +5,7 @@ hour isolate the device until a reset, and ``isolate_strategy`` is validated lik
 from __future__ import annotations
 
 import errno
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -190,6 +191,33 @@ def test_random_sqes_complete_with_a_status_and_never_crash(device: DeviceProc, 
             got = q.wait(100)
             assert len(got) == 100
             assert {c.status for c in got} <= {int(s) for s in abi.Status}
+        assert run_one(q) == abi.Status.OK
+        assert device.proc.poll() is None
+    finally:
+        q.close()
+
+
+@pytest.mark.parametrize("word", [
+    0xF << 12,  # a command nibble no doorbell has
+    (5000 << 32),  # an SQ index past the ring
+    0xFFFF_FFFF_FFFF_FFFF,
+    abi.encode_doorbell(0xABC, abi.DoorbellCmd.SQ, 1),  # another queue's number
+    abi.encode_doorbell(0, abi.DoorbellCmd.AEQ, 1),
+], ids=["bad-cmd", "index-past-ring", "all-ones", "other-qn", "aeq"])
+def test_malformed_doorbells_are_ignored(device: DeviceProc, space: AddressSpace, word: int) -> None:
+    """A doorbell the device cannot decode is ignored — for the SQ and the CQ latch alike — and
+    the queue (and its engine) go on serving the next good one."""
+    q = RawQueue(device.root, space)
+    try:
+        q.write(0, 4000, MIB, 8192, level=1)
+        for cmd in (abi.DoorbellCmd.SQ, abi.DoorbellCmd.CQ):
+            q.handle.latches[cmd] = word
+        os.eventfd_write(q.handle.db_fd, 1)  # the kick that makes the device read the bad latches
+        time.sleep(0.1)
+        assert q.poll() == []
+        q.doorbell()
+        (done,) = q.wait(1)
+        assert done.status == abi.Status.OK
         assert run_one(q) == abi.Status.OK
         assert device.proc.poll() is None
     finally:

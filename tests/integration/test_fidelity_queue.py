@@ -14,7 +14,7 @@ import pytest
 import zstandard
 
 from tests.conftest import DeviceProc, start_device, stop_process
-from tests.integration.fidelity import RawQueue, attr, dfx, wait_for
+from tests.integration.fidelity import RawFile, RawQueue, attr, dfx, wait_for
 from warp import abi, codec
 from warp.dfx import Dev, Queue
 from warp.iommu.space import AddressSpace
@@ -125,6 +125,20 @@ def test_cq_never_returned_overflows_and_disables_the_queue(device: DeviceProc, 
         q.close()
 
 
+def test_qp_info_reports_the_ring_geometry(device: DeviceProc, space: AddressSpace) -> None:
+    """UACCE_CMD_QM_SET_QP_INFO: what UADK asks before it sizes its rings (fallback depth 1024)."""
+    q = RawQueue(device.root, space)
+    try:
+        reply, _ = q.handle.request({"cmd": "ioctl", "op": "set_qp_info"})
+        assert reply == {"sqe_size": abi.SQE_SIZE, "sq_depth": abi.QUEUE_DEPTH, "cq_depth": abi.QUEUE_DEPTH}
+        q.handle.put()
+        with pytest.raises(OSError) as exc:
+            q.handle.request({"cmd": "ioctl", "op": "set_qp_info"})
+        assert exc.value.errno == errno.ENXIO
+    finally:
+        q.close()
+
+
 def test_forked_child_cannot_map_the_inherited_queue(device: DeviceProc, space: AddressSpace) -> None:
     """fork: the child inherits the fd but not a fresh mapping — each region maps once per queue."""
     q = RawQueue(device.root, space)
@@ -162,3 +176,26 @@ def test_device_shutdown_flushes_queued_jobs(tmp_path: Path, space: AddressSpace
     finally:
         q.close()
         stop_process(dev.proc)
+
+
+@pytest.mark.parametrize("message", [
+    {"cmd": "open"},  # no heap described
+    {"cmd": "open", "base": "x", "size": 4096},
+    {"cmd": "mmap", "region": None},
+    {"cmd": "ioctl", "op": "set_qp_ctx", "qc_type": "compress"},
+    {"cmd": 42},
+], ids=["open-no-heap", "open-bad-base", "mmap-no-region", "ctx-bad-type", "bad-cmd"])
+def test_malformed_requests_get_einval(device: DeviceProc, space: AddressSpace, message: dict[str, object]) -> None:
+    """A request the kernel would reject as a bad ioctl argument gets EINVAL; the file stays usable."""
+    f = RawFile(device.root)
+    try:
+        if message["cmd"] != "open":
+            f.open(space)
+        with pytest.raises(OSError) as exc:
+            f.call(message, [space.heap_fd, space.pt_fd] if message["cmd"] == "open" else None)
+        assert exc.value.errno == errno.EINVAL
+        if message["cmd"] == "open":
+            assert f.open(space) >= 1
+        f.call({"cmd": "ioctl", "op": "start_q"})
+    finally:
+        f.close()

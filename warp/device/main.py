@@ -1,4 +1,15 @@
-"""Run the device: ``python -m warp.device --root DIR`` (or ``warpzip device``).
+"""Run the device, or command a running one.
+
+``python -m warp.device --root DIR [options]`` (or ``warpzip device ...``) runs the simulated
+accelerator. Two subcommands talk to a running device through its control socket
+(``warp.device.control``)::
+
+    python -m warp.device inject --root DIR hang [--seconds S]     engines stop fetching (until reset without S)
+    python -m warp.device inject --root DIR hw-error [--count N]   the next N jobs fail HW_ERROR (0x42)
+    python -m warp.device inject --root DIR iopf-storm             reclaim every page of every bound mapping
+    python -m warp.device inject --root DIR slow --factor F        engines take F x each job's time
+    python -m warp.device inject --root DIR crash                  the device exits at once with status 70
+    python -m warp.device reset --root DIR                         controller reset: isolation and faults cleared
 
 An embedded device is started by the service with ``--parent-pipe``: it exits when that pipe
 closes (the parent died or let go) and asks the kernel for SIGTERM on parent death as well, so no
@@ -9,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
+import json
 import logging
 import os
 import signal
@@ -17,6 +30,7 @@ import threading
 from pathlib import Path
 
 from warp import cdev
+from warp.device import control
 from warp.device.core import UacceCore
 from warp.device.zip import ZipDevice
 from warp.dfx import Dfx
@@ -24,21 +38,38 @@ from warp.iommu.mmu import Iommu
 
 PR_SET_PDEATHSIG = 1
 log = logging.getLogger("warp.device")
+SUBCOMMANDS = ("inject", "reset")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="warpzip device", description="Run the simulated uacce zstd accelerator.")
+    parser = argparse.ArgumentParser(
+        prog="warpzip device", description="Run the simulated uacce zstd accelerator.",
+        epilog="Subcommands for a running device: 'inject --root DIR {hang,hw-error,iopf-storm,slow,crash}' "
+               "and 'reset --root DIR' (see 'warpzip device inject --help').")
     parser.add_argument("--root", type=Path, default=cdev.default_root(), help="runtime root (default %(default)s)")
     parser.add_argument("--engines", type=int, default=1, help="compression engines (threads), default 1")
     parser.add_argument("--queues", type=int, default=64, help="hardware queue pairs, default 64")
     parser.add_argument("--batch", type=int, default=32, help="SQEs an engine takes from a queue per turn")
     parser.add_argument("--irq-coalesce", type=int, default=4,
-                        help="completions per interrupt within a batch (interrupt moderation), default 4")
+                        help="completions per interrupt (interrupt moderation by count), default 4")
+    parser.add_argument("--irq-delay-us", type=int, default=0,
+                        help="moderation by time: raise the interrupt at most this long after the first "
+                             "unsignalled completion instead of at the end of each batch; 0 (default) = off")
+    parser.add_argument("--reclaim-interval-ms", type=float, default=0,
+                        help="memory-pressure simulator: reclaim pages every this many ms; 0 (default) = off")
+    parser.add_argument("--reclaim-fraction", type=float, default=0.1,
+                        help="fraction of each bound mapping's present pages a reclaim pass takes, default 0.1")
     parser.add_argument("--parent-pipe", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for name in ("engines", "queues", "batch", "irq_coalesce"):
         if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.queues > 0xFFF + 1:
+        parser.error("--queues: a doorbell addresses at most 4096 queues (qn is 12 bits)")
+    if args.irq_delay_us < 0 or args.reclaim_interval_ms < 0:
+        parser.error("--irq-delay-us and --reclaim-interval-ms must not be negative")
+    if not 0 < args.reclaim_fraction <= 1:
+        parser.error("--reclaim-fraction must be within (0, 1]")
     return args
 
 
@@ -64,13 +95,18 @@ def run(args: argparse.Namespace) -> int:
     paths.debugfs.mkdir(parents=True, exist_ok=True)
     dfx = Dfx(paths.dfx, queues=args.queues, engines=args.engines, create=True)
     iommu = Iommu(dfx.faults)
-    device = ZipDevice(iommu, dfx, engines=args.engines, batch=args.batch, irq_coalesce=args.irq_coalesce)
+    device = ZipDevice(iommu, dfx, engines=args.engines, batch=args.batch, irq_coalesce=args.irq_coalesce,
+                       irq_delay_us=args.irq_delay_us, reclaim_interval_ms=args.reclaim_interval_ms,
+                       reclaim_fraction=args.reclaim_fraction)
     core = UacceCore(paths, device, iommu)
     core.publish()
+    ctl = control.ControlServer(paths.control, device.control)
+    ctl.serve()
     core.serve()
     log.info("%s ready at %s (%d engines, %d queues)", device.name, paths.chardev, args.engines, args.queues)
     print(f"READY {paths.chardev}", flush=True)
     stop.wait()
+    ctl.close()
     core.close()
     device.close()
     iommu.faults.close()
@@ -89,8 +125,71 @@ def _watch_parent(fd: int, stop: threading.Event) -> None:
     stop.set()
 
 
+# ---- commanding a running device -------------------------------------------------------------
+def parse_command(argv: list[str]) -> argparse.Namespace:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", type=Path, default=argparse.SUPPRESS, help="runtime root of the device")
+    common.add_argument("--device", default=argparse.SUPPRESS, help="device name (default warp_zip-0)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the reply as JSON")
+    parser = argparse.ArgumentParser(prog="warpzip device", description="Command a running device.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    inject = commands.add_parser("inject", parents=[common], help="inject a fault",
+                                 description="Inject a fault into a running device.")
+    faults = inject.add_subparsers(dest="fault", required=True, metavar="FAULT")
+    hang = faults.add_parser("hang", parents=[common], help="engines stop fetching SQEs")
+    hang.add_argument("--seconds", type=float, default=None, help="for this long (default: until reset)")
+    hw = faults.add_parser("hw-error", parents=[common], help="the next N jobs fail with a hardware error")
+    hw.add_argument("--count", type=int, default=1, help="how many jobs, default 1")
+    faults.add_parser("iopf-storm", parents=[common], help="reclaim every page of every bound mapping once")
+    slow = faults.add_parser("slow", parents=[common], help="engines take FACTOR x each job's time")
+    slow.add_argument("--factor", type=float, required=True, help="1 restores full speed")
+    faults.add_parser("crash", parents=[common], help="the device process exits at once (status 70)")
+    commands.add_parser("reset", parents=[common], help="controller reset: clear isolation and injected faults",
+                        description="Controller reset: clear isolation, injected faults, the hardware-error "
+                                    "list and every queue's stop flags.")
+    args = parser.parse_args(argv)
+    args.root = getattr(args, "root", cdev.default_root())
+    args.device = getattr(args, "device", ZipDevice.name)
+    args.json = getattr(args, "json", False)
+    return args
+
+
+def command(argv: list[str]) -> int:
+    args = parse_command(argv)
+    path = cdev.DevicePaths(args.root, args.device).control
+    message: cdev.Message = {"cmd": args.command}
+    if args.command == "inject":
+        message["fault"] = args.fault
+        if args.fault == "hang":
+            message["seconds"] = args.seconds
+        elif args.fault == "hw-error":
+            message["count"] = args.count
+        elif args.fault == "slow":
+            message["factor"] = args.factor
+    try:
+        reply = control.request(path, message)
+    except (FileNotFoundError, ConnectionRefusedError):
+        sys.stderr.write(f"warpzip device: no device is running under {args.root} (no control socket at {path})\n")
+        return 1
+    except OSError as exc:
+        name = errno.errorcode.get(exc.errno or 0, "EIO")
+        sys.stderr.write(f"warpzip device: {args.device} refused {args.command}: {name}: {exc.strerror}\n")
+        return 1
+    if args.json:
+        print(json.dumps(reply))
+    elif args.command == "reset":
+        print(f"{args.device}: reset (#{reply['resets']})")
+    else:
+        detail = ", ".join(f"{k} {v}" for k, v in reply.items())
+        print(f"{args.device}: injected {args.fault}" + (f" ({detail})" if detail else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run(parse_args(argv))
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in SUBCOMMANDS:
+        return command(args)
+    return run(parse_args(args))
 
 
 if __name__ == "__main__":

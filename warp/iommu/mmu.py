@@ -109,6 +109,30 @@ class Iommu:
         with self._lock:
             return list(self._by_pasid.values())
 
+    def reclaim(self, fraction: float, rng: np.random.Generator | None = None) -> int:
+        """Memory pressure: make ``fraction`` of every bound mapping's present pages non-present.
+
+        What kswapd or page migration does to a process's pages after the device first used them:
+        the data stays (it went to swap, or moved), only the translation is gone, so the next DMA
+        access takes an I/O page fault and faults it back in (reference §7 item 15). Runs under the
+        PASID-table lock, so a mapping being unbound is never touched after its unbind returned.
+        Returns how many present pages were taken.
+        """
+        if fraction <= 0:
+            return 0
+        clear = ~np.uint8(pagetable.PRESENT | pagetable.ACCESSED | pagetable.DIRTY)
+        taken = 0
+        with self._lock:
+            for mapping in self._by_pasid.values():
+                entries = np.frombuffer(mapping.page_table, dtype=np.uint8)
+                victims = (entries & pagetable.PRESENT) != 0
+                if fraction < 1:
+                    victims &= (rng or np.random.default_rng()).random(entries.size) < fraction
+                taken += int(np.count_nonzero(victims))
+                entries[victims] &= clear
+                del entries, victims
+        return taken
+
     def translate(self, mapping: Mapping, addr: int, length: int, write: bool) -> Access:
         """Translate ``[addr, addr+length)`` under ``mapping``'s PASID, faulting pages in as needed.
 

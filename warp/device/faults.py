@@ -1,0 +1,160 @@
+"""Hardware errors, isolation policy, injected faults and the memory-pressure simulator.
+
+Three small pieces the zip device composes:
+
+* :class:`ErrorLog` — the isolation policy of the HiSilicon QM (reference §1.5, ``qm_hw_err_isolate``):
+  every hardware error is time-stamped; errors older than an hour are dropped; when the errors
+  already in the window number at least ``isolate_strategy`` (non-zero), the new one isolates the
+  device — isolation on *more than* ``isolate_strategy`` errors in an hour, as the sysfs ABI says.
+  Sans-I/O with an injected clock, so the one-hour window is testable without waiting an hour.
+* :class:`Injected` — the faults ``warpzip device inject`` asked for: a hang deadline, a budget of
+  jobs that fail with a hardware error, a slow-down factor.
+* :class:`Reclaimer` — a thread that periodically takes a fraction of every bound mapping's pages
+  away (``--reclaim-interval-ms`` / ``--reclaim-fraction``), the host page-table dynamics behind
+  the large-working-set collapse of reference §3.11.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Final, final
+
+import numpy as np
+
+from warp import abi
+from warp.iommu.mmu import Iommu
+
+log = logging.getLogger("warp.device")
+
+#: Exit status of an injected crash (EX_SOFTWARE).
+CRASH_STATUS: Final = 70
+
+
+@final
+class ErrorLog:
+    """Time-stamped hardware errors and the ``isolate_strategy`` threshold they are held against."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 window: float = abi.HW_ERROR_WINDOW_S) -> None:
+        self._clock = clock
+        self.window = window
+        self.threshold = 0
+        self._stamps: deque[float] = deque()
+
+    def record(self) -> bool:
+        """Log one hardware error; True if it isolates the device.
+
+        As the kernel: drop entries older than the window, count the rest, add the new one, and
+        isolate when the count (before adding) reached a non-zero threshold.
+        """
+        now = self._clock()
+        self._expire(now)
+        earlier = len(self._stamps)
+        self._stamps.append(now)
+        return bool(self.threshold) and earlier >= self.threshold
+
+    def in_window(self) -> int:
+        self._expire(self._clock())
+        return len(self._stamps)
+
+    def set_threshold(self, threshold: int) -> None:
+        """A valid write of ``isolate_strategy``: the new threshold, and a fresh error list."""
+        if not 0 <= threshold <= abi.ISOLATE_STRATEGY_MAX:
+            raise ValueError(f"isolate_strategy must be within 0..{abi.ISOLATE_STRATEGY_MAX}")
+        self.threshold = threshold
+        self._stamps.clear()
+
+    def clear(self) -> None:
+        self._stamps.clear()
+
+    def _expire(self, now: float) -> None:
+        while self._stamps and now - self._stamps[0] > self.window:
+            self._stamps.popleft()
+
+
+@final
+class Injected:
+    """Faults injected through the control socket. Engines read the attributes without a lock;
+    the budget of hardware errors is taken under one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.hang_until = 0.0  # time.monotonic() deadline; inf = until reset; 0 = no hang
+        self.hw_errors = 0  # the next N jobs complete with Status.HW_ERROR
+        self.slow_factor = 1.0  # engines take factor x the job's time
+
+    @property
+    def per_job(self) -> bool:
+        """Whether engines must look at each job (hardware errors or slow-down pending)."""
+        return self.hw_errors > 0 or self.slow_factor != 1.0
+
+    def hung(self) -> bool:
+        until = self.hang_until
+        return bool(until) and time.monotonic() < until
+
+    def end_hang(self) -> bool:
+        """Clear a hang whose time is up; True if this call ended it."""
+        with self._lock:
+            until = self.hang_until
+            if until and time.monotonic() >= until:
+                self.hang_until = 0.0
+                return True
+            return False
+
+    def hang(self, seconds: float | None) -> None:
+        with self._lock:
+            self.hang_until = math.inf if seconds is None else time.monotonic() + max(seconds, 0.0)
+
+    def add_hw_errors(self, count: int) -> None:
+        with self._lock:
+            self.hw_errors += count
+
+    def take_hw_error(self) -> bool:
+        with self._lock:
+            if self.hw_errors <= 0:
+                return False
+            self.hw_errors -= 1
+            return True
+
+    def clear(self) -> None:
+        with self._lock:
+            self.hang_until = 0.0
+            self.hw_errors = 0
+            self.slow_factor = 1.0
+
+
+@final
+class Reclaimer:
+    """Memory pressure: every ``interval`` seconds, reclaim ``fraction`` of each bound mapping."""
+
+    def __init__(self, iommu: Iommu, interval: float, fraction: float,
+                 on_pass: Callable[[int], None]) -> None:
+        if interval <= 0 or not 0 < fraction <= 1:
+            raise ValueError("reclaim needs a positive interval and a fraction in (0, 1]")
+        self._iommu = iommu
+        self._interval = interval
+        self._fraction = fraction
+        self._on_pass = on_pass
+        self._rng = np.random.default_rng()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reclaim", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._on_pass(self._iommu.reclaim(self._fraction, self._rng))
+            except Exception:  # a mapping vanishing mid-pass must not kill the simulator
+                log.exception("reclaim pass failed")

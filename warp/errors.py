@@ -12,7 +12,16 @@ class NoDevice(WarpError):
 
 
 class DeviceLost(WarpError):
-    """The device went away (process died, queue stopped) while jobs were in flight."""
+    """The device went away (process died, queue stopped) while jobs were in flight.
+
+    ``may_write`` says whether the device could still write into the jobs' destination buffers:
+    false when its process is gone, true when it is alive but stopped the queue (isolation), in
+    which case a re-run must not reuse those buffers until the queue has been put.
+    """
+
+    def __init__(self, message: str, may_write: bool = False) -> None:
+        super().__init__(message)
+        self.may_write = may_write
 
 
 class HeapExhausted(WarpError):

@@ -24,6 +24,8 @@ from warp.mem import Buffer, HeapStats, SvaHeap
 
 DEFAULT_HEAP: Final = 1 << 30
 DEFAULT_TIMEOUT: Final = 30.0
+#: Statuses that say "not your input's fault": the job is re-run on the cpu driver.
+RETRY_ON_CPU: Final = frozenset({abi.Status.HW_ERROR, abi.Status.QUEUE_STOPPED})
 
 Bytes = bytes | bytearray | memoryview
 
@@ -79,6 +81,7 @@ class Runtime:
         self.fallback_jobs = 0
         self.doorbell_batch = doorbell_batch
         self._compressors: dict[tuple[int, bool], Compressor] = {}
+        self._quarantine: list[Buffer] = []
         if driver != "cpu":
             try:
                 self.zip = self._open_zip(queues)
@@ -122,13 +125,17 @@ class Runtime:
         return buffer
 
     async def execute(self, job: Job) -> Result:
-        """Run a job on the current driver, re-running it on the cpu if the device dies under it."""
+        """Run a job on the current driver; re-run it on the cpu if the device dies under it,
+        stops its queue, or fails it with a hardware error — the caller never sees those."""
         try:
             try:
                 await self._await(self.driver, job)
-            except DeviceLost:
-                self.fallback_jobs += 1
-                job.finished, job.future = False, None
+                retry = job.status in RETRY_ON_CPU
+            except DeviceLost as lost:
+                self._salvage(job, lost)
+                retry = True
+            if retry:
+                self._prepare_retry(job)
                 await self._await(self.cpu, job)
         except BaseException:
             job.abandon()
@@ -139,14 +146,29 @@ class Runtime:
         try:
             try:
                 self.driver.run([job], self.timeout)
-            except DeviceLost:
-                self.fallback_jobs += 1
-                job.finished = False
+                retry = job.status in RETRY_ON_CPU
+            except DeviceLost as lost:
+                self._salvage(job, lost)
+                retry = True
+            if retry:
+                self._prepare_retry(job)
                 self.cpu.run([job], self.timeout)
         except BaseException:
             job.abandon()
             raise
         return self._result(job)
+
+    def _salvage(self, job: Job, lost: DeviceLost) -> None:
+        """A device that is alive may still write the old destination: keep it out of the pool
+        until the queues are put (at close), and give the re-run a fresh one."""
+        if lost.may_write:
+            old = job.dst
+            job.dst = self.heap.alloc(old.capacity)
+            self._quarantine.append(old)
+
+    def _prepare_retry(self, job: Job) -> None:
+        self.fallback_jobs += 1
+        job.finished, job.future, job.status, job.produced = False, None, -1, 0
 
     async def _await(self, driver: Driver, job: Job) -> None:
         """Wait for the job; past the timeout the wait fails but the buffers stay with the job
@@ -174,8 +196,11 @@ class Runtime:
 
     def close(self) -> None:
         if self.zip is not None:
-            self.zip.close()
+            self.zip.close()  # PUT_Q: after it the device touches none of our memory
             self.zip = None
+        for buffer in self._quarantine:
+            buffer.release()
+        self._quarantine.clear()
         self.cpu.close()
 
 

@@ -145,9 +145,11 @@ class QueueHandle:
         return self.request({"cmd": "mmap", "region": int(region), "size": abi.REGION_SIZE[region]})[1]
 
     def _map(self, fd: int, size: int) -> mmap.mmap:
+        """Map a region; a forked child does not inherit it (the kernel's VM_DONTCOPY)."""
         try:
             mapping = mmap.mmap(fd, size)
         finally:
             os.close(fd)
+        mapping.madvise(mmap.MADV_DONTFORK)
         self._maps.append(mapping)
         return mapping

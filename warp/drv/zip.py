@@ -97,7 +97,9 @@ class ZipQueue:
             self.handle.irq_read()
         except BlockingIOError:
             pass
-        self._drain()
+        if not self._drain() and self.handle.view.rx_stopped:
+            self._stopped()  # the device disabled the queue (isolation) and woke us to say so
+            return
         if self.pending:
             self._push_pending()
 
@@ -130,6 +132,8 @@ class ZipQueue:
                         self.handle.irq_read()
                     except BlockingIOError:
                         pass
+                    if not self._drain() and self.handle.view.rx_stopped:
+                        self._stopped()
                 else:
                     self._lost()
         if not self.alive:
@@ -138,6 +142,9 @@ class ZipQueue:
     # ---- ring work -------------------------------------------------------------------------
     def _push_pending(self) -> None:
         """Write as many pending jobs as the SQ takes, then ring one doorbell for all of them."""
+        if self.handle.view.tx_stopped:
+            self._stopped()  # UADK: "hw error happened before qm send"
+            return
         written = 0
         while self.pending and self.sq.free:
             job = self.pending.popleft()
@@ -187,7 +194,12 @@ class ZipQueue:
             self.handle.ring(abi.DoorbellCmd.CQ, self.cq.head, priority=1)
         return count
 
-    def _lost(self) -> None:
+    def _stopped(self) -> None:
+        """The device is alive but disabled the queue (TX/RX stop flags): fail over like a loss,
+        telling callers the device may still finish writing what it had started."""
+        self._lost(may_write=True)
+
+    def _lost(self, may_write: bool = False) -> None:
         """The device is gone: fail every job it held so callers can run them elsewhere."""
         if not self.alive:
             return
@@ -198,7 +210,8 @@ class ZipQueue:
         self.slots = [None] * abi.QUEUE_DEPTH
         self.pending.clear()
         for job in lost:
-            job.fail(DeviceLost("device went away with the job in flight"))
+            job.fail(DeviceLost("the device stopped the queue with the job in flight" if may_write
+                                else "device went away with the job in flight", may_write))
 
     def close(self) -> None:
         self._detach()

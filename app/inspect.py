@@ -36,7 +36,8 @@ def _device(paths: DevicePaths, attrs: dict[str, Any]) -> dict[str, Any]:
              "sq_pending": int(row[Queue.SQ_PENDING]),
              **{c.name.lower(): int(row[c]) for c in (Queue.SUBMITTED, Queue.COMPLETED_OK, Queue.COMPLETED_ERR,
                                                       Queue.BYTES_IN, Queue.BYTES_OUT, Queue.BATCHES,
-                                                      Queue.DOORBELLS, Queue.INTERRUPTS, Queue.IOPF)}}
+                                                      Queue.DOORBELLS, Queue.INTERRUPTS, Queue.IOPF,
+                                                      Queue.SEND_BUSY, Queue.ERR_BD, Queue.FLUSHED)}}
             for qid in range(dfx.queues) if int((row := dfx.queue(qid))[Queue.STATE]) or int(row[Queue.SUBMITTED])
         ]
         out["engines"] = [{"engine": eid, **{c.name.lower(): int(dfx.engine(eid)[c]) for c in Engine}}

@@ -38,6 +38,10 @@ SHARED_DIR_ENV: Final = "WARPZIP_METRICS_DIR"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Guard = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 SYNC_INTERVAL: Final = 1.0
+#: DFX error breakdown by reason (label value, column); queue_stopped = flushed by PUT_Q or close.
+ERROR_REASONS: Final = (("addr_fault", Queue.ERR_ADDR_FAULT), ("hw_error", Queue.ERR_HW),
+                        ("dst_too_small", Queue.ERR_DST_TOO_SMALL), ("corrupt_input", Queue.ERR_CORRUPT_INPUT),
+                        ("bad_sqe", Queue.ERR_BAD_SQE), ("queue_stopped", Queue.FLUSHED))
 
 
 @final
@@ -210,6 +214,13 @@ class AcceleratorCollector(Collector):
                                 value=int(dfx.dev[Dev.ISOLATED]))
         yield CounterMetricFamily("warpzip_device_hw_errors", "Hardware errors the device counted.",
                                   value=int(dfx.dev[Dev.HW_ERRORS]))
+        yield GaugeMetricFamily("warpzip_device_hw_errors_window",
+                                "Hardware errors in the last hour, as isolation counts them.",
+                                value=int(dfx.dev[Dev.HW_ERRORS_WINDOW]))
+        yield GaugeMetricFamily("warpzip_device_isolate_strategy",
+                                "isolate_strategy in force: errors per hour tolerated (0 = never isolate).",
+                                value=int(dfx.dev[Dev.ISOLATE_STRATEGY]))
+        yield CounterMetricFamily("warpzip_device_resets", "Controller resets.", value=int(dfx.dev[Dev.RESETS]))
         try:
             available = int((self.paths.sysfs / "available_instances").read_text())
             yield GaugeMetricFamily("warpzip_device_available_instances", "Free hardware queues.", value=available)
@@ -227,6 +238,8 @@ class AcceleratorCollector(Collector):
         families = {col: CounterMetricFamily(name, text, labels=["queue"]) for col, (name, text) in per_queue.items()}
         jobs = CounterMetricFamily("warpzip_device_jobs_completed", "Jobs completed, by status.",
                                    labels=["queue", "status"])
+        errors = CounterMetricFamily("warpzip_device_job_errors", "Jobs completed with an error, by reason.",
+                                     labels=["queue", "reason"])
         state = GaugeMetricFamily("warpzip_device_queue_state", "uacce queue state: 0 zombie/free, 1 init, 2 started.",
                                   labels=["queue"])
         pending = GaugeMetricFamily("warpzip_device_sq_pending", "Doorbelled SQEs not yet fetched.", labels=["queue"])
@@ -239,10 +252,12 @@ class AcceleratorCollector(Collector):
                 family.add_metric([q], int(row[col]))
             jobs.add_metric([q, "ok"], int(row[Queue.COMPLETED_OK]))
             jobs.add_metric([q, "error"], int(row[Queue.COMPLETED_ERR]))
+            for reason, col in ERROR_REASONS:
+                errors.add_metric([q, reason], int(row[col]))
             state.add_metric([q], int(row[Queue.STATE]))
             pending.add_metric([q], int(row[Queue.SQ_PENDING]))
         yield from families.values()
-        yield from (jobs, state, pending)
+        yield from (jobs, errors, state, pending)
         busy = CounterMetricFamily("warpzip_device_engine_busy_seconds", "Time engines spent on jobs.",
                                    labels=["engine"])
         for eid in range(dfx.engines):

@@ -337,6 +337,19 @@ def accelerator() -> Json:
               "Mean time to service one page request: rate(_sum) / rate(_count). NaN while no faults.",
               "s", [(f"sum({rate('warpzip_iopf_service_seconds_sum')}) / "
                      f"sum({rate('warpzip_iopf_service_seconds_count')})", "mean")]),
+        # errors and isolation
+        panel(L, 17, "Device job errors by reason",
+              "Jobs the device completed with an error, per second, by reason: addr_fault (I/O page fault "
+              "answered INVALID), hw_error, dst_too_small, corrupt_input, bad_sqe, queue_stopped (flushed by "
+              "PUT_Q or close). The library re-runs hw_error and queue_stopped jobs on the cpu.",
+              "ops", [(f"sum by (reason) ({rate('warpzip_device_job_errors_total')})", "{{reason}}")],
+              stack=True),
+        panel(L, 18, "Hardware errors in the last hour vs isolate_strategy",
+              "Hardware errors counted in the sliding hour (warpzip_device_hw_errors_window) against the "
+              "threshold in force (warpzip_device_isolate_strategy; 0 = never isolate). Above it the device "
+              "isolates itself.",
+              "short", [(f"max({sel('warpzip_device_hw_errors_window')})", "errors in the last hour"),
+                        (f"max({sel('warpzip_device_isolate_strategy')})", "isolate_strategy")]),
     ]
     return dashboard("warpzip-accelerator", "warpzip / Accelerator",
                      "USE metrics of the simulated uacce device: queues, engines, I/O page faults, health.", panels)

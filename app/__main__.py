@@ -1,4 +1,4 @@
-"""``warpzip`` command line: serve | device | info."""
+"""``warpzip`` command line: serve | device | info | bench."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from warp import cdev
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    commands = {"serve": _serve, "device": _device, "info": _info}
+    commands = {"serve": _serve, "device": _device, "info": _info, "bench": _bench}
     if not args or args[0] not in commands:
-        sys.stderr.write("usage: warpzip {serve|device|info} [--help]\n")
+        sys.stderr.write("usage: warpzip {serve|device|info|bench} [--help]\n")
         return 2
     return commands[args[0]](args[1:])
 
@@ -30,6 +30,20 @@ def _device(argv: list[str]) -> int:
     from warp.device.main import main as device_main
 
     return device_main(argv)
+
+
+def _bench(argv: list[str]) -> int:
+    """``bench device ...``: warp.tool.bench (uadk_tool benchmark); ``bench http ...``: bench.driver."""
+    if argv and argv[0] == "device":
+        from warp.tool.bench import main as device_bench
+
+        return device_bench(argv[1:])
+    if argv and argv[0] == "http":
+        from bench.driver import main as http_bench
+
+        return http_bench(argv[1:])
+    sys.stderr.write("usage: warpzip bench {device|http} [--help]\n")
+    return 2
 
 
 def _info(argv: list[str]) -> int:

@@ -27,10 +27,10 @@ from app import api
 from app.admission import Admission
 from app.api import errors
 from app.config import Config
-from app.embedded import DeviceStartError, EmbeddedDevice
 from app.keys import ADMISSION, CONFIG, METRICS, RUNTIME
 from app.metrics import Metrics, use_shared_directory
 from warp import Runtime
+from warp.device.launch import DeviceProcess, DeviceStartError
 
 log = logging.getLogger("warpzip")
 PR_SET_PDEATHSIG = 1
@@ -99,11 +99,10 @@ def serve(config: Config) -> int:
 
 
 def _serve_with_device(config: Config) -> int:
-    device: EmbeddedDevice | None = None
+    device: DeviceProcess | None = None
     if config.device == "embedded":
-        device = EmbeddedDevice(config.root, config.engines)
         try:
-            device.start()
+            device = DeviceProcess(config.root, "--engines", str(config.engines)).start()
         except DeviceStartError as exc:
             log.error("%s", exc)
             return 1

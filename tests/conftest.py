@@ -9,7 +9,6 @@ from __future__ import annotations
 import bz2
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from types import ModuleType
 import pytest
 
 from bench.corpus import CORPUS_DIR
+from warp.device.launch import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = CORPUS_DIR
@@ -54,21 +54,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
-    """SIGTERM, wait, SIGKILL if needed; returns the exit status."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
-    return proc.returncode
 
 
 @dataclass

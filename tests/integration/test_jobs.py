@@ -208,3 +208,15 @@ def test_cancelled_jobs_return_their_buffers(runtime: Runtime) -> None:
 
     asyncio.run(main())
     assert runtime.heap.statistics().in_use_bytes == 0
+
+
+def test_runtimes_opened_back_to_back_in_one_process(device: DeviceProc) -> None:
+    """A new heap must never inherit the mapping of an old one whose queue file is still closing."""
+    data = b"back to back " * 5000
+    for _ in range(10):
+        rt = Runtime(device.root, driver="zip", heap_size=16 << 20)
+        try:
+            with rt.compressor().compress(data) as result:
+                assert unzstd(result.view) == data
+        finally:
+            rt.close()

@@ -45,6 +45,7 @@ class Mapping:
     page_table: pagetable.PageTable
     pt_map: mmap.mmap
     bonds: int = 1
+    key: tuple[int, int, int] = (0, 0, 0)  # (pid, st_dev, st_ino) of the heap memfd
 
     def close(self) -> None:
         del self.memory
@@ -68,22 +69,30 @@ class Iommu:
 
     def __init__(self, fault_counters: npt.NDArray[np.uint64], max_pasids: int = 1 << 20) -> None:
         self._lock = threading.Lock()
-        self._by_pid: dict[int, Mapping] = {}
+        self._by_space: dict[tuple[int, int, int], Mapping] = {}
         self._by_pasid: dict[int, Mapping] = {}
         self._next_pasid = 1  # PASID 0 is reserved for the kernel's own DMA
         self._max_pasids = max_pasids
         self.faults = FaultHandler(self, fault_counters)
 
     def bind(self, pid: int, heap_fd: int, pt_fd: int, base: int, size: int) -> Mapping:
-        """SVA bind: reuse the process's PASID if it already has one, else allocate."""
+        """SVA bind: reuse the address space's PASID if it already has one, else allocate.
+
+        The kernel keys the bond by mm: one PASID per process. Here an address space is one SVA
+        heap, and a process normally has one; a second heap in the same process (two runtimes)
+        gets a PASID of its own, keyed by the heap's memfd, so a new heap is never mistaken for
+        an old one whose queue file is still being released.
+        """
+        st = os.fstat(heap_fd)
+        key = (pid, st.st_dev, st.st_ino)
         with self._lock:
-            existing = self._by_pid.get(pid)
-            if existing is not None:
+            existing = self._by_space.get(key)
+            if existing is not None and existing.base == base and existing.size == size:
                 existing.bonds += 1
                 return existing
             if self._next_pasid >= self._max_pasids:
                 raise OSError(28, "no PASID left")  # ENOSPC, as iommu_alloc_global_pasid
-            if size <= 0 or size % abi.PAGE_SIZE or os.fstat(heap_fd).st_size < size:
+            if size <= 0 or size % abi.PAGE_SIZE or st.st_size < size:
                 raise OSError(22, "heap size does not match its memfd")
             heap = mmap.mmap(heap_fd, size)
             pages = size >> abi.PAGE_SHIFT
@@ -92,7 +101,8 @@ class Iommu:
                               memory=np.frombuffer(heap, dtype=np.uint8),
                               page_table=memoryview(pt_map), pt_map=pt_map)
             self._next_pasid += 1
-            self._by_pid[pid] = mapping
+            mapping.key = key
+            self._by_space[key] = mapping
             self._by_pasid[mapping.pasid] = mapping
             return mapping
 
@@ -101,7 +111,8 @@ class Iommu:
             mapping.bonds -= 1
             if mapping.bonds:
                 return
-            del self._by_pid[mapping.pid]
+            if self._by_space.get(mapping.key) is mapping:
+                del self._by_space[mapping.key]
             del self._by_pasid[mapping.pasid]
         mapping.close()
 

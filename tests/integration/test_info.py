@@ -1,0 +1,55 @@
+"""``warpzip info`` against a live device under load: devices, sysfs attributes, queues with state,
+PASID and counters, engines — what /sys/class/uacce plus debugfs show on a real machine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from tests.conftest import DeviceProc
+from warp import Runtime
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def info(root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app", "info", "--root", str(root), *extra], cwd=REPO,
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_info_shows_a_live_device_under_load(device: DeviceProc) -> None:
+    rt = Runtime(device.root, driver="zip", heap_size=32 << 20)
+    stop = threading.Event()
+    data = b"under load " * 3000
+
+    def load() -> None:
+        comp = rt.compressor(3)
+        while not stop.is_set():
+            comp.compress(data).release()
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        for _ in range(3):  # several snapshots while jobs run
+            doc = json.loads(info(device.root, "--json").stdout)
+    finally:
+        stop.set()
+        worker.join()
+    (dev,) = doc
+    assert dev["sysfs"]["api"] == "warp_zip_v1" and dev["sysfs"]["algorithms"] == ["zstd"]
+    started = [q for q in dev["queues"] if q["state"] == "STARTED"]
+    assert {q["qc_type"] for q in started} == {"compress", "decompress"}
+    assert len({q["pasid"] for q in started}) == 1 and started[0]["pasid"] >= 1
+    assert any(q["submitted"] > 0 and q["completed_ok"] > 0 and q["batches"] > 0 for q in started)
+    assert sum(e["jobs"] for e in dev["engines"]) > 0 and any(e["busy_ns"] > 0 for e in dev["engines"])
+    text = info(device.root)
+    assert text.returncode == 0 and "warp_zip-0: api warp_zip_v1" in text.stdout and "STARTED" in text.stdout
+    rt.close()
+
+
+def test_info_without_a_device_says_so(tmp_path: Path) -> None:
+    completed = info(tmp_path)
+    assert completed.returncode == 1 and "no uacce devices" in completed.stdout

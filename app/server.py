@@ -29,8 +29,9 @@ from app.api import errors
 from app.config import Config
 from app.keys import ADMISSION, CONFIG, METRICS, RUNTIME
 from app.metrics import Metrics, use_shared_directory
+from app.supervisor import DeviceSupervisor
 from warp import Runtime
-from warp.device.launch import DeviceProcess, DeviceStartError
+from warp.device.launch import DeviceStartError
 
 log = logging.getLogger("warpzip")
 PR_SET_PDEATHSIG = 1
@@ -99,10 +100,10 @@ def serve(config: Config) -> int:
 
 
 def _serve_with_device(config: Config) -> int:
-    device: DeviceProcess | None = None
+    device: DeviceSupervisor | None = None
     if config.device == "embedded":
         try:
-            device = DeviceProcess(config.root, "--engines", str(config.engines)).start()
+            device = DeviceSupervisor(config.root, "--engines", str(config.engines)).start()
         except DeviceStartError as exc:
             log.error("%s", exc)
             return 1

@@ -10,6 +10,7 @@ driver when the engine has finished with it.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, final
@@ -24,6 +25,8 @@ from warp.mem import Buffer, HeapStats, SvaHeap
 
 DEFAULT_HEAP: Final = 1 << 30
 DEFAULT_TIMEOUT: Final = 30.0
+#: How often a runtime that lost its device looks for one again.
+PROBE_INTERVAL: Final = 1.0
 #: Statuses that say "not your input's fault": the job is re-run on the cpu driver.
 RETRY_ON_CPU: Final = frozenset({abi.Status.HW_ERROR, abi.Status.QUEUE_STOPPED})
 
@@ -82,6 +85,9 @@ class Runtime:
         self.doorbell_batch = doorbell_batch
         self._compressors: dict[tuple[int, bool], Compressor] = {}
         self._quarantine: list[Buffer] = []
+        self._queues = queues
+        self._use_device = driver != "cpu"
+        self._next_probe = 0.0
         if driver != "cpu":
             try:
                 self.zip = self._open_zip(queues)
@@ -98,10 +104,27 @@ class Runtime:
 
     @property
     def driver(self) -> Driver:
-        """The driver new jobs go to: the device while it lives, else the cpu."""
-        if self.zip is not None and self.zip.alive:
-            return self.zip
+        """The driver new jobs go to: the device while it lives, else the cpu — and the device
+        again once one is back (probed at most once per ``PROBE_INTERVAL``)."""
+        zip_driver = self.zip
+        if zip_driver is not None and zip_driver.alive:
+            return zip_driver
+        if self._use_device and time.monotonic() >= self._next_probe:
+            self._probe()
+            if self.zip is not None and self.zip.alive:
+                return self.zip
         return self.cpu
+
+    def _probe(self) -> None:
+        """Open queues on a device that came back (restarted, reset after isolation)."""
+        self._next_probe = time.monotonic() + PROBE_INTERVAL
+        try:
+            fresh = self._open_zip(self._queues)
+        except (NoDevice, OSError):
+            return
+        if self.zip is not None:
+            self.zip.close()  # the dead or stopped queues: PUT_Q where the device still answers
+        self.zip = fresh
 
     def compressor(self, level: int = 3, checksum: bool = False) -> Compressor:
         """A session for these parameters; sessions hold no state of their own, so one per

@@ -1,0 +1,79 @@
+"""The combined run of issue 9: wrk load while the device hangs, takes a burst of hardware errors
+and isolates itself, is reset, suffers an I/O page-fault storm and is killed. Every request gets
+a correct frame (or a clean 503) and every request the service answered reached the client.
+
+The service is stopped (SIGTERM) while wrk still runs, so no request is left half-way when wrk
+ends: every one the service answered was read by wrk, and the rest were refused at connect.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from wrkscript import WrkResult, finish, run_wrk
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def device_cli(root: Path, *argv: str) -> None:
+    command, *rest = argv
+    completed = subprocess.run([sys.executable, "-m", "warp.device", command, "--root", str(root), *rest],
+                               capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert completed.returncode == 0, completed.stderr
+
+
+def device_pid(root: Path) -> int:
+    out = subprocess.run(["pgrep", "-f", f"warp.device --root {root} "], capture_output=True, text=True)
+    (pid,) = map(int, out.stdout.split())
+    return pid
+
+
+def test_faults_under_wrk_lose_nothing(harness: ModuleType, corpus: dict[str, Path], tmp_path: Path) -> None:
+    wrk = harness.require_tool("wrk")
+    body = tmp_path / "body.bin"
+    with corpus["xml"].open("rb") as f:
+        body.write_bytes(f.read(16 << 10))
+    root = tmp_path / "root"
+    log = tmp_path / "server.log"
+    srv = harness.start_server(root, log, "--workers", "2")
+    try:
+        (root / "sys/class/uacce/warp_zip-0/isolate_strategy").write_text("3\n")
+        load = run_wrk(wrk, f"{srv.url}/compress?level=3", body, tmp_path, seconds=20, connections=16,
+                       background=True)
+        assert not isinstance(load, WrkResult)
+        time.sleep(1.5)
+        device_cli(root, "inject", "hang", "--seconds", "1.5")  # jobs wait in the SQ, then run
+        time.sleep(2.5)
+        device_cli(root, "inject", "hw-error", "--count", "5")  # re-run on the cpu; > 3 per hour isolates
+        time.sleep(2)
+        assert (root / "sys/class/uacce/warp_zip-0/isolate").read_text().strip() == "1"
+        device_cli(root, "reset")  # the workers' runtimes find the device again by themselves
+        time.sleep(2)
+        device_cli(root, "inject", "iopf-storm")  # every page reclaimed: faults, no errors
+        time.sleep(2)
+        pid = device_pid(root)
+        subprocess.run(["kill", "-KILL", str(pid)], check=True)  # the service restarts it
+        time.sleep(3)
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(30) == 0
+        result = finish(load, 60)
+    finally:
+        harness.stop_process(srv.proc)
+    text = log.read_text()
+    served = len(re.findall(r'"POST /compress\?level=3 HTTP/1.1" 200 ', text))
+    unavailable = len(re.findall(r'"POST /compress\?level=3 HTTP/1.1" 503 ', text))
+    print(result.output, f"served={served} unavailable={unavailable}")
+    assert result.badframes == 0, result.output  # no corrupted response, ever
+    assert result.requests > 0 and result.requests == served + unavailable, (served, unavailable, result.output)
+    assert result.non2xx == unavailable  # the only errors allowed are clean 503s
+    assert result.timeout == 0, result.output  # nothing hung
+    assert "restarting it" in text

@@ -118,31 +118,31 @@ class Metrics:
             self.sync()
             await asyncio.sleep(SYNC_INTERVAL)
 
-    def middleware(self, inner: Guard) -> Callable[..., Awaitable[web.StreamResponse]]:
-        """Count and time every request into the worker's plain-dict statistics, around ``inner``
-        (the error mapping), so the status counted is the one the client gets."""
+    def instrument(self, route: str, handler: Handler, guard: Guard) -> Handler:
+        """``handler`` under ``guard`` (the error mapping), counted and timed as ``route``, so the
+        status counted is the one the client gets."""
         st = self.stats
+        in_flight = st.values["warpzip_http_requests_in_flight"]
+        durations = "warpzip_http_request_duration_seconds"
+        key = (route,)
 
-        @web.middleware
-        async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-            resource = request.match_info.route.resource
-            name = resource.canonical if resource is not None else "unmatched"
+        async def instrumented(request: web.Request) -> web.StreamResponse:
             start = time.perf_counter()
-            st.add("warpzip_http_requests_in_flight", ())
+            in_flight[()] = in_flight.get((), 0) + 1
             status = 500
             try:
-                response = await inner(request, handler)
+                response = await guard(request, handler)
                 status = response.status
                 return response
             except asyncio.CancelledError:
                 status = CLIENT_CLOSED
                 raise
             finally:
-                st.add("warpzip_http_requests_in_flight", (), -1)
-                st.observe("warpzip_http_request_duration_seconds", (name,), time.perf_counter() - start)
-                st.add("warpzip_http_requests", (name, request.method, str(status)))
+                in_flight[()] -= 1
+                st.observe(durations, key, time.perf_counter() - start)
+                st.add("warpzip_http_requests", (route, request.method, str(status)))
 
-        return observe
+        return instrumented
 
 
 def use_shared_directory(path: Path) -> None:

@@ -40,12 +40,12 @@ PR_SET_PDEATHSIG = 1
 def create_app(config: Config) -> web.Application:
     admission = Admission(config.max_pending)
     metrics = Metrics(lambda: app.get(RUNTIME), admission, config.root)
-    app = web.Application(middlewares=[metrics.middleware(errors.guard)], client_max_size=config.max_body)
+    app = web.Application(client_max_size=config.max_body)
     app[CONFIG] = config
     app[METRICS] = metrics
     app[ADMISSION] = admission
     app.cleanup_ctx.append(_runtime_ctx)
-    api.routes(app)
+    api.routes(app, lambda route, handler: metrics.instrument(route, handler, errors.guard))
     return app
 
 

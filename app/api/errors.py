@@ -1,6 +1,6 @@
 """RFC 9457 problem details: every error the service returns is ``application/problem+json``.
 
-Handlers raise :class:`Problem`; the middleware turns it — and aiohttp's own 404/405/413 — into a
+Handlers raise :class:`Problem`; :func:`guard` turns it — and any aiohttp HTTP exception — into a
 problem document, and turns anything unexpected into a 500 that says nothing about internals
 (the traceback goes to the log, not to the client).
 """
@@ -47,9 +47,20 @@ def response(problem: Problem) -> web.Response:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+async def not_found(request: web.Request) -> web.StreamResponse:
+    raise Problem(404, "not-found", f"no resource at {request.path}")
+
+
+def method_not_allowed(allowed: str) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        raise Problem(405, "method-not-allowed", f"{request.method} is not allowed here; use {allowed}",
+                      {"Allow": allowed})
+
+    return handle
+
+
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Run ``handler``, turning every error into a problem document (used inside the one
-    middleware the app has: each aiohttp middleware layer costs a few microseconds a request)."""
+    """Run ``handler``, turning every error into a problem document."""
     try:
         return await handler(request)
     except Problem as problem:

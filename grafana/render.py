@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -47,6 +46,7 @@ if str(REPO) not in sys.path:  # run as a script, grafana/ is sys.path[0]; bench
     sys.path.insert(0, str(REPO))
 
 from bench.corpus import CORPUS_DIR, Profile, Slice, materialise  # noqa: E402
+from warp.device.launch import stop_process  # noqa: E402
 
 Json = dict[str, Any]
 
@@ -147,17 +147,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    """SIGTERM by PID, then SIGKILL: the server needs the TERM to stop its embedded device."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def wait_until(what: str, check: Any, timeout: float, log: Path) -> None:
@@ -493,7 +482,7 @@ def main(argv: Sequence[str]) -> int:
                 print(f"wrote {render(dashboards[uid], ids, prometheus, window, args.out)}", flush=True)
         finally:
             for proc in reversed(procs):  # wrk, then prometheus, then the server and its device
-                stop(proc)
+                stop_process(proc, 15.0)  # the server needs the TERM to stop its device
     return 0
 
 

@@ -12,7 +12,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import final
+from typing import Final, final
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +20,9 @@ import numpy.typing as npt
 from warp import abi, cdev, shm
 from warp.iommu.space import AddressSpace
 from warp.ring import DusView
+
+#: Seconds a control request (open, mmap, ioctl) may take before the device counts as unresponsive.
+CONTROL_TIMEOUT: Final = 5.0
 
 
 @final
@@ -79,6 +82,8 @@ class QueueHandle:
     def __init__(self, device: Device, space: AddressSpace, qc_type: abi.QcType) -> None:
         self.device = device
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        # A device that accepts but never answers (hung) must not freeze the caller's event loop.
+        self.sock.settimeout(CONTROL_TIMEOUT)
         self._maps: list[mmap.mmap] = []
         self.closed = False
         try:

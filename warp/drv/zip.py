@@ -1,12 +1,14 @@
 """The ``zip`` driver: jobs go to the simulated accelerator through its SQ/CQ rings.
 
-Async path: :meth:`ZipQueue.submit` only appends to ``pending`` and schedules one flush for the end
-of the event-loop tick, so every job submitted in that tick is written to the SQ and announced by a
-single doorbell. Completions arrive as an interrupt (the irq eventfd, watched with
+Async path: :meth:`ZipQueue.submit` appends to ``pending`` and schedules one flush for the end of
+the event-loop tick, so the jobs of a tick share a doorbell — or rings it as soon as
+``DOORBELL_BATCH`` jobs wait, so the engine starts while the loop is still parsing requests.
+Completions arrive as an interrupt (the irq eventfd, watched with
 ``loop.add_reader``); the handler drains the CQ, returns the slots with one CQ doorbell (priority 1
 re-arms the interrupt), and flushes jobs that were waiting for SQ space — a full SQ is
-backpressure, never a drop. The char-device socket is watched too: EOF means the device died, and
-every job in flight fails with :class:`DeviceLost` so the caller can re-run it elsewhere.
+backpressure, never a drop. The char-device socket is watched too: EOF means the device died; TX/RX
+stop flags in the DUS mean it disabled the queue (isolation). Either way every job in flight fails
+with :class:`DeviceLost` so the caller can re-run it elsewhere.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 ``create_app`` builds one worker's aiohttp application; the runtime (SVA heap, queues) is opened in
 a ``cleanup_ctx`` so it exists exactly while the app runs and is put back (PUT_Q) after in-flight
-requests finished. ``serve`` starts the embedded device once, then runs the workers: in-process
-for one, forked processes sharing the port with SO_REUSEPORT for several — each with its own
-address space, PASID and queues on the one device.
+requests finished. ``serve`` starts the embedded device (and restarts it if it dies, see
+``app.supervisor``), then runs the workers: in-process for one, forked processes sharing the port
+with SO_REUSEPORT for several — each with its own address space, PASID and queues on the one
+device.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ class Config:
     heap_size: int = 1 << 30
     shutdown_timeout: float = 10.0
     job_timeout: float = 30.0
+    body_timeout: float = 30.0
     access_log: bool = True
     log_level: str = "INFO"
 
@@ -100,6 +101,8 @@ def serve_parser() -> argparse.ArgumentParser:
                    help="SVA heap per worker in bytes (WARPZIP_HEAP_SIZE)")
     p.add_argument("--shutdown-timeout", type=_seconds, default=_env("shutdown_timeout", d.shutdown_timeout),
                    help="seconds to finish in-flight requests on SIGTERM (WARPZIP_SHUTDOWN_TIMEOUT)")
+    p.add_argument("--body-timeout", type=_seconds, default=_env("body_timeout", d.body_timeout),
+                   help="seconds a client may take to send its body before a 408 (WARPZIP_BODY_TIMEOUT)")
     p.add_argument("--job-timeout", type=_seconds, default=_env("job_timeout", d.job_timeout),
                    help="seconds before a device job is abandoned (WARPZIP_JOB_TIMEOUT)")
     p.add_argument("--access-log", type=_bool, default=_env("access_log", d.access_log),

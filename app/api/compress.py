@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
@@ -61,7 +62,12 @@ async def _transform(request: web.Request, run: Transform, direction: str) -> we
         raise Problem(503, "overloaded", f"more than {admission.limit} requests in progress; retry shortly",
                       body.RETRY_AFTER)
     try:
-        src, size = await body.read_into_heap(request, runtime, config.max_body)
+        try:
+            async with asyncio.timeout(config.body_timeout):  # a slow client must not hold a buffer
+                src, size = await body.read_into_heap(request, runtime, config.max_body)
+        except TimeoutError:
+            raise Problem(408, "body-timeout",
+                          f"the body did not arrive within {config.body_timeout:g} s") from None
         driver = runtime.driver.name
         started = time.perf_counter()
         try:

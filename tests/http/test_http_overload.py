@@ -256,3 +256,26 @@ def test_client_hang_ups_are_not_server_errors(tight, call):
         wait_for(lambda: in_flight(tight.url) == 0, what="the cut-off upload to end")
     codes = {s.labels["code"] for s in scrape(tight.url) if s.name == "warpzip_http_requests_total"}
     assert not any(code.startswith("5") for code in codes), codes
+
+
+@pytest.fixture(scope="module")
+def impatient(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    srv = start(harness, tmp_path_factory, "impatient", "--body-timeout", "1")
+    yield srv
+    harness.stop_process(srv.proc)
+
+
+def test_slow_body_gets_408_and_frees_its_buffer(impatient, problem):
+    """A client that stops sending its body (slowloris on the body) holds a buffer only until
+    --body-timeout: then 408 problem+json, and the buffer is back in the pool."""
+    sock = slow_upload(impatient.port, "/compress", 100_000)
+    try:
+        wait_for(lambda: heap_in_use(impatient) > 0, what="the slow upload to hold a buffer")
+        sock.settimeout(10)
+        reply = sock.recv(65536)
+    finally:
+        sock.close()
+    head, _, doc = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), head
+    assert b"application/problem+json" in head and b"body-timeout" in doc
+    wait_for(lambda: heap_in_use(impatient) == 0, what="the buffer to come back")

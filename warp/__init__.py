@@ -6,9 +6,10 @@ through SVA, and run compression sessions on them — or on the cpu driver when 
 
 from warp.errors import DeviceLost, HeapExhausted, JobFailed, JobTimeout, NoDevice, WarpError
 from warp.session import Compressor, Decompressor, Result, Runtime
+from warp.stream import acompress_stream, compress_stream
 from warp.uacce import Device, devices
 
 __all__ = [
     "Compressor", "Decompressor", "Device", "DeviceLost", "HeapExhausted", "JobFailed", "JobTimeout",
-    "NoDevice", "Result", "Runtime", "WarpError", "devices",
+    "NoDevice", "Result", "Runtime", "WarpError", "acompress_stream", "compress_stream", "devices",
 ]

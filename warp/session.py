@@ -151,14 +151,12 @@ class Runtime:
         """Run a job on the current driver; re-run it on the cpu if the device dies under it,
         stops its queue, or fails it with a hardware error — the caller never sees those."""
         try:
+            lost = None
             try:
                 await self._await(self.driver, job)
-                retry = job.status in RETRY_ON_CPU
-            except DeviceLost as lost:
-                self._salvage(job, lost)
-                retry = True
-            if retry:
-                self._prepare_retry(job)
+            except DeviceLost as exc:
+                lost = exc
+            if self._retry_on_cpu(job, lost):
                 await self._await(self.cpu, job)
         except BaseException:
             job.abandon()
@@ -166,32 +164,34 @@ class Runtime:
         return self._result(job)
 
     def execute_sync(self, job: Job) -> Result:
+        """:meth:`execute` for callers without an event loop."""
         try:
+            lost = None
             try:
                 self.driver.run([job], self.timeout)
-                retry = job.status in RETRY_ON_CPU
-            except DeviceLost as lost:
-                self._salvage(job, lost)
-                retry = True
-            if retry:
-                self._prepare_retry(job)
+            except DeviceLost as exc:
+                lost = exc
+            if self._retry_on_cpu(job, lost):
                 self.cpu.run([job], self.timeout)
         except BaseException:
             job.abandon()
             raise
         return self._result(job)
 
-    def _salvage(self, job: Job, lost: DeviceLost) -> None:
-        """A device that is alive may still write the old destination: keep it out of the pool
-        until the queues are put (at close), and give the re-run a fresh one."""
-        if lost.may_write:
+    def _retry_on_cpu(self, job: Job, lost: DeviceLost | None) -> bool:
+        """Decide after the first attempt, and make the job ready to run again if it must.
+
+        A device that is alive may still write the old destination: it is kept out of the pool
+        until the queues are put (at close), and the re-run gets a fresh one."""
+        if lost is None and job.status not in RETRY_ON_CPU:
+            return False
+        if lost is not None and lost.may_write:
             old = job.dst
             job.dst = self.heap.alloc(old.capacity)
             self._quarantine.append(old)
-
-    def _prepare_retry(self, job: Job) -> None:
         self.fallback_jobs += 1
         job.finished, job.future, job.status, job.produced = False, None, -1, 0
+        return True
 
     async def _await(self, driver: Driver, job: Job) -> None:
         """Wait for the job; past the timeout the wait fails but the buffers stay with the job

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, final
@@ -75,46 +76,48 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"not a boolean: {text}")
 
 
+#: Every serve option: (field of Config, value parser, choices, help). The flag is ``--field``
+#: with dashes and the variable ``WARPZIP_FIELD``, so the two can never disagree.
+OPTIONS: tuple[tuple[str, Callable[[str], object], tuple[str, ...] | None, str], ...] = (
+    ("host", str, None, "address to listen on"),
+    ("port", _port, None, "TCP port"),
+    ("root", Path, None, "runtime root holding sys/ and dev/ of the device"),
+    ("workers", _positive, None, "HTTP worker processes sharing the port"),
+    ("device", str, ("embedded", "external", "none"),
+     "embedded: start a device (and restart it if it dies); external: use one already running under "
+     "--root; none: cpu driver only"),
+    ("engines", _positive, None, "engines of the embedded device"),
+    ("queues", _positive, None, "hardware queues per worker and direction"),
+    ("max_body", _positive, None, "largest request body in bytes"),
+    ("max_pending", _positive, None, "requests in progress per worker before 503"),
+    ("heap_size", _positive, None, "SVA heap per worker in bytes"),
+    ("shutdown_timeout", _seconds, None, "seconds to finish in-flight requests on SIGTERM"),
+    ("body_timeout", _seconds, None, "seconds a client may take to send its body before a 408"),
+    ("job_timeout", _seconds, None, "seconds before a device job is abandoned"),
+    ("access_log", _bool, None, "log every request"),
+    ("log_level", str, ("DEBUG", "INFO", "WARNING", "ERROR"), "logging threshold"),
+)
+
+
 def serve_parser() -> argparse.ArgumentParser:
-    d = Config()
+    defaults = Config()
     p = _Parser(prog="warpzip serve", description="Serve POST /compress on the simulated accelerator. "
                 "Every flag can also be set with the WARPZIP_<FLAG> environment variable "
                 "(for example WARPZIP_PORT=8081, WARPZIP_MAX_BODY=1048576).")
-    p.add_argument("--host", default=_env("host", d.host), help="address to listen on (WARPZIP_HOST)")
-    p.add_argument("--port", type=_port, default=_env("port", d.port), help="TCP port (WARPZIP_PORT)")
-    p.add_argument("--root", type=Path, default=_env("root", d.root),
-                   help="runtime root holding sys/ and dev/ of the device (WARPZIP_ROOT)")
-    p.add_argument("--workers", type=_positive, default=_env("workers", d.workers),
-                   help="HTTP worker processes sharing the port (WARPZIP_WORKERS)")
-    p.add_argument("--device", choices=("embedded", "external", "none"), default=_env("device", d.device),
-                   help="embedded: start a device and stop it on exit; external: use one already running "
-                        "under --root; none: cpu driver only (WARPZIP_DEVICE)")
-    p.add_argument("--engines", type=_positive, default=_env("engines", d.engines),
-                   help="engines of the embedded device (WARPZIP_ENGINES)")
-    p.add_argument("--queues", type=_positive, default=_env("queues", d.queues),
-                   help="hardware queues per worker and direction (WARPZIP_QUEUES)")
-    p.add_argument("--max-body", type=_positive, default=_env("max_body", d.max_body),
-                   help="largest request body in bytes (WARPZIP_MAX_BODY)")
-    p.add_argument("--max-pending", type=_positive, default=_env("max_pending", d.max_pending),
-                   help="requests in progress per worker before 503 (WARPZIP_MAX_PENDING)")
-    p.add_argument("--heap-size", type=_positive, default=_env("heap_size", d.heap_size),
-                   help="SVA heap per worker in bytes (WARPZIP_HEAP_SIZE)")
-    p.add_argument("--shutdown-timeout", type=_seconds, default=_env("shutdown_timeout", d.shutdown_timeout),
-                   help="seconds to finish in-flight requests on SIGTERM (WARPZIP_SHUTDOWN_TIMEOUT)")
-    p.add_argument("--body-timeout", type=_seconds, default=_env("body_timeout", d.body_timeout),
-                   help="seconds a client may take to send its body before a 408 (WARPZIP_BODY_TIMEOUT)")
-    p.add_argument("--job-timeout", type=_seconds, default=_env("job_timeout", d.job_timeout),
-                   help="seconds before a device job is abandoned (WARPZIP_JOB_TIMEOUT)")
-    p.add_argument("--access-log", type=_bool, default=_env("access_log", d.access_log),
-                   help="log every request (WARPZIP_ACCESS_LOG)")
-    p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                   default=_env("log_level", d.log_level), help="(WARPZIP_LOG_LEVEL)")
+    for field, kind, choices, text in OPTIONS:
+        p.add_argument("--" + field.replace("_", "-"), type=kind, choices=choices,
+                       default=_env(field, getattr(defaults, field)),
+                       help=f"{text} (WARPZIP_{field.upper()}; default %(default)s)")
     return p
 
 
 def parse_serve(argv: list[str]) -> Config:
     parser = serve_parser()
     ns = parser.parse_args(argv)
+    for field, _kind, choices, _text in OPTIONS:  # argparse checks choices on flags, not on defaults
+        if choices is not None and getattr(ns, field) not in choices:
+            parser.error(f"argument --{field.replace('_', '-')}: invalid choice {getattr(ns, field)!r} "
+                         f"(WARPZIP_{field.upper()}; choose from {', '.join(choices)})")
     heap_needed = 2 * ns.max_body + (1 << 20)
     if ns.heap_size < heap_needed:
         parser.error(f"--heap-size must be at least twice --max-body plus 1 MiB ({heap_needed})")

@@ -43,6 +43,7 @@ def test_every_option_names_its_variable() -> None:
     (["--shutdown-timeout", "-1"], {}, "--shutdown-timeout"),
     (["--max-body", str(1 << 30), "--heap-size", str(1 << 20)], {}, "--heap-size"),
     ([], {"WARPZIP_ACCESS_LOG": "maybe"}, "--access-log"),
+    ([], {"WARPZIP_DEVICE": "gpu"}, "--device"),
 ])
 def test_bad_values_are_one_line_and_status_2(args: list[str], env: dict[str, str], needle: str) -> None:
     completed = subprocess.run([sys.executable, "-m", "app", "serve", *args], cwd=REPO, capture_output=True,

@@ -99,8 +99,11 @@ class ZipQueue:
             self.handle.irq_read()
         except BlockingIOError:
             pass
-        if not self._drain() and self.handle.view.rx_stopped:
-            self._stopped()  # the device disabled the queue (isolation) and woke us to say so
+        self._drain()
+        if self.handle.view.rx_stopped:
+            # The device disabled the queue (isolation) and woke us to say so: what it completed
+            # is drained above, everything still in the SQ or pending fails over now.
+            self._stopped()
             return
         if self.pending:
             self._push_pending()
@@ -134,7 +137,8 @@ class ZipQueue:
                         self.handle.irq_read()
                     except BlockingIOError:
                         pass
-                    if not self._drain() and self.handle.view.rx_stopped:
+                    self._drain()
+                    if self.handle.view.rx_stopped:
                         self._stopped()
                 else:
                     self._lost()

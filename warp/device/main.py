@@ -37,6 +37,7 @@ from warp.dfx import Dfx
 from warp.iommu.mmu import Iommu
 
 PR_SET_PDEATHSIG = 1
+SIGNAL_POLL = 0.1  # seconds between looks at the signal flag
 log = logging.getLogger("warp.device")
 SUBCOMMANDS = ("inject", "reset")
 
@@ -88,8 +89,12 @@ def run(args: argparse.Namespace) -> int:
     if args.parent_pipe is not None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         threading.Thread(target=_watch_parent, args=(args.parent_pipe, stop), daemon=True).start()
+    # A signal handler runs in the main thread between bytecodes — possibly inside stop.wait(),
+    # holding the Event's lock — so it must not call stop.set() (that deadlocked when two SIGTERMs
+    # came at once). It only flips a flag that the main loop below polls.
+    signalled: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda signum, _frame: signalled.append(signum))
     prepare_root(args.root)
     paths = cdev.DevicePaths(args.root, ZipDevice.name)
     paths.debugfs.mkdir(parents=True, exist_ok=True)
@@ -105,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     core.serve()
     log.info("%s ready at %s (%d engines, %d queues)", device.name, paths.chardev, args.engines, args.queues)
     print(f"READY {paths.chardev}", flush=True)
-    stop.wait()
+    while not signalled and not stop.wait(SIGNAL_POLL):
+        pass
     ctl.close()
     core.close()
     device.close()

@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import socket
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, final
@@ -58,6 +59,27 @@ def default_root() -> Path:
     """``$XDG_RUNTIME_DIR/warpzip``, else ``/tmp/warpzip-$UID``."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     return Path(runtime) / "warpzip" if runtime else Path(f"/tmp/warpzip-{os.getuid()}")
+
+
+def listen(path: Path, backlog: int) -> socket.socket:
+    """Bind a SOCK_SEQPACKET socket at ``path``, owner-only (0600) from the first instant: the
+    umask is narrowed for the bind itself, so no other user can connect in between."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    old = os.umask(0o177)
+    try:
+        listener.bind(str(path))
+    finally:
+        os.umask(old)
+    listener.listen(backlog)
+    return listener
+
+
+def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
+    """``(pid, uid, gid)`` of the process at the other end (SO_PEERCRED), as the kernel knows it."""
+    pid, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    return pid, uid, gid
 
 
 def send(sock: socket.socket, message: Message, fds: list[int] | None = None) -> None:

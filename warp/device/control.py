@@ -15,7 +15,6 @@ import errno
 import logging
 import os
 import socket
-import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -38,16 +37,7 @@ class ControlServer:
         self._listener: socket.socket | None = None
 
     def serve(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.unlink(missing_ok=True)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        old = os.umask(0o177)
-        try:
-            listener.bind(str(self.path))
-        finally:
-            os.umask(old)
-        listener.listen(8)
-        self._listener = listener
+        self._listener = cdev.listen(self.path, 8)
         threading.Thread(target=self._accept, name="device-control", daemon=True).start()
 
     def close(self) -> None:
@@ -68,7 +58,7 @@ class ControlServer:
                 self._serve(conn)
 
     def _serve(self, conn: socket.socket) -> None:
-        _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        _pid, uid, _gid = cdev.peer_credentials(conn)
         after: Callable[[], None] | None = None
         try:
             received = cdev.receive(conn)

@@ -21,7 +21,6 @@ import errno
 import logging
 import os
 import socket
-import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -193,18 +192,7 @@ class UacceCore:
     # ---- char device -----------------------------------------------------------------------
     def serve(self) -> None:
         """Bind the char-device socket (owner-only) and accept opens on a thread."""
-        path = self.paths.chardev
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            path.unlink()
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        old = os.umask(0o177)
-        try:
-            listener.bind(str(path))
-        finally:
-            os.umask(old)
-        listener.listen(64)
-        self._listener = listener
+        self._listener = cdev.listen(self.paths.chardev, 64)
         thread = threading.Thread(target=self._accept, name="uacce-accept", daemon=True)
         thread.start()
         self._threads.append(thread)
@@ -227,7 +215,7 @@ class UacceCore:
                 conn, _ = self._listener.accept()
             except OSError:
                 return
-            pid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+            pid = cdev.peer_credentials(conn)[0]
             threading.Thread(target=self._serve_file, args=(conn, QueueFile(pid)),
                              name=f"uacce-file-{pid}", daemon=True).start()
 

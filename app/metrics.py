@@ -89,6 +89,7 @@ class Metrics:
                 st.set("warpzip_queue_jobs_failed", key, d.failed)
                 st.set("warpzip_queue_doorbells", key, d.doorbells)
             st.set("warpzip_fallback_jobs", (), stats.fallback_jobs)
+            st.set("warpzip_queue_resets", (), stats.queue_resets)
             st.set("warpzip_sva_heap_in_use_bytes", (), stats.heap.in_use_bytes)
             st.set("warpzip_sva_heap_capacity_bytes", (), stats.heap.capacity_bytes)
             for result, value in (("hit", stats.heap.hits), ("miss", stats.heap.misses),

@@ -53,6 +53,7 @@ SPECS: Final[Mapping[str, Spec]] = {
     "warpzip_queue_jobs_failed": Spec("counter", ("driver",), "Jobs completed with an error status."),
     "warpzip_queue_doorbells": Spec("counter", ("driver",), "SQ doorbells the workers rang."),
     "warpzip_fallback_jobs": Spec("counter", (), "Jobs re-run on the cpu because the device failed."),
+    "warpzip_queue_resets": Spec("counter", (), "Times a job outlived --job-timeout and the queues were reset."),
     "warpzip_sva_heap_in_use_bytes": Spec("gauge", (), "SVA heap bytes in buffers handed out."),
     "warpzip_sva_heap_capacity_bytes": Spec("gauge", (), "SVA heap size, over all workers."),
     "warpzip_sva_pool_allocations": Spec("counter", ("result",), "Buffer allocations by pool result."),

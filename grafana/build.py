@@ -231,10 +231,12 @@ def overview() -> Json:
               "percentunit", [(f"sum by (driver) ({sel('warpzip_queue_sq_depth')}) / "
                                f"sum by (driver) ({sel('warpzip_queue_sq_capacity')})", "{{driver}}")],
               thresholds=[step("green"), step("orange", 0.7), step("red", 0.9)]),
-        panel(L, 9, "Fallback jobs",
+        panel(L, 9, "Fallback jobs and queue resets",
               "Jobs per second re-run on the cpu driver because the device failed them "
-              "(warpzip_fallback_jobs_total). Should be 0 with a healthy device.",
-              "ops", [(f"sum({rate('warpzip_fallback_jobs_total')})", "fallback")],
+              "(warpzip_fallback_jobs_total), and queue resets per second after a job outlived "
+              "--job-timeout (warpzip_queue_resets_total). Both 0 with a healthy device.",
+              "ops", [(f"sum({rate('warpzip_fallback_jobs_total')})", "fallback"),
+                      (f"sum({rate('warpzip_queue_resets_total')})", "queue resets")],
               thresholds=[step("green"), step("red", 0.001)]),
         panel(L, 10, "Worker jobs by driver",
               "Jobs per second this service submitted, completed and failed, by driver "

@@ -78,6 +78,13 @@ def start_device(root: Path, *extra: str, timeout: float = 15.0) -> DeviceProc:
     return DeviceProc(root, proc)
 
 
+def device_cli(root: Path, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """``python -m warp.device <argv> --root ROOT`` (inject / reset), as a user types it."""
+    command, *rest = argv
+    return subprocess.run([sys.executable, "-m", "warp.device", command, "--root", str(root), *rest],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
 @pytest.fixture
 def device(tmp_path: Path) -> Iterator[DeviceProc]:
     """A standalone device process under a fresh runtime root."""

@@ -5,6 +5,12 @@ Results are views into pooled SVA buffers (no copy out of the device's destinati
 must be released — use them as context managers. Whatever happens to the caller (error,
 cancellation, timeout), every buffer goes back to the pool exactly once: either here, or by the
 driver when the engine has finished with it.
+
+A job that outlives the runtime's ``timeout`` on the device resets the device's queues (PUT_Q on
+each, see :mod:`warp.drv.zip`): the jobs in them end ``QUEUE_STOPPED`` or lost and are re-run on the
+cpu, the timed-out one among them, so a hung engine costs callers one timeout, not their request.
+New jobs go to the cpu until the next probe finds the device. Only a job that also outlives the
+timeout on the cpu fails with :class:`JobTimeout`.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ class Result:
 class RuntimeStats:
     driver: str
     fallback_jobs: int
+    queue_resets: int
     heap: HeapStats
     drivers: tuple[DriverStats, ...]
 
@@ -82,6 +89,8 @@ class Runtime:
         self.cpu = CpuDriver(self.space, threads=cpu_threads)
         self.zip: ZipDriver | None = None
         self.fallback_jobs = 0
+        self.queue_resets = 0
+        self._resetting: set[asyncio.Task[None]] = set()
         self.doorbell_batch = doorbell_batch
         self._compressors: dict[tuple[int, bool], Compressor] = {}
         self._quarantine: list[Buffer] = []
@@ -167,16 +176,30 @@ class Runtime:
         """:meth:`execute` for callers without an event loop."""
         try:
             lost = None
+            driver = self.driver
             try:
-                self.driver.run([job], self.timeout)
+                driver.run([job], self.timeout)
             except DeviceLost as exc:
                 lost = exc
+            except JobTimeout:
+                if driver is not self.zip:
+                    raise
+                self._take_out(self.zip).close()  # the reset, in line: no loop to keep going
+                lost = job.error if isinstance(job.error, DeviceLost) else None
             if self._retry_on_cpu(job, lost):
                 self.cpu.run([job], self.timeout)
         except BaseException:
             job.abandon()
             raise
         return self._result(job)
+
+    def _take_out(self, driver: ZipDriver) -> ZipDriver:
+        """A job outlived the timeout on ``driver``: new jobs go to the cpu until the next probe
+        opens fresh queues; the caller resets the old ones."""
+        self.zip = None
+        self.queue_resets += 1
+        self._next_probe = time.monotonic() + PROBE_INTERVAL
+        return driver
 
     def _retry_on_cpu(self, job: Job, lost: DeviceLost | None) -> bool:
         """Decide after the first attempt, and make the job ready to run again if it must.
@@ -190,18 +213,34 @@ class Runtime:
             job.dst = self.heap.alloc(old.capacity)
             self._quarantine.append(old)
         self.fallback_jobs += 1
-        job.finished, job.future, job.status, job.produced = False, None, -1, 0
+        job.finished, job.future, job.status, job.produced, job.error = False, None, -1, 0, None
         return True
 
     async def _await(self, driver: Driver, job: Job) -> None:
-        """Wait for the job; past the timeout the wait fails but the buffers stay with the job
-        (the engine may still be writing) until the driver finishes or loses it."""
+        """Wait for the job; past the timeout the device is reset (which ends the job one way or
+        another) and the cpu fails the wait — the buffers stay with the job until its driver is
+        done with them."""
         future = driver.submit(job)
-        timer = future.get_loop().call_later(self.timeout, _expire, future, self.timeout)
+        timer = future.get_loop().call_later(self.timeout, self._expire, driver, future)
         try:
             await future
         finally:
             timer.cancel()
+
+    def _expire(self, driver: Driver, future: asyncio.Future[Job]) -> None:
+        if future.done():
+            return
+        if driver is self.zip:
+            self._reset(driver)
+        elif driver is self.cpu:
+            future.set_exception(JobTimeout(f"job did not complete within {self.timeout} s"))
+        # else: the driver is being reset already, which ends this job too
+
+    def _reset(self, driver: ZipDriver) -> None:
+        """Reset the device's queues in the background (the loop keeps serving)."""
+        task = asyncio.get_running_loop().create_task(self._take_out(driver).areset())
+        self._resetting.add(task)
+        task.add_done_callback(self._resetting.discard)
 
     def _result(self, job: Job) -> Result:
         job.src.release()
@@ -215,7 +254,7 @@ class Runtime:
         if self.zip is not None:
             drivers.insert(0, self.zip.statistics())
         return RuntimeStats(driver=self.driver.name, fallback_jobs=self.fallback_jobs,
-                            heap=self.heap.statistics(), drivers=tuple(drivers))
+                            queue_resets=self.queue_resets, heap=self.heap.statistics(), drivers=tuple(drivers))
 
     def close(self) -> None:
         if self.zip is not None:
@@ -297,11 +336,6 @@ class Decompressor(_Session):
     decompress = _Session.run
     adecompress = _Session.arun
     adecompress_buffer = _Session.arun_buffer
-
-
-def _expire(future: asyncio.Future[Job], timeout: float) -> None:
-    if not future.done():
-        future.set_exception(JobTimeout(f"job did not complete within {timeout} s"))
 
 
 def _describe(status: int) -> str:

@@ -17,6 +17,7 @@ async def handle_healthz(request: web.Request) -> web.Response:
         "driver": driver.name,
         "device": None if device is None else {"name": device.device.name, "alive": device.alive},
         "fallback_jobs": runtime.fallback_jobs,
+        "queue_resets": runtime.queue_resets,
     }
     return web.json_response(body, status=200 if driver.alive else 503)
 

@@ -1,4 +1,5 @@
-"""The combined run of issue 9: wrk load while the device hangs, takes a burst of hardware errors
+"""The combined run of issue 9: wrk load while the device hangs past the job timeout (the workers
+reset their queues and re-run the jobs on the cpu), takes a burst of hardware errors
 and isolates itself, is reset, suffers an I/O page-fault storm and is killed. Every request gets
 a correct frame (or a clean 503) and every request the service answered reached the client.
 
@@ -11,30 +12,30 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 import time
+import urllib.request
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from wrkscript import WrkResult, finish, run_wrk
 
+from tests.conftest import device_cli
+
 pytestmark = pytest.mark.e2e
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def device_cli(root: Path, *argv: str) -> None:
-    command, *rest = argv
-    completed = subprocess.run([sys.executable, "-m", "warp.device", command, "--root", str(root), *rest],
-                               capture_output=True, text=True, timeout=30, cwd=REPO)
-    assert completed.returncode == 0, completed.stderr
 
 
 def device_pid(root: Path) -> int:
     out = subprocess.run(["pgrep", "-f", f"warp.device --root {root} "], capture_output=True, text=True)
     (pid,) = map(int, out.stdout.split())
     return pid
+
+
+def scrape(url: str, name: str) -> float:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    (value,) = re.findall(rf"^{name} (\S+)$", text, re.MULTILINE)
+    return float(value)
 
 
 def test_faults_under_wrk_lose_nothing(harness: ModuleType, corpus: dict[str, Path], tmp_path: Path) -> None:
@@ -44,25 +45,28 @@ def test_faults_under_wrk_lose_nothing(harness: ModuleType, corpus: dict[str, Pa
         body.write_bytes(f.read(16 << 10))
     root = tmp_path / "root"
     log = tmp_path / "server.log"
-    srv = harness.start_server(root, log, "--workers", "2")
+    srv = harness.start_server(root, log, "--workers", "2", "--job-timeout", "1")
     try:
         (root / "sys/class/uacce/warp_zip-0/isolate_strategy").write_text("3\n")
         load = run_wrk(wrk, f"{srv.url}/compress?level=3", body, tmp_path, seconds=20, connections=16,
                        background=True)
         assert not isinstance(load, WrkResult)
         time.sleep(1.5)
-        device_cli(root, "inject", "hang", "--seconds", "1.5")  # jobs wait in the SQ, then run
-        time.sleep(2.5)
-        device_cli(root, "inject", "hw-error", "--count", "5")  # re-run on the cpu; > 3 per hour isolates
+        # past --job-timeout: the workers reset their queues and re-run the jobs on the cpu
+        assert device_cli(root, "inject", "hang", "--seconds", "2.5").returncode == 0
+        time.sleep(3)
+        # re-run on the cpu; more than 3 per hour isolates the device
+        assert device_cli(root, "inject", "hw-error", "--count", "5").returncode == 0
         time.sleep(2)
         assert (root / "sys/class/uacce/warp_zip-0/isolate").read_text().strip() == "1"
-        device_cli(root, "reset")  # the workers' runtimes find the device again by themselves
+        assert device_cli(root, "reset").returncode == 0  # the workers find the device again by themselves
         time.sleep(2)
-        device_cli(root, "inject", "iopf-storm")  # every page reclaimed: faults, no errors
+        assert device_cli(root, "inject", "iopf-storm").returncode == 0  # every page reclaimed: faults, no errors
         time.sleep(2)
         pid = device_pid(root)
         subprocess.run(["kill", "-KILL", str(pid)], check=True)  # the service restarts it
         time.sleep(3)
+        resets = scrape(srv.url, "warpzip_queue_resets_total")
         srv.proc.send_signal(signal.SIGTERM)
         assert srv.proc.wait(30) == 0
         result = finish(load, 60)
@@ -77,3 +81,4 @@ def test_faults_under_wrk_lose_nothing(harness: ModuleType, corpus: dict[str, Pa
     assert result.non2xx == unavailable  # the only errors allowed are clean 503s
     assert result.timeout == 0, result.output  # nothing hung
     assert "restarting it" in text
+    assert resets >= 1, "the hang outlived --job-timeout: some worker must have reset its queues"

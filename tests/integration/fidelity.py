@@ -6,14 +6,11 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import REPO
 from warp import abi, cdev
 from warp.dfx import Dfx
 from warp.iommu.space import AddressSpace
@@ -42,13 +39,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: flo
             return True
         time.sleep(interval)
     return predicate()
-
-
-def device_cli(root: Path, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """``python -m warp.device <argv> --root ROOT`` (inject / reset), as a user types it."""
-    command, *rest = argv
-    return subprocess.run([sys.executable, "-m", "warp.device", command, "--root", str(root), *rest],
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
 @dataclass

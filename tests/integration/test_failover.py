@@ -1,5 +1,6 @@
 """The library keeps every job through device trouble: hardware errors and a stopped (isolated)
-queue re-run on the cpu driver with correct results, and no job waits for its timeout."""
+queue re-run on the cpu driver with correct results, and no job waits for its timeout; a hung
+engine costs one timeout, after which the queues are reset and every job re-runs on the cpu."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import asyncio
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import zstandard
-from fidelity import device_cli, wait_for
+from fidelity import attr, wait_for
 
-from tests.conftest import DeviceProc
-from warp import Runtime
+from tests.conftest import DeviceProc, device_cli
+from warp import JobTimeout, Runtime
 from warp.cdev import DevicePaths
 
 
@@ -58,3 +60,64 @@ def test_isolation_fails_over_at_once(device: DeviceProc, runtime: Runtime) -> N
     assert [zstandard.decompress(f) for f in again] == bodies[:5]
     assert runtime.driver.name == "cpu"
     assert time.monotonic() - started < 10, "a stopped queue must fail over, not time out"
+
+
+def heap_idle(rt: Runtime) -> bool:
+    return rt.heap.statistics().in_use_bytes == 0
+
+
+def test_a_hung_engine_costs_one_timeout_then_every_job_reruns_on_the_cpu(device: DeviceProc) -> None:
+    """Job timeout → PUT_Q on every queue (the device completes what it holds QUEUE_STOPPED) →
+    the jobs, the timed-out one too, re-run on the cpu; no buffer is left behind."""
+    rt = Runtime(device.root, driver="zip", heap_size=64 << 20, timeout=0.5)
+    try:
+        assert device_cli(device.root, "inject", "hang").returncode == 0  # until reset
+        bodies = [os.urandom(64) * (i + 1) for i in range(24)]
+        started = time.monotonic()
+        frames = compress_all(rt, bodies)
+        assert [zstandard.decompress(f) for f in frames] == bodies
+        assert time.monotonic() - started < 5, "every job waits for one timeout at most"
+        assert rt.queue_resets == 1
+        assert rt.fallback_jobs == len(bodies)
+        assert heap_idle(rt)
+        assert wait_for(lambda: attr(device.root, "available_instances") == "64"), "the reset queues were put"
+        # The device comes back from its hang: the next probe opens fresh queues on it.
+        assert device_cli(device.root, "reset").returncode == 0
+        time.sleep(1.1)  # PROBE_INTERVAL
+        assert compress_all(rt, bodies[:3]) and rt.driver.name == "zip"
+        assert rt.statistics().drivers[0].completed >= 3
+    finally:
+        rt.close()
+
+
+def test_a_sync_caller_gets_the_same_reset(device: DeviceProc) -> None:
+    rt = Runtime(device.root, driver="zip", heap_size=64 << 20, timeout=0.3)
+    try:
+        assert device_cli(device.root, "inject", "hang").returncode == 0
+        body = os.urandom(3000) * 3
+        with rt.compressor(3).compress(body) as result:
+            assert zstandard.decompress(bytes(result.view)) == body
+        assert (rt.queue_resets, rt.fallback_jobs) == (1, 1)
+        assert heap_idle(rt)
+    finally:
+        rt.close()
+
+
+def test_a_job_that_outlives_the_timeout_on_the_cpu_fails_and_gives_its_buffers_back(tmp_path: Path) -> None:
+    rt = Runtime(tmp_path, driver="cpu", heap_size=64 << 20, timeout=0.001)
+    try:
+        body = os.urandom(1 << 16) * 16  # 1 MiB at level 19: far beyond a millisecond
+
+        async def main() -> bool:
+            with pytest.raises(JobTimeout):
+                await rt.compressor(19).acompress(body)
+            for _ in range(500):  # the cpu thread finishes the job on; then its buffers come back
+                if heap_idle(rt):
+                    return True
+                await asyncio.sleep(0.01)
+            return False
+
+        assert asyncio.run(main()), "the buffers come back once the cpu job ends"
+        assert rt.queue_resets == 0
+    finally:
+        rt.close()

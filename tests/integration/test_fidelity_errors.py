@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DeviceProc
-from tests.integration.fidelity import RawFile, RawQueue, attr, device_cli, dfx, paths, wait_for
+from tests.conftest import DeviceProc, device_cli
+from tests.integration.fidelity import RawFile, RawQueue, attr, dfx, paths, wait_for
 from warp import abi, devices
 from warp.device.faults import ErrorLog
 from warp.dfx import Dev, Queue

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, DeviceProc, start_device, stop_process
-from tests.integration.fidelity import RawQueue, device_cli, dfx, paths, wait_for
+from tests.conftest import REPO, DeviceProc, device_cli, start_device, stop_process
+from tests.integration.fidelity import RawQueue, dfx, paths, wait_for
 from warp import abi, codec
 from warp.dfx import Dev, Engine, Queue
 from warp.iommu.space import AddressSpace

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from tests.conftest import REPO, DeviceProc, start_device, stop_process
-from tests.integration.fidelity import RawQueue, device_cli, dfx
+from tests.conftest import REPO, DeviceProc, device_cli, start_device, stop_process
+from tests.integration.fidelity import RawQueue, dfx
 from warp import abi, codec
 from warp.dfx import Dev, Queue
 from warp.iommu.fault import FaultCounter

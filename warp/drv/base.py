@@ -35,6 +35,8 @@ class Job:
     future: asyncio.Future[Job] | None = None
     abandoned: bool = False
     finished: bool = field(default=False)
+    #: Why the driver could not run the job (set by :meth:`fail`): sync callers have no future.
+    error: BaseException | None = None
 
     def finish(self, status: int, produced: int) -> None:
         """Called by the driver once the engine has let go of the buffers."""
@@ -46,7 +48,7 @@ class Job:
 
     def fail(self, exc: BaseException) -> None:
         """The driver could not run the job (device lost); buffers are free to reuse."""
-        self.finished = True
+        self.finished, self.error = True, exc
         if self.abandoned:
             self._free()
         elif self.future is not None and not self.future.done():

@@ -9,6 +9,12 @@ re-arms the interrupt), and flushes jobs that were waiting for SQ space — a fu
 backpressure, never a drop. The char-device socket is watched too: EOF means the device died; TX/RX
 stop flags in the DUS mean it disabled the queue (isolation). Either way every job in flight fails
 with :class:`DeviceLost` so the caller can re-run it elsewhere.
+
+A queue whose job outlives the caller's timeout is reset, as UADK would after ``-WD_ETIMEDOUT``:
+:meth:`ZipQueue.stop` sends PUT_Q (the device lets the running job finish and completes every other
+doorbelled SQE with ``QUEUE_STOPPED``), then :meth:`ZipQueue.close` takes those completions and
+releases the file. After a PUT_Q the device answered, it touches none of the queue's buffers, so
+every job can be re-run with the buffers it has; a device that did not answer may still write them.
 """
 
 from __future__ import annotations
@@ -51,6 +57,9 @@ class ZipQueue:
         self.slots: list[Job | None] = [None] * abi.QUEUE_DEPTH
         self.pending: deque[Job] = deque()
         self.alive = True
+        self.lost_reason = DeviceLost("queue is gone")
+        self._put_sent = False
+        self._may_write = False  # set by stop(): the device did not answer the PUT_Q
         self.submitted = self.completed = self.failed = self.doorbells = 0
         self._words = self.handle.view.sq
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -68,7 +77,7 @@ class ZipQueue:
             loop = asyncio.get_running_loop()
             self._attach(loop)
         if not self.alive:
-            raise DeviceLost("queue is gone")
+            raise self.lost_reason
         job.future = loop.create_future()
         self.pending.append(job)
         if len(self.pending) >= self.doorbell_batch:
@@ -116,7 +125,7 @@ class ZipQueue:
         if self._loop is not None:
             raise RuntimeError("this queue is driven by an event loop; use submit()")
         if not self.alive:
-            raise DeviceLost("queue is gone")
+            raise self.lost_reason
         self.pending.extend(jobs)
         deadline = time.monotonic() + timeout
         poller = select.poll()
@@ -127,9 +136,7 @@ class ZipQueue:
             if any(self._drain() for _ in range(SPIN_POLLS)):
                 continue
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                for job in jobs:
-                    job.abandon()
+            if remaining <= 0:  # the caller resets the queues (a sync caller has no loop to wait on)
                 raise JobTimeout(f"{sum(not j.finished for j in jobs)} job(s) still running after {timeout} s")
             for fd, _event in poller.poll(remaining * 1000):
                 if fd == self.handle.irq_fd:
@@ -142,8 +149,8 @@ class ZipQueue:
                         self._stopped()
                 else:
                     self._lost()
-        if not self.alive:
-            raise DeviceLost("device went away")
+        if any(job.status < 0 for job in jobs):
+            raise self.lost_reason  # some job has no status: the queue was lost under it
 
     # ---- ring work -------------------------------------------------------------------------
     def _push_pending(self) -> None:
@@ -210,23 +217,43 @@ class ZipQueue:
         if not self.alive:
             return
         self.alive = False
+        self.lost_reason = DeviceLost("the device may still be writing the job's buffers" if may_write
+                                      else "the device let go of the queue with the job in flight", may_write)
         self._on_lost()
         self._detach()
         lost = [job for job in self.slots if job is not None] + list(self.pending)
         self.slots = [None] * abi.QUEUE_DEPTH
         self.pending.clear()
         for job in lost:
-            job.fail(DeviceLost("the device stopped the queue with the job in flight" if may_write
-                                else "device went away with the job in flight", may_write))
+            job.fail(self.lost_reason)
+
+    def stop(self) -> None:
+        """PUT_Q (``hisi_qm_stop_qp``), once. Blocking: the async reset runs it in a thread, after
+        :meth:`prepare_stop` took the queue's readers off the loop, so nothing else reads the
+        socket meanwhile. A device that does not answer in ``CONTROL_TIMEOUT`` may still write
+        our buffers; one whose file is gone writes nothing any more."""
+        if not self.alive or self._put_sent:
+            return
+        self._put_sent = True
+        try:
+            self.handle.put()
+        except TimeoutError:
+            self._may_write = True
+        except OSError:
+            pass
+
+    def prepare_stop(self) -> None:
+        """On the loop's thread, before :meth:`stop` runs in another."""
+        self._detach()
 
     def close(self) -> None:
+        """Stop the queue if that is not done, complete what the device completed (jobs it
+        flushed end ``QUEUE_STOPPED``, for the caller to re-run), fail the rest, release the file."""
         self._detach()
+        self.stop()
         if self.alive:
-            try:
-                self.handle.put()
-            except OSError:
-                pass
-        self._lost()
+            self._drain()
+        self._lost(self._may_write)
         self.handle.close()
 
 
@@ -267,6 +294,17 @@ class ZipDriver:
             mine = [job for job in jobs if job.direction is direction]
             if mine:
                 self.scheduler.pick(queues).run(mine, timeout)
+
+    async def areset(self) -> None:
+        """Reset every queue without blocking the event loop: the PUT_Qs run in threads (a hung
+        device answers only after ``CONTROL_TIMEOUT``), the completions are taken here, on the
+        loop's thread, which owns the jobs' futures."""
+        self._alive = False
+        queues = self.all_queues()
+        for queue in queues:
+            queue.prepare_stop()
+        await asyncio.gather(*(asyncio.to_thread(queue.stop) for queue in queues))
+        self.close()
 
     def all_queues(self) -> list[ZipQueue]:
         return [q for qs in self.queues.values() for q in qs]

@@ -1,0 +1,85 @@
+"""``--job-timeout``: a hung engine costs a request one timeout, after which the worker resets its
+queues and the request is answered from the cpu; a job that outlives the timeout on the cpu too
+gets a 503 that says to retry. Either way the buffers come back."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+import zstandard
+
+from tests.conftest import device_cli
+
+MIB = 1 << 20
+
+
+def healthz(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url + "/healthz", timeout=10) as response:
+        doc: dict[str, Any] = json.loads(response.read())
+    return doc
+
+
+def metric(url: str, name: str) -> float:
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+@pytest.fixture(scope="module")
+def hasty(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    base = tmp_path_factory.mktemp("hasty")
+    srv = harness.start_server(base / "root", base / "server.log", "--access-log", "0", "--job-timeout", "0.5")
+    yield srv
+    harness.stop_process(srv.proc)
+
+
+def test_hung_engine_is_reset_and_the_request_still_succeeds(hasty, call) -> None:
+    body = os.urandom(2000) * 8
+    assert call(hasty.url, "POST", "/compress", body).status == 200  # queues open, device healthy
+    assert device_cli(hasty.root, "inject", "hang").returncode == 0  # until reset
+    try:
+        started = time.monotonic()
+        reply = call(hasty.url, "POST", "/compress?level=5", body)
+        assert reply.status == 200, reply.body[:300]
+        assert zstandard.decompress(reply.body) == body
+        assert time.monotonic() - started < 5  # one timeout, not a wait for the hang
+        assert metric(hasty.url, "warpzip_queue_resets_total") == 1
+        assert healthz(hasty.url)["queue_resets"] == 1
+        assert metric(hasty.url, "warpzip_sva_heap_in_use_bytes") == 0
+    finally:
+        assert device_cli(hasty.root, "reset").returncode == 0
+    deadline = time.monotonic() + 10
+    while healthz(hasty.url)["driver"] != "zip":  # the worker finds the device again by itself
+        assert time.monotonic() < deadline, "the worker did not move back onto the device"
+        time.sleep(0.2)
+    assert zstandard.decompress(call(hasty.url, "POST", "/compress", body).body) == body
+
+
+@pytest.fixture(scope="module")
+def cpu_only(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    base = tmp_path_factory.mktemp("cpu-only")
+    srv = harness.start_server(base / "root", base / "server.log", "--access-log", "0", "--device", "none",
+                               "--job-timeout", "0.001")
+    yield srv
+    harness.stop_process(srv.proc)
+
+
+def test_job_over_the_timeout_on_the_cpu_is_503_with_retry_after(cpu_only, call, problem) -> None:
+    body = os.urandom(1 << 16) * 16  # 1 MiB at level 19 takes far longer than a millisecond
+    reply = call(cpu_only.url, "POST", "/compress?level=19", body)
+    doc = problem(reply, 503, cpu_only.root)
+    assert doc["type"].endswith("timeout"), doc
+    assert reply.headers["Retry-After"] == "1"
+    deadline = time.monotonic() + 10
+    while metric(cpu_only.url, "warpzip_sva_heap_in_use_bytes") != 0:  # back once the thread ends
+        assert time.monotonic() < deadline, "the timed-out job's buffers did not come back"
+        time.sleep(0.1)

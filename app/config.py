@@ -26,10 +26,13 @@ class Config:
     queues: int = 2
     max_body: int = 64 << 20
     max_pending: int = 1024
+    max_connections: int = 1000
     heap_size: int = 1 << 30
     shutdown_timeout: float = 10.0
     job_timeout: float = 30.0
     body_timeout: float = 30.0
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 75.0
     access_log: bool = True
     log_level: str = "INFO"
 
@@ -90,9 +93,13 @@ OPTIONS: tuple[tuple[str, Callable[[str], object], tuple[str, ...] | None, str],
     ("queues", _positive, None, "hardware queues per worker and direction"),
     ("max_body", _positive, None, "largest request body in bytes"),
     ("max_pending", _positive, None, "requests in progress per worker before 503"),
+    ("max_connections", _positive, None, "open connections per worker before a new one gets 503"),
     ("heap_size", _positive, None, "SVA heap per worker in bytes"),
     ("shutdown_timeout", _seconds, None, "seconds to finish in-flight requests on SIGTERM"),
+    ("header_timeout", _seconds, None, "seconds a client may take to send a request head (line and headers) "
+     "before a 408"),
     ("body_timeout", _seconds, None, "seconds a client may take to send its body before a 408"),
+    ("keepalive_timeout", _seconds, None, "seconds a kept-alive connection may stay idle between requests"),
     ("job_timeout", _seconds, None, "seconds before a device job is abandoned"),
     ("access_log", _bool, None, "log every request"),
     ("log_level", str, ("DEBUG", "INFO", "WARNING", "ERROR"), "logging threshold"),

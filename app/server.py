@@ -28,6 +28,7 @@ from app import api
 from app.admission import Admission
 from app.api import errors
 from app.config import Config
+from app.connection import Runner
 from app.keys import ADMISSION, CONFIG, METRICS, RUNTIME
 from app.metrics import Metrics, use_shared_directory
 from app.supervisor import DeviceSupervisor
@@ -66,11 +67,7 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _run_worker(config: Config) -> None:
     app = create_app(config)
-    # auto_decompress=False: a Content-Encoding body is answered 415 by the handler, never inflated
-    # (or rejected as text/plain by the parser) behind its back.
-    runner = web.AppRunner(app, access_log=logging.getLogger("aiohttp.access") if config.access_log else None,
-                           shutdown_timeout=config.shutdown_timeout, handle_signals=False,
-                           auto_decompress=False)
+    runner = Runner(app, config, logging.getLogger("aiohttp.access") if config.access_log else None)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, reuse_port=True, backlog=1024)
     await site.start()

@@ -21,8 +21,8 @@ log = logging.getLogger("warpzip")
 
 TITLES: Final = {
     400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-    413: "Content Too Large", 415: "Unsupported Media Type", 500: "Internal Server Error",
-    503: "Service Unavailable",
+    413: "Content Too Large", 414: "URI Too Long", 415: "Unsupported Media Type",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
 }
 
 
@@ -42,6 +42,11 @@ def response(problem: Problem) -> web.Response:
             "status": problem.status, "detail": problem.detail}
     return web.Response(status=problem.status, body=json.dumps(body).encode(), content_type=CONTENT_TYPE,
                         headers=problem.headers)
+
+
+def internal() -> Problem:
+    """The 500 for anything unexpected: it says nothing about internals (the log has the traceback)."""
+    return Problem(500, "internal", "the server failed to handle the request; it has been logged")
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -80,4 +85,4 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response(Problem(exc.status, slug, detail, headers))
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
-        return response(Problem(500, "internal", "the server failed to handle the request; it has been logged"))
+        return response(internal())

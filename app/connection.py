@@ -1,0 +1,169 @@
+"""One client connection: the limits aiohttp's protocol leaves open, and its errors as problems.
+
+aiohttp reads a request head for as long as the client takes (slowloris: a byte every few seconds
+holds a connection forever), accepts connections without limit, and answers a request line or a
+header over its parser limits with a text/plain 400 — plus an ERROR traceback in the log for each
+one, which a hostile client can repeat at will. :class:`Connection` adds, per connection rather
+than per request:
+
+* a head deadline, ``--header-timeout``: counted from the connection's start for its first
+  request and from the first byte of each later head; past it the client gets 408 and the
+  connection closes. A kept-alive connection idle between requests is ``--keepalive-timeout``'s
+  business, as is a pipelined head that arrived in one piece with the request before it and then
+  stalls. The timer is one per connection, plus one per later head that arrives in several
+  pieces; a head that arrives whole (every wrk or curl request) costs two attribute reads.
+* a connection limit per worker, ``--max-connections``: a connection past it gets 503 with
+  ``Retry-After`` and is closed.
+* parser errors as RFC 9457 problems: 414 for a request line over ``REQUEST_LINE_LIMIT``, 431 for
+  a header field over ``FIELD_LIMIT`` or more than ``MAX_HEADERS`` fields, 400 for anything else
+  that is not HTTP/1.1; logged at debug level, without a traceback.
+
+The hooks are aiohttp's own: a ``web.Server`` whose protocol is :class:`Connection`, installed by
+:class:`Runner`, and the error path aiohttp uses for parser errors (a queued ``_ErrInfo`` that
+``RequestHandler.start`` answers through ``handle_error``), so a 408 or 503 is written, logged and
+followed by a close exactly like a 400 of the parser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Final
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
+from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.web_protocol import _ErrInfo
+
+from app.api import body, errors
+from app.api.errors import Problem
+from app.config import Config
+
+log = logging.getLogger("warpzip")
+
+REQUEST_LINE_LIMIT: Final = 4094
+"""Bytes of the request target (gunicorn's request-line limit); ours are a few dozen."""
+FIELD_LIMIT: Final = 8190
+"""Bytes of one header field, name and value (aiohttp's and Apache's limit). It differs from
+``REQUEST_LINE_LIMIT`` on purpose: the parser raises the same ``LineTooLong`` for both, with the
+limit it applied, which is how :func:`parser_problem` tells 414 from 431."""
+MAX_HEADERS: Final = 128
+"""Header fields in one request (aiohttp's default)."""
+TOO_MANY_HEADERS: Final = "Too many headers received"
+"""The parser's message (C and Python parsers alike) for more than ``MAX_HEADERS`` fields."""
+
+
+def parser_problem(exc: BaseException | None) -> Problem:
+    """The problem document for a request aiohttp's parser refused (``exc``, its exception)."""
+    if isinstance(exc, LineTooLong):
+        if exc.args[1] == REQUEST_LINE_LIMIT:
+            return Problem(414, "uri-too-long", f"the request line is longer than {REQUEST_LINE_LIMIT} bytes")
+        return Problem(431, "header-too-large", f"a header field is longer than {FIELD_LIMIT} bytes")
+    if isinstance(exc, BadHttpMessage) and exc.message == TOO_MANY_HEADERS:
+        return Problem(431, "too-many-headers", f"the request has more than {MAX_HEADERS} header fields")
+    if isinstance(exc, HttpProcessingError):
+        reason = exc.message.split("\n", 1)[0].rstrip(": ")[:200]
+        return Problem(400, "bad-request", f"the request is not valid HTTP/1.1: {reason}")
+    return errors.internal()
+
+
+class Connection(web.RequestHandler):
+    """aiohttp's protocol for one connection, with a head deadline and a connection limit."""
+
+    __slots__ = ("_owner", "_head_timer", "_heads_before")
+
+    def __init__(self, manager: Server, **kwargs: Any) -> None:
+        super().__init__(manager, max_line_size=REQUEST_LINE_LIMIT, max_field_size=FIELD_LIMIT,
+                         max_headers=MAX_HEADERS, **kwargs)
+        self._owner = manager
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._heads_before = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        owner = self._owner
+        owner.open += 1
+        if owner.open > owner.config.max_connections:
+            self._answer(Problem(503, "overloaded", f"more than {owner.config.max_connections} connections are "
+                                 "open; retry shortly", body.RETRY_AFTER))
+            return
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        timer = self._head_timer
+        if timer is not None:
+            if self._request_count != self._heads_before:  # the head (or a parser error) is complete
+                timer.cancel()
+                self._head_timer = None
+        elif (waiter := self._waiter) is not None and not waiter.done() and data:
+            self._arm()  # bytes of a new head on an idle kept-alive connection, not all of it
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._owner.open -= 1
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """Every error aiohttp answers itself (parser errors, our 408 and 503) as a problem."""
+        if request.writer.output_size > 0:  # a response is under way: aiohttp breaks the connection
+            return super().handle_error(request, status, exc, message)
+        problem = exc if isinstance(exc, Problem) else parser_problem(exc)
+        if isinstance(exc, Problem | HttpProcessingError):  # the client's doing: no traceback
+            log.debug("%d for %s: %s", problem.status, request.remote, problem.detail)
+        else:
+            log.error("error handling a request from %s", request.remote, exc_info=exc)
+        response = errors.response(problem)
+        response.force_close()
+        return response
+
+    def _arm(self) -> None:
+        self._heads_before = self._request_count
+        self._head_timer = self._loop.call_later(self._owner.config.header_timeout, self._head_expired)
+
+    def _head_expired(self) -> None:
+        self._head_timer = None
+        self._answer(Problem(408, "header-timeout", "the request head did not arrive within "
+                             f"{self._owner.config.header_timeout:g} s"))
+
+    def _answer(self, problem: Problem) -> None:
+        """Answer ``problem`` in place of the next request and close, as aiohttp does a parser error."""
+        self._messages.append((_ErrInfo(status=problem.status, exc=problem, message=problem.detail), EMPTY_PAYLOAD))
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class Server(web.Server):
+    """aiohttp's low-level server, making :class:`Connection` protocols and counting them."""
+
+    def __init__(self, plain: web.Server, config: Config, **protocol: Any) -> None:
+        loop = asyncio.get_running_loop()
+        super().__init__(plain.request_handler, request_factory=plain.request_factory, loop=loop, **protocol)
+        self.config = config
+        self.open = 0
+        self._protocol = protocol
+        self._event_loop = loop
+
+    def __call__(self) -> Connection:
+        return Connection(self, loop=self._event_loop, **self._protocol)
+
+
+class Runner(web.AppRunner):
+    """``web.AppRunner`` whose server is :class:`Server` (aiohttp builds its own in ``_make_server``,
+    the runner's extension point; ours takes over its request handler and factory)."""
+
+    def __init__(self, app: web.Application, config: Config, access_log: logging.Logger | None) -> None:
+        super().__init__(app, handle_signals=False, shutdown_timeout=config.shutdown_timeout)
+        self.config = config
+        # auto_decompress=False: a Content-Encoding body is answered 415 by the handler, never
+        # inflated (or rejected as text/plain by the parser) behind its back.
+        self.protocol: dict[str, Any] = {"access_log": access_log, "auto_decompress": False,
+                                         "keepalive_timeout": config.keepalive_timeout}
+
+    async def _make_server(self) -> web.Server:
+        plain = await super()._make_server()  # starts the app (its cleanup_ctx) and freezes it
+        return Server(plain, self.config, **self.protocol)

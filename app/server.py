@@ -5,13 +5,12 @@ a ``cleanup_ctx`` so it exists exactly while the app runs and is put back (PUT_Q
 requests finished. ``serve`` starts the embedded device (and restarts it if it dies, see
 ``app.supervisor``), then runs the workers: in-process for one, forked processes sharing the port
 with SO_REUSEPORT for several — each with its own address space, PASID and queues on the one
-device.
+device, and each replaced if it dies.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import shutil
@@ -31,12 +30,11 @@ from app.config import Config
 from app.connection import Runner
 from app.keys import ADMISSION, CONFIG, METRICS, RUNTIME
 from app.metrics import Metrics, use_shared_directory
-from app.supervisor import DeviceSupervisor
+from app.supervisor import DeviceSupervisor, WorkerPool
 from warp import Runtime
 from warp.device.launch import DeviceStartError
 
 log = logging.getLogger("warpzip")
-PR_SET_PDEATHSIG = 1
 
 
 def create_app(config: Config) -> web.Application:
@@ -110,36 +108,8 @@ def _serve_with_device(config: Config) -> int:
                  config.host, config.port, config.device, config.root, config.engines, config.workers)
         if config.workers == 1:
             return run_worker(config)
-        return _run_forked(config)
+        return WorkerPool(config.workers, lambda: run_worker(config)).run()
     finally:
         if device is not None:
             device.stop()
 
-
-def _run_forked(config: Config) -> int:
-    children: list[int] = []
-    for _ in range(config.workers):
-        pid = os.fork()
-        if pid == 0:
-            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-            code = 1
-            try:
-                code = run_worker(config)
-            finally:
-                os._exit(code)
-        children.append(pid)
-
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            try:
-                os.kill(child, signum)
-            except ProcessLookupError:
-                pass
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    status = 0
-    for child in children:
-        _, code = os.waitpid(child, 0)
-        status = status or os.waitstatus_to_exitcode(code)
-    return status

@@ -1,15 +1,27 @@
-"""Keeps the embedded device running while the service serves.
+"""Keeps the service's processes running: the embedded device and the forked HTTP workers.
 
 A device that exits (crash, SIGKILL, OOM) is started again under the same root, with a backoff
 that doubles up to ``MAX_BACKOFF`` while restarts keep failing. Meanwhile the workers run on the
 cpu driver; each worker's runtime probes for the device once a second and moves back to it
 (``warp.session.Runtime.driver``), so no request waits for the restart.
+
+A worker of ``--workers N`` that exits while the service is not stopping (crash, SIGKILL, the OOM
+killer) is replaced by a freshly forked one — its own address space, PASID and queues — at once
+if it had run for ``STABLE_AFTER`` seconds, else after the same doubling backoff, so a worker
+that cannot start does not become a fork loop. Meanwhile the others keep serving the port
+(SO_REUSEPORT hands new connections to live listeners only); only the requests in flight on the
+dead worker are lost, as their connections are.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final, final
 
@@ -18,6 +30,8 @@ from warp.device.launch import DeviceProcess, DeviceStartError
 log = logging.getLogger("warpzip")
 CHECK_INTERVAL: Final = 0.2
 MAX_BACKOFF: Final = 30.0
+STABLE_AFTER: Final = 10.0
+PR_SET_PDEATHSIG: Final = 1
 
 
 @final
@@ -69,3 +83,81 @@ class DeviceSupervisor:
         if self._device is not None:
             self._device.stop()
             self._device = None
+
+
+@final
+class WorkerPool:
+    """``count`` forked workers running ``target``, each replaced when it exits, until SIGTERM/SIGINT.
+
+    The parent polls its workers' PIDs (never ``waitpid(-1)``, which would reap the device process
+    from under its ``Popen``) and forwards the stopping signal to them.
+    """
+
+    def __init__(self, count: int, target: Callable[[], int]) -> None:
+        self.count = count
+        self.target = target
+        self.restarts = 0
+        self._workers: dict[int, float] = {}  # pid -> start time (monotonic)
+        self._due: list[float] = []  # when each pending replacement may start
+        self._backoff = 1.0
+        self._stopping = False
+
+    def run(self) -> int:
+        """Serve until a signal stops the workers; the first non-zero exit status among them, else 0."""
+        signal.signal(signal.SIGTERM, self._forward)
+        signal.signal(signal.SIGINT, self._forward)
+        for _ in range(self.count):
+            self._start()
+        status = 0
+        while self._workers or (self._due and not self._stopping):
+            time.sleep(CHECK_INTERVAL)
+            for pid, started in list(self._workers.items()):
+                reaped, wait_status = os.waitpid(pid, os.WNOHANG)
+                if reaped:
+                    del self._workers[pid]
+                    code = os.waitstatus_to_exitcode(wait_status)
+                    if self._stopping:
+                        status = status or code
+                    else:
+                        self._schedule(pid, code, time.monotonic() - started)
+            now = time.monotonic()
+            while self._due and self._due[0] <= now and not self._stopping:
+                self._due.pop(0)
+                self._start()
+                self.restarts += 1
+        return status
+
+    def _start(self) -> None:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's forwarding handler
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+            code = 1
+            try:
+                code = self.target()
+            finally:
+                os._exit(code)
+        self._workers[pid] = time.monotonic()
+        if self._stopping:  # the signal came while forking: this one must hear it too
+            os.kill(pid, signal.SIGTERM)
+
+    def _schedule(self, pid: int, code: int, uptime: float) -> None:
+        if uptime >= STABLE_AFTER:
+            self._backoff = 1.0
+            delay = 0.0
+        else:
+            delay = self._backoff
+            self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+        log.warning("worker %d %s after %.0f s; starting a replacement in %.0f s (%d still serving)",
+                    pid, how, uptime, delay, len(self._workers))
+        self._due.append(time.monotonic() + delay)
+
+    def _forward(self, signum: int, _frame: object) -> None:
+        self._stopping = True
+        for pid in self._workers:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass

@@ -1,0 +1,105 @@
+"""One of two workers SIGKILLed under wrk load: the other keeps serving the port, every answered
+request is a correct frame, the parent starts a replacement (its own queues and PASID) that serves
+too, and the service still stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import zstandard
+from wrkscript import WrkResult, finish, run_wrk
+
+from bench.proctree import snapshot_tree
+
+pytestmark = pytest.mark.e2e
+
+CONNECTIONS = 16
+
+
+def workers(server_pid: int) -> set[int]:
+    """The server's forked workers: its children except the device process."""
+    return {stat.pid for stat in snapshot_tree(server_pid)
+            if stat.ppid == server_pid and b"warp.device" not in Path(f"/proc/{stat.pid}/cmdline").read_bytes()}
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:  # a fresh connection each time
+        return json.loads(response.read())
+
+
+def started_queues(url: str) -> dict[int, int]:
+    """sqn -> PASID of every STARTED queue on the device."""
+    device = get_json(url + "/device")["devices"][0]
+    return {q["qid"]: q["pasid"] for q in device["queues"] if q["state"] == "STARTED"}
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def compress(url: str, data: bytes) -> bytes:
+    request = urllib.request.Request(url + "/compress", data=data, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return bytes(zstandard.decompress(response.read()))
+
+
+def test_a_killed_worker_is_replaced_while_the_other_serves(harness: ModuleType, corpus: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    wrk = harness.require_tool("wrk")
+    body = tmp_path / "body.bin"
+    with corpus["xml"].open("rb") as f:
+        body.write_bytes(f.read(16 << 10))
+    srv = harness.start_server(tmp_path / "root", tmp_path / "server.log", "--workers", "2", "--access-log", "0")
+    try:
+        wait_for(lambda: len(started_queues(srv.url)) == 8, "both workers' queues")
+        load = run_wrk(wrk, f"{srv.url}/compress?level=3", body, tmp_path, seconds=8, connections=CONNECTIONS,
+                       background=True)
+        assert not isinstance(load, WrkResult)
+        time.sleep(2)
+        first = workers(srv.proc.pid)
+        assert len(first) == 2, first
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: victim not in workers(srv.proc.pid), "the killed worker to be reaped")
+
+        data = b"served by the survivor " * 500
+        for _ in range(10):  # the replacement waits a backoff second: these reach the survivor alone
+            assert compress(srv.url, data) == data
+        wait_for(lambda: len(started_queues(srv.url)) == 4, "the killed worker's queues to be released")
+        survivor_queues = started_queues(srv.url)
+
+        wait_for(lambda: len(workers(srv.proc.pid)) == 2 and len(started_queues(srv.url)) == 8, "a replacement")
+        replacement_queues = {sqn: pasid for sqn, pasid in started_queues(srv.url).items()
+                              if sqn not in survivor_queues}
+        assert len(set(replacement_queues.values())) == 1  # one PASID for the new address space...
+        assert not set(replacement_queues.values()) & set(survivor_queues.values())  # ...not the survivor's
+        for _ in range(100):  # fresh connections: SO_REUSEPORT spreads them over both listeners
+            answered = {q["sqn"] for q in get_json(srv.url + "/device")["worker_queues"]}
+            if answered <= replacement_queues.keys():
+                break
+        else:
+            pytest.fail("no request reached the replacement worker")
+        result = finish(load, 60)
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(30) == 0
+    finally:
+        harness.stop_process(srv.proc)
+    print(result.output)
+    log = srv.log.read_text()
+    assert f"worker {victim} was killed by SIGKILL" in log and "starting a replacement" in log
+    assert result.badframes == 0 and result.non2xx == 0 and result.timeout == 0, result.output
+    assert result.requests > 0
+    # only the connections open on the killed worker broke (wrk reconnects them to a live one)
+    assert result.read + result.write + result.connect <= CONNECTIONS, result.output

@@ -38,12 +38,17 @@ class LoadBalancer:
                 if row["pxname"] == "warpzip" and row["svname"] not in ("FRONTEND", "BACKEND")}
 
 
-def haproxy_env(bind: str, stats: str, servers: list[str]) -> dict[str, str]:
-    """The variables deploy/haproxy/haproxy.cfg reads, for explicitly listed servers."""
+def haproxy_env(**variables: str) -> dict[str, str]:
+    """This process's environment without its WARPZIP_* variables, plus ``variables`` for
+    deploy/haproxy/haproxy.cfg (unset ones take the file's defaults)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WARPZIP_")}
-    env.update(WARPZIP_LB_BIND=bind, WARPZIP_LB_STATS=stats)
-    env.update({f"WARPZIP_SERVER_{i}": address for i, address in enumerate(servers, 1)})
+    env.update(variables)
     return env
+
+
+def server_variables(servers: list[str]) -> dict[str, str]:
+    """WARPZIP_SERVER_1..n: the explicit host:port of each instance."""
+    return {f"WARPZIP_SERVER_{i}": address for i, address in enumerate(servers, 1)}
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float, log: Path | None = None) -> None:
@@ -64,8 +69,9 @@ def start_haproxy(haproxy: str, free_port: Callable[[], int], tmp: Path, servers
     HAProxy answers and has checked every server at least once."""
     bind, stats = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     log = tmp / "haproxy.log"
+    env = haproxy_env(WARPZIP_LB_BIND=bind, WARPZIP_LB_STATS=stats, **server_variables(servers))
     with log.open("wb") as sink:
-        proc = subprocess.Popen([haproxy, "-db", "-f", str(HAPROXY_CFG)], env=haproxy_env(bind, stats, servers),
+        proc = subprocess.Popen([haproxy, "-db", "-f", str(HAPROXY_CFG)], env=env,
                                 stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     lb = LoadBalancer(f"http://{bind}", f"http://{stats}", proc, log)
 

@@ -1,0 +1,223 @@
+"""Static checks of deploy/: the Kubernetes objects against the API schemas (kubernetes-validate,
+strict), the Dockerfile (hadolint), the compose file (the compose-spec schema), the compose
+Prometheus and HAProxy configurations (promtool, haproxy -c), and the facts that tie the files
+together — the generated PrometheusRule is grafana/alerts.yml, selectors select the pods, the
+port and the shutdown timeout agree everywhere, warpzip accepts the settings a pod gets.
+
+The Prometheus Operator objects (PodMonitor, PrometheusRule) have no schema in
+kubernetes-validate; their content is checked here field by field and, for the rules, by
+equality with the promtool-tested rule file. Nothing here needs a Docker engine or a cluster.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import kubernetes_validate
+import pytest
+import yaml
+from lbstack import HAPROXY_CFG, haproxy_env, server_variables
+from shipped import (
+    COMPOSE,
+    DEPLOY,
+    DOCKERFILE,
+    KUBERNETES,
+    REPO,
+    compose,
+    container,
+    dockerfile,
+    image_env,
+    kube,
+    service_env,
+)
+
+from app.config import parse_serve
+
+CORE_OBJECTS = ["deployment.yaml", "service.yaml", "pdb.yaml", "hpa.yaml", "prometheus-adapter.yaml"]
+# the oldest Kubernetes the manifests claim (docs/deploy.md) and the newest the validator knows
+KUBERNETES_VERSIONS = ["1.29.0", kubernetes_validate.utils.latest_version()]
+POD_LABELS = kube("deployment.yaml")["spec"]["template"]["metadata"]["labels"]
+
+
+def venv_tool(harness: ModuleType, name: str) -> str:
+    """A binary a dev-extra package installs next to this interpreter, else one on PATH."""
+    beside = Path(sys.executable).with_name(name)
+    return str(beside) if beside.exists() else str(harness.require_tool(name))
+
+
+def run(*argv: str, env: dict[str, str] | None = None) -> str:
+    completed = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=REPO, env=env)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output
+    return output
+
+
+def load_build() -> ModuleType:
+    """deploy/build.py as a module (a script, not part of any package)."""
+    spec = importlib.util.spec_from_file_location("warpzip_deploy_build", DEPLOY / "build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---- Kubernetes ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("name", CORE_OBJECTS)
+def test_object_validates_against_the_kubernetes_schema(name: str, version: str) -> None:
+    kubernetes_validate.validate(kube(name), version, strict=True)
+
+
+def test_kustomization_applies_every_manifest_of_the_application() -> None:
+    """Everything but the adapter's rule, which belongs in the adapter's namespace."""
+    listed = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())["resources"]
+    present = {p.name for p in KUBERNETES.glob("*.yaml")} - {"kustomization.yaml", "prometheus-adapter.yaml"}
+    assert sorted(listed) == sorted(present)
+
+
+def test_prometheusrule_is_generated_from_the_alert_rules() -> None:
+    alerts = REPO / "grafana" / "alerts.yml"
+    committed = (KUBERNETES / "prometheusrule.yaml").read_text()
+    assert committed == load_build().render(alerts.read_text()), "stale: run python deploy/build.py"
+    rule = kube("prometheusrule.yaml")
+    assert (rule["apiVersion"], rule["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+    assert rule["spec"] == yaml.safe_load(alerts.read_text())
+
+
+def test_selectors_select_the_pods_and_name_their_port() -> None:
+    deployment = kube("deployment.yaml")
+    pod = deployment["spec"]["template"]["spec"]
+    ports = {p["name"] for p in container()["ports"]}
+    selectors = {
+        "deployment": deployment["spec"]["selector"]["matchLabels"],
+        "service": kube("service.yaml")["spec"]["selector"],
+        "pdb": kube("pdb.yaml")["spec"]["selector"]["matchLabels"],
+        "podmonitor": kube("podmonitor.yaml")["spec"]["selector"]["matchLabels"],
+        "spread": pod["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"],
+    }
+    for what, selector in selectors.items():
+        assert selector and selector.items() <= POD_LABELS.items(), what
+    assert {p["targetPort"] for p in kube("service.yaml")["spec"]["ports"]} <= ports
+    [endpoint] = kube("podmonitor.yaml")["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] in ports and endpoint["path"] == "/metrics"
+    assert kube("podmonitor.yaml")["spec"]["jobLabel"] in POD_LABELS
+
+
+def test_probes_ask_healthz() -> None:
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container()[probe]["httpGet"] == {"path": "/healthz", "port": "http"}, probe
+
+
+def test_autoscaler_scales_the_deployment_on_the_adapter_metric() -> None:
+    hpa = kube("hpa.yaml")["spec"]
+    target = hpa["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", kube("deployment.yaml")["metadata"]["name"])
+    assert "replicas" not in kube("deployment.yaml")["spec"]  # the HPA owns the count
+    assert hpa["minReplicas"] >= 2 and kube("pdb.yaml")["spec"]["maxUnavailable"] < hpa["minReplicas"]
+    [pods_metric] = [m["pods"] for m in hpa["metrics"] if m["type"] == "Pods"]
+    [rule] = yaml.safe_load(kube("prometheus-adapter.yaml")["data"]["config.yaml"])["rules"]
+    assert pods_metric["metric"]["name"] == rule["name"]["as"]
+    assert rule["seriesQuery"].startswith(rule["name"]["as"] + "{")
+    for placeholder in ("<<.Series>>", "<<.LabelMatchers>>", "<<.GroupBy>>"):  # filled in by the adapter
+        assert placeholder in rule["metricsQuery"], placeholder
+
+
+def test_termination_grace_covers_the_shutdown_timeout() -> None:
+    """SIGTERM comes after the preStop sleep; warpzip then takes up to --shutdown-timeout to finish
+    in-flight requests, and its device a moment to stop: all of it within the grace period."""
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in service_env().items():
+            env.setenv(key, value)
+        shutdown = parse_serve([]).shutdown_timeout
+    pre_stop = int(container()["lifecycle"]["preStop"]["exec"]["command"][1])
+    grace = kube("deployment.yaml")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert pre_stop + shutdown + 5 <= grace, (pre_stop, shutdown, grace)
+
+
+# ---- the container ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["kubernetes", "compose"])
+def test_warpzip_accepts_the_settings_a_container_gets(where: str) -> None:
+    settings = service_env() if where == "kubernetes" else image_env() | compose()["services"]["warpzip"]["environment"]
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in settings.items():
+            if key.startswith("WARPZIP_"):
+                env.setenv(key, str(value))
+        config = parse_serve([])
+    assert (config.host, config.port, config.device) == ("0.0.0.0", 8080, "embedded")
+    assert str(config.root).startswith("/run/warpzip/")  # inside the writable mount, owned by warpzip
+
+
+def test_the_port_agrees_everywhere() -> None:
+    port = int(image_env()["WARPZIP_PORT"])
+    services = compose()["services"]
+    assert [rest for keyword, rest in dockerfile() if keyword == "EXPOSE"] == [str(port)]
+    assert [p["containerPort"] for p in container()["ports"]] == [port]
+    assert services["haproxy"]["environment"]["WARPZIP_DNS_NAME"] == f"warpzip:{port}"
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    [warpzip_job] = [job for job in prometheus["scrape_configs"] if job["job_name"] == "warpzip"]
+    assert warpzip_job["dns_sd_configs"][0]["port"] == port
+
+
+def test_dockerfile_is_slim_non_root_with_a_healthcheck_and_lints_clean(harness: ModuleType) -> None:
+    run(venv_tool(harness, "hadolint"), str(DOCKERFILE))
+    instructions = dockerfile()
+    runtime = [rest for keyword, rest in instructions if keyword == "FROM"][-1]
+    assert runtime.split()[0].endswith("-slim"), runtime
+    [user] = [rest for keyword, rest in instructions if keyword == "USER"]
+    assert user.split(":")[0] not in ("root", "0")
+    [healthcheck] = [rest for keyword, rest in instructions if keyword == "HEALTHCHECK"]
+    assert "/healthz" in healthcheck
+    # every source the build copies exists and gets through the build-context filter
+    allowed = {line.strip("!/") for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+               if line.startswith("!")}
+    sources = [word for keyword, rest in instructions if keyword == "COPY" and "--from" not in rest
+               for word in rest.split()[:-1]]
+    assert sources and all((REPO / s).exists() and s.strip("/") in allowed for s in sources), (sources, allowed)
+
+
+# ---- compose, and the HAProxy and Prometheus it runs ---------------------------------------------------------
+
+
+def test_compose_file_follows_the_compose_spec_and_mounts_files_that_exist() -> None:
+    run(sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(COMPOSE))
+    services = compose()["services"]
+    assert set(services) == {"warpzip", "haproxy", "prometheus", "grafana"}
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (COMPOSE.parent / source).exists(), (name, volume)
+    grace = float(services["warpzip"]["stop_grace_period"].removesuffix("s"))
+    assert grace > float(services["warpzip"]["environment"]["WARPZIP_SHUTDOWN_TIMEOUT"])
+    assert services["haproxy"]["depends_on"]["warpzip"]["condition"] == "service_healthy"
+
+
+def test_compose_prometheus_config_passes_promtool(harness: ModuleType, tmp_path: Path) -> None:
+    """The files laid out as compose mounts them into /etc/prometheus, then promtool check config."""
+    promtool = harness.require_tool("promtool")
+    for volume in compose()["services"]["prometheus"]["volumes"]:
+        source, target, *_ = volume.split(":")
+        if target.startswith("/etc/prometheus/"):
+            shutil.copy(COMPOSE.parent / source, tmp_path / Path(target).name)
+    out = run(promtool, "check", "config", "--lint=all", "--lint-fatal", str(tmp_path / "prometheus.yml"))
+    assert "SUCCESS: 1 rule files found" in out, out
+
+
+@pytest.mark.parametrize("mode", ["explicit servers", "compose DNS"])
+def test_haproxy_config_is_valid(harness: ModuleType, mode: str) -> None:
+    haproxy = harness.require_tool("haproxy")
+    variables = (server_variables(["127.0.0.1:1", "127.0.0.1:2"]) if mode == "explicit servers"
+                 else compose()["services"]["haproxy"]["environment"])
+    env = haproxy_env(**variables)
+    out = run(haproxy, "-c", "-f", str(HAPROXY_CFG), env=env)
+    assert "Configuration file is valid" in out, out
+

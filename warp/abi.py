@@ -10,9 +10,12 @@ access through a structured dtype costs microseconds per call.
 from __future__ import annotations
 
 import enum
+import mmap
+import threading
 from typing import Final
 
 import numpy as np
+import numpy.typing as npt
 
 PAGE_SIZE: Final = 4096
 PAGE_SHIFT: Final = 12
@@ -65,6 +68,37 @@ def doorbell_offset(cmd: DoorbellCmd) -> int:
     its own 64-bit latch after ``DOORBELL_BASE``; the word itself keeps the full v2 encoding.
     """
     return DOORBELL_BASE + 8 * int(cmd)
+
+
+#: Kick-suppression word (not in QM, see :func:`fence`): the device stores 1 while no engine will
+#: read the queue's SQ latch again unless kicked, 0 while one will; the driver kicks only on 1.
+KICK_OFFSET: Final = DOORBELL_BASE + 8 * 4
+#: Its index in :func:`doorbell_words`, after the four latches (indexed by ``DoorbellCmd``).
+KICK: Final = 4
+
+
+def doorbell_words(mmio: mmap.mmap) -> npt.NDArray[np.uint64]:
+    """The four doorbell latches and the kick word of a mapped MMIO region, as one array."""
+    first = DOORBELL_BASE // 8
+    return np.frombuffer(mmio, dtype=np.uint64)[first:first + KICK + 1]
+
+
+def fence() -> None:
+    """A full memory barrier between a store and a load of two words another process shares.
+
+    A real doorbell is one posted MMIO write; the simulation's kick — an eventfd write that wakes
+    an engine in another process — measured ~50 µs of the worker's CPU on this 2-core VM, 15% of
+    a 4 KiB request. So the device says when it is awake (``KICK_OFFSET``), as virtio's
+    VRING_USED_F_NO_NOTIFY does, and a kick is sent only to a sleeping device. Driver: store the
+    latch, fence, load the word; device going idle: store the word, fence, load the latch — one
+    of the two loads sees the other's store, so no doorbell is missed. x86 may reorder a store
+    with a later load; an uncontended lock is a locked instruction, which it may not cross.
+    """
+    with _FENCE:
+        pass
+
+
+_FENCE: Final = threading.Lock()
 
 
 def encode_doorbell(qn: int, cmd: DoorbellCmd, index: int, priority: int = 0) -> int:

@@ -14,9 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, final
 
-import numpy as np
-import numpy.typing as npt
-
 from warp import abi, cdev, shm
 from warp.iommu.space import AddressSpace
 from warp.ring import DusView
@@ -97,8 +94,7 @@ class QueueHandle:
             self.dus = self._map(dus_fd, abi.DUS_SIZE)
             self.view = DusView.over(memoryview(self.dus))
             mmio = self._map(mmio_fd, abi.MMIO_SIZE)
-            first = abi.DOORBELL_BASE // 8
-            self.latches: npt.NDArray[np.uint64] = np.frombuffer(mmio, dtype=np.uint64)[first:first + 4]
+            self.latches = abi.doorbell_words(mmio)
             self.sqn = int(self.request({"cmd": "ioctl", "op": "set_qp_ctx", "qc_type": int(qc_type)})[0]["sqn"])
             self.qc_type = qc_type
             self.request({"cmd": "ioctl", "op": "start_q"})
@@ -116,11 +112,19 @@ class QueueHandle:
         cdev.raise_for_reply(reply)
         return reply, out_fds
 
-    def ring(self, cmd: abi.DoorbellCmd, index: int, priority: int = 0) -> None:
-        """Store the doorbell word (one aligned 64-bit store); an SQ doorbell also kicks the device."""
-        self.latches[cmd] = abi.encode_doorbell(self.sqn, cmd, index, priority)
-        if cmd is abi.DoorbellCmd.SQ:
-            os.eventfd_write(self.db_fd, 1)
+    def ring(self, cmd: abi.DoorbellCmd, index: int, priority: int = 0) -> bool:
+        """Store the doorbell word (one aligned 64-bit store); an SQ doorbell also kicks the device
+        if no engine is awake on the queue (:func:`warp.abi.fence`). True if it kicked."""
+        latches = self.latches
+        latches[cmd] = abi.encode_doorbell(self.sqn, cmd, index, priority)
+        if cmd is not abi.DoorbellCmd.SQ:
+            return False
+        abi.fence()
+        if not latches[abi.KICK]:
+            return False
+        latches[abi.KICK] = 0  # one kick wakes it; the engine clears the word itself as it starts
+        os.eventfd_write(self.db_fd, 1)
+        return True
 
     def irq_read(self) -> int:
         """Acknowledge interrupts (the eventfd is non-blocking: BlockingIOError when none)."""

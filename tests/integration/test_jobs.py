@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -220,3 +221,38 @@ def test_runtimes_opened_back_to_back_in_one_process(device: DeviceProc) -> None
                 assert unzstd(result.view) == data
         finally:
             rt.close()
+
+
+def test_no_doorbell_is_lost_while_engines_go_idle(device: DeviceProc) -> None:
+    """Jobs arrive in small, irregular bursts, so doorbells keep landing while an engine is on its
+    way to sleep: with kick suppression a lost doorbell would leave its job in the SQ until the
+    timeout reset the queues, which ``queue_resets`` would show."""
+    runtime = Runtime(device.root, driver="zip", heap_size=64 << 20, timeout=5)
+    rng = random.Random(7)
+    bodies = [os.urandom(rng.randrange(16, 3000)) * rng.randrange(1, 4) for _ in range(1500)]
+
+    async def main() -> list[bytes]:
+        comp = runtime.compressor(1)
+        frames: list[bytes] = []
+        i = 0
+        while i < len(bodies):
+            burst = bodies[i:i + rng.randrange(1, 6)]
+            i += len(burst)
+            for result in await asyncio.gather(*(comp.acompress(b) for b in burst)):
+                frames.append(bytes(result.view))
+                result.release()
+            if rng.random() < 0.3:
+                await asyncio.sleep(rng.random() / 2000)  # let the engine fall idle now and then
+        return frames
+
+    try:
+        sync = runtime.compressor(1)
+        for body in bodies[:300]:  # one at a time: every doorbell meets an idle or idling engine
+            with sync.compress(body) as result:
+                assert unzstd(result.view) == body
+        frames = asyncio.run(main())  # (a queue once driven by a loop refuses sync callers)
+        assert [unzstd(f) for f in frames] == bodies
+        assert runtime.queue_resets == 0 and runtime.fallback_jobs == 0
+        assert runtime.statistics().drivers[0].completed == len(bodies) + 300
+    finally:
+        runtime.close()

@@ -66,6 +66,7 @@ _CHECKSUM: Final = abi.FLAG_CHECKSUM
 _OK: Final = int(abi.Status.OK)
 _SQ: Final = int(abi.DoorbellCmd.SQ)
 _CQ: Final = int(abi.DoorbellCmd.CQ)
+_KICK: Final = abi.KICK
 
 #: Which per-queue DFX column counts each error status.
 _ERROR_COLUMN: Final = {
@@ -202,7 +203,8 @@ class ZipDevice:
         dus_fd = _memfd(f"warp-qp{qid}-dus", abi.DUS_SIZE)
         mmio = mmap.mmap(mmio_fd, abi.MMIO_SIZE)
         dus = mmap.mmap(dus_fd, abi.DUS_SIZE)
-        latches = np.frombuffer(mmio, dtype=np.uint64)[abi.DOORBELL_BASE // 8:abi.DOORBELL_BASE // 8 + 4]
+        latches = abi.doorbell_words(mmio)
+        latches[abi.KICK] = 1  # no engine awake on it: the first doorbell must kick
         counters = self.dfx.queue(qid)  # counters are cumulative per queue pair, across owners
         counters[Queue.SQ_PENDING] = 0
         counters[Queue.PASID] = mapping.pasid
@@ -446,8 +448,9 @@ class ZipDevice:
                         qp.device_kicks = 0
                     if kicks:
                         qp.counters[Queue.DOORBELLS] += kicks
+                    qp.latches[_KICK] = 0  # awake on this queue: doorbells need no kick
                     try:
-                        more = self._serve(qp, worker, self.batch)
+                        more = self._serve(qp, worker, self.batch) or self._doorbelled_while_idling(qp)
                     except Exception:  # a device bug must cost one queue, never the engine
                         log.exception("engine %d: queue %d disabled after an internal error", eid, qp.qid)
                         qp.view.stop()
@@ -459,6 +462,19 @@ class ZipDevice:
                         self._epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
                     except (OSError, ValueError):
                         pass
+
+    @staticmethod
+    def _doorbelled_while_idling(qp: Qp) -> bool:
+        """Going idle: ask for kicks again, then look at the latch once more, for a doorbell
+        rung while the word still said "awake" (the other half of :func:`warp.abi.fence`)."""
+        latches = qp.latches
+        latches[_KICK] = 1
+        abi.fence()
+        tail = _sq_tail(int(latches[_SQ]), qp.qid)
+        if tail < 0 or not qp.running or qp.view.tx_stopped or not qp.sq.pending(tail):
+            return False
+        latches[_KICK] = 0
+        return True
 
     def _serve(self, qp: Qp, worker: _EngineState, budget: int) -> bool:
         """Fetch up to ``budget`` doorbelled SQEs and complete them in order; True if more wait.

@@ -11,7 +11,7 @@ from aiohttp import web
 from app.api import body
 from app.api.errors import Problem
 from app.keys import ADMISSION, CONFIG, METRICS, RUNTIME
-from warp import HeapExhausted, JobFailed, JobTimeout, Result, abi
+from warp import HeapExhausted, JobFailed, JobTimeout, Result, Runtime, abi
 from warp.mem import Buffer
 
 
@@ -62,12 +62,7 @@ async def _transform(request: web.Request, run: Transform, direction: str) -> we
         raise Problem(503, "overloaded", f"more than {admission.limit} requests in progress; retry shortly",
                       body.RETRY_AFTER)
     try:
-        try:
-            async with asyncio.timeout(config.body_timeout):  # a slow client must not hold a buffer
-                src, size = await body.read_into_heap(request, runtime, config.max_body)
-        except TimeoutError:
-            raise Problem(408, "body-timeout",
-                          f"the body did not arrive within {config.body_timeout:g} s") from None
+        src, size = await _read_body(request, runtime, config.max_body, config.body_timeout)
         driver = runtime.driver.name
         started = time.perf_counter()
         try:
@@ -86,6 +81,19 @@ async def _transform(request: web.Request, run: Transform, direction: str) -> we
                                       {"X-Uncompressed-Length": str(uncompressed)})
     finally:
         admission.leave()
+
+
+async def _read_body(request: web.Request, runtime: Runtime, limit: int, timeout: float) -> tuple[Buffer, int]:
+    """The body in an SVA buffer, within ``timeout`` (a slow client must not hold a buffer) —
+    unless it came whole with the head, as small bodies do: then there is nothing to wait for,
+    and no timer is armed (about 3% of a 4 KiB request's CPU in a py-spy profile)."""
+    if request.content.is_eof():
+        return await body.read_into_heap(request, runtime, limit)
+    try:
+        async with asyncio.timeout(timeout):
+            return await body.read_into_heap(request, runtime, limit)
+    except TimeoutError:
+        raise Problem(408, "body-timeout", f"the body did not arrive within {timeout:g} s") from None
 
 
 def _job_problem(exc: JobFailed) -> Problem:

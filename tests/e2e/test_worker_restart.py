@@ -72,7 +72,9 @@ def test_a_killed_worker_is_replaced_while_the_other_serves(harness: ModuleType,
         assert len(first) == 2, first
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: victim not in workers(srv.proc.pid), "the killed worker to be reaped")
+        # reaped by the parent, so its listening socket is surely closed (a connection queued on it
+        # before that would be reset, as one in flight on a dying process is)
+        wait_for(lambda: f"worker {victim} was killed by SIGKILL" in srv.log.read_text(), "the parent to notice")
 
         data = b"served by the survivor " * 500
         for _ in range(10):  # the replacement waits a backoff second: these reach the survivor alone
@@ -97,9 +99,9 @@ def test_a_killed_worker_is_replaced_while_the_other_serves(harness: ModuleType,
     finally:
         harness.stop_process(srv.proc)
     print(result.output)
-    log = srv.log.read_text()
-    assert f"worker {victim} was killed by SIGKILL" in log and "starting a replacement" in log
+    assert "starting a replacement" in srv.log.read_text()
     assert result.badframes == 0 and result.non2xx == 0 and result.timeout == 0, result.output
     assert result.requests > 0
-    # only the connections open on the killed worker broke (wrk reconnects them to a live one)
-    assert result.read + result.write + result.connect <= CONNECTIONS, result.output
+    # Only connections broke, never a response: those open on the killed worker, and those wrk opened
+    # again while the dying process still had its listener (its 1 GiB heap is unmapped first).
+    assert result.read + result.write + result.connect <= 4 * CONNECTIONS, result.output

@@ -21,6 +21,8 @@ from types import ModuleType
 import pytest
 from lbstack import start_haproxy
 
+pytestmark = pytest.mark.e2e
+
 
 class DropsRequests(socketserver.StreamRequestHandler):
     """200 to HAProxy's GET /healthz; any other request: the connection closes unanswered."""

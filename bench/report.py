@@ -36,6 +36,15 @@ class Row:
         return None if self.wrk is None or self.failure else self.wrk.ok_per_second
 
     @property
+    def cpu_us_per_request(self) -> float | None:
+        """Server CPU (the whole tree: workers and device) per successful response, in µs — on a
+        CPU-bound machine the figure that decides who can be fastest."""
+        if self.wrk is None or self.failure or self.cpu_seconds is None:
+            return None
+        ok = self.wrk.requests - self.wrk.non2xx
+        return self.cpu_seconds * 1e6 / ok if ok else None
+
+    @property
     def mb_per_s(self) -> float | None:
         """Request bodies compressed per second, in 10^6 bytes."""
         rate = self.req_per_s
@@ -78,7 +87,7 @@ def ratios_to_best_peer(rows: Sequence[Row]) -> list[float | None]:
     return result
 
 
-HEADER = "server|req/s|MB/s in|p50 ms|p99 ms|CPU s|peak RSS MiB|non-2xx / err|× best peer".split("|")
+HEADER = "server|req/s|MB/s in|p50 ms|p99 ms|CPU s|CPU µs/req|peak RSS MiB|non-2xx / err|× best peer".split("|")
 ALIGN = ["---", *["---:"] * (len(HEADER) - 1)]
 
 
@@ -96,6 +105,7 @@ def _cells(row: Row, ratio: float | None) -> list[str]:
         _number(row.wrk.p50_us / 1000, 2),
         _number(row.wrk.p99_us / 1000, 2),
         _number(row.cpu_seconds, 1),
+        _number(row.cpu_us_per_request, 0),
         _number(None if row.peak_rss_bytes is None else row.peak_rss_bytes / MIB, 1),
         f"{row.wrk.non2xx} / {row.wrk.errors}",
         DASH if ratio is None else f"{ratio:.2f}×",
@@ -128,9 +138,9 @@ def render_markdown(meta: Meta, rows: Sequence[Row]) -> str:
         "",
         "req/s counts successful responses only; MB/s is request-body bytes (10^6) per second; p50/p99 are",
         "wrk's latencies; CPU s is the user+system time of the server's whole process tree during the",
-        "measured run; peak RSS is the highest summed RSS of that tree over samples every 0.2 s (pages",
-        "shared between processes count once per process); × best peer divides req/s by the best",
-        "non-warpzip server's under the same load.",
+        "measured run, CPU µs/req that time per successful response; peak RSS is the highest summed RSS",
+        "of that tree over samples every 0.2 s (pages shared between processes count once per process);",
+        "× best peer divides req/s by the best non-warpzip server's under the same load.",
         "",
     ]
     return "\n".join(lines)
@@ -149,6 +159,7 @@ def to_json(meta: Meta, rows: Sequence[Row]) -> dict[str, Any]:
                 **asdict(row),
                 "req_per_s": row.req_per_s,
                 "mb_per_s": row.mb_per_s,
+                "cpu_us_per_request": row.cpu_us_per_request,
                 "ratio_to_best_peer": ratio,
             }
             for row, ratio in zip(rows, ratios_to_best_peer(rows), strict=True)

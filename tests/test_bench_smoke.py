@@ -108,7 +108,7 @@ def test_render_markdown_has_header_table_and_failures() -> None:
     assert "- command: `python -m bench`" in markdown
     assert "- CPU: Test CPU, 2 cores" in markdown
     assert "## 4 KiB · 32 connections" in markdown
-    assert "| inline | 14,300 | 58.6 | 1.00 | 4.00 | 1.5 | 64.0 | 0 / 0 | 1.00× |" in markdown
+    assert "| inline | 14,300 | 58.6 | 1.00 | 4.00 | 1.5 | 105 | 64.0 | 0 / 0 | 1.00× |" in markdown  # 1.5 s / 14,300
     assert "| warpzip | **FAILED** |" in markdown
     assert "- warpzip FAILED: exited with code 1" in markdown
 
@@ -119,6 +119,7 @@ def test_json_carries_derived_numbers() -> None:
     (entry,) = document["results"]
     assert entry["req_per_s"] == pytest.approx(100.0)
     assert entry["ratio_to_best_peer"] == 1.0
+    assert entry["cpu_us_per_request"] == pytest.approx(15_000.0)  # 1.5 CPU s over 100 responses
     assert entry["wrk"]["p99_us"] == 4000
 
 

@@ -11,6 +11,8 @@ equality with the promtool-tested rule file. Nothing here needs a Docker engine 
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -171,6 +173,22 @@ def test_dockerfile_is_slim_non_root_with_a_healthcheck_and_lints_clean(harness:
     sources = [word for keyword, rest in instructions if keyword == "COPY" and "--from" not in rest
                for word in rest.split()[:-1]]
     assert sources and all((REPO / s).exists() and s.strip("/") in allowed for s in sources), (sources, allowed)
+
+
+def test_healthcheck_command_passes_on_a_healthy_instance_only(harness: ModuleType, tmp_path: Path) -> None:
+    """The image's HEALTHCHECK command, run here against a real instance (python = this interpreter)."""
+    [healthcheck] = [rest for keyword, rest in dockerfile() if keyword == "HEALTHCHECK"]
+    argv = json.loads(healthcheck.split(" CMD ", 1)[1])
+    assert argv[0] == "python"
+    server = harness.start_server(tmp_path / "root", tmp_path / "server.log", "--access-log", "0")
+    env = dict(os.environ, WARPZIP_PORT=str(server.port))
+    try:
+        healthy = subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True, timeout=10)
+    finally:
+        harness.stop_process(server.proc)
+    gone = subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True, timeout=10)
+    assert healthy.returncode == 0, healthy.stderr
+    assert gone.returncode != 0
 
 
 # ---- compose, and the HAProxy and Prometheus it runs ---------------------------------------------------------

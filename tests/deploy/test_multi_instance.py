@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import signal
 import subprocess
@@ -198,7 +199,7 @@ def run(harness: ModuleType, corpus: dict[str, Path], tmp_path_factory: pytest.T
         servers["a"].proc.send_signal(signal.SIGTERM)
         stop_status = servers["a"].proc.wait(30)
         time.sleep(max(0.0, began + KILL_AT - time.monotonic()))
-        subprocess.run(["kill", "-KILL", str(device_pid(servers["b"].proc.pid))], check=True)
+        os.kill(device_pid(servers["b"].proc.pid), signal.SIGKILL)  # instance b restarts it
         result = parse_wrk(load)
         ended_at = time.time()
         wait_for("scrapes after the load", lambda: bool(query(base, f"timestamp(up{{pod='b'}}) > {ended_at + 1}",

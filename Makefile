@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench soak clean
 
 install: $(STAMP)
 
@@ -26,6 +26,11 @@ lint: install
 
 bench: install
 	$(PY) -m bench --out BENCHMARKS-run.md --plots docs/bench
+
+# Memory soak: wrk -c64 for SOAK_DURATION seconds, fails if the processes' RSS grew > 10% after warm-up.
+SOAK_DURATION ?= 600
+soak: install
+	$(PY) -m bench.soak --duration $(SOAK_DURATION)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -19,6 +19,7 @@ import zstandard
 from wrkscript import WrkResult, finish, run_wrk
 
 from bench.proctree import snapshot_tree
+from bench.soak import role
 
 pytestmark = pytest.mark.e2e
 
@@ -26,9 +27,7 @@ CONNECTIONS = 16
 
 
 def workers(server_pid: int) -> set[int]:
-    """The server's forked workers: its children except the device process."""
-    return {stat.pid for stat in snapshot_tree(server_pid)
-            if stat.ppid == server_pid and b"warp.device" not in Path(f"/proc/{stat.pid}/cmdline").read_bytes()}
+    return {stat.pid for stat in snapshot_tree(server_pid) if role(stat, server_pid) == "worker"}
 
 
 def get_json(url: str) -> Any:

@@ -1,17 +1,29 @@
 """``--workers 2``: two processes on one port, each with its own PASID and queues on the one
-device; any worker's scrape reports totals over both, and counters never go backwards."""
+device, neither reachable through a forged SQE; any worker's scrape reports totals over both, and
+counters never go backwards."""
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 import zstandard
 from prometheus_client.parser import text_string_to_metric_families
+
+from bench.proctree import snapshot_tree
+from bench.soak import role
+from tests.integration.fidelity import dfx
+from tests.integration.test_fidelity_sva import FORGER
+from warp import abi
+from warp.dfx import Queue
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +67,41 @@ def test_each_worker_has_its_own_pasid_and_queues(pair: Any, call: Any) -> None:
     started = [q for q in device["queues"] if q["state"] == "STARTED"]
     assert len(started) == 8  # two compress and two decompress queues per worker (--queues 2)
     assert len({q["pasid"] for q in started}) == 2
+
+
+def heap_address(pid: int) -> int:
+    """Where the SVA heap (the memfd every buffer of the process lives in) starts in ``pid``."""
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        if "memfd:warp-sva-heap" in line:
+            return int(line.split("-", 1)[0], 16)
+    raise AssertionError(f"no SVA heap mapped in {pid}")
+
+
+def test_a_forged_sqe_cannot_reach_a_workers_heap(pair: Any, call: Any, harness: ModuleType) -> None:
+    """Another process of the same user (its own PASID) forges SQEs whose source, then destination,
+    is a real address in a serving worker's heap: both fail ADDR_FAULT, the workers' queues see no
+    error, and the worker goes on answering correctly (the forged SQE from two plain processes is
+    tests/integration/test_fidelity_sva.py; this is the same forger against an HTTP worker)."""
+    queues = call(pair.url, "GET", "/device").json()["devices"][0]["queues"]
+    workers = {q["qid"]: q["pasid"] for q in queues if q["state"] == "STARTED"}
+    server = pair.proc.pid
+    (victim, _) = sorted(stat.pid for stat in snapshot_tree(server) if role(stat, server) == "worker")
+    forger = subprocess.run([sys.executable, "-c", FORGER, str(pair.root), str(heap_address(victim) + 4096)],
+                            capture_output=True, text=True, timeout=60, cwd=harness.REPO)
+    assert forger.returncode == 0, forger.stderr
+    forged = json.loads(forger.stdout)
+    assert forged["pasid"] not in workers.values() and not forged["overlaps"], forged
+    for side in ("src", "dst"):
+        assert forged[side]["status"] == abi.Status.ADDR_FAULT and forged[side]["produced"] == 0, forged
+    counters = dfx(pair.root)
+    try:
+        assert int(counters.queue(forged["sqn"])[Queue.ERR_ADDR_FAULT]) == 2
+        assert all(int(counters.queue(qid)[Queue.COMPLETED_ERR]) == 0 for qid in workers)
+    finally:
+        counters.close()
+    for i in range(10):  # fresh connections: both workers, the one whose heap was aimed at included
+        reply = call(pair.url, "POST", "/compress", b"intact %d " % i * 100)
+        assert zstandard.decompress(reply.body) == b"intact %d " % i * 100
 
 
 def test_sigterm_stops_workers_and_device_cleanly(pair: Any, harness: ModuleType) -> None:

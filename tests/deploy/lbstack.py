@@ -10,12 +10,12 @@ import csv
 import io
 import os
 import subprocess
-import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import wait_for
 from warp.device.launch import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,19 +49,6 @@ def haproxy_env(**variables: str) -> dict[str, str]:
 def server_variables(servers: list[str]) -> dict[str, str]:
     """WARPZIP_SERVER_1..n: the explicit host:port of each instance."""
     return {f"WARPZIP_SERVER_{i}": address for i, address in enumerate(servers, 1)}
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float, log: Path | None = None) -> None:
-    """Poll ``check`` (an OSError counts as not yet) until it is true; fail with ``log``'s tail."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}" + (f"\n{log.read_text()[-3000:]}" if log else ""))
 
 
 def start_haproxy(haproxy: str, free_port: Callable[[], int], tmp: Path, servers: list[str]) -> LoadBalancer:

@@ -27,6 +27,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import wait_for
+
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -86,18 +88,6 @@ def query(base: str, expr: str) -> list[dict[str, Any]]:
     assert reply["status"] == "success", (expr, reply)
     assert reply["data"]["resultType"] == "vector", (expr, reply)
     return list(reply["data"]["result"])
-
-
-def wait_for(what: str, check: Any, timeout: float, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}" + (f"\n{log.read_text()[-3000:]}" if log else ""))
 
 
 def prometheus_config(tmp: Path, port: int) -> Path:

@@ -100,7 +100,8 @@ OPTIONS: tuple[tuple[str, Callable[[str], object], tuple[str, ...] | None, str],
      "before a 408"),
     ("body_timeout", _seconds, None, "seconds a client may take to send its body before a 408"),
     ("keepalive_timeout", _seconds, None, "seconds a kept-alive connection may stay idle between requests"),
-    ("job_timeout", _seconds, None, "seconds before a device job is abandoned"),
+    ("job_timeout", _seconds, None, "seconds a job may take: past it on the device the worker resets its "
+     "queues and re-runs their jobs on the cpu; past it on the cpu the request gets 503"),
     ("access_log", _bool, None, "log every request"),
     ("log_level", str, ("DEBUG", "INFO", "WARNING", "ERROR"), "logging threshold"),
 )

@@ -46,7 +46,7 @@ if str(REPO) not in sys.path:  # run as a script, grafana/ is sys.path[0]; bench
     sys.path.insert(0, str(REPO))
 
 from bench.corpus import CORPUS_DIR, Profile, Slice, materialise  # noqa: E402
-from warp.device.launch import stop_process  # noqa: E402
+from warp.device.launch import stop_process, wait_until  # noqa: E402
 
 Json = dict[str, Any]
 
@@ -147,19 +147,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_until(what: str, check: Any, timeout: float, log: Path) -> None:
-    """Polls ``check`` (connection errors count as "not yet"); fails with the tail of the log."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"timed out waiting for {what}:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def start_server(tmp: Path, procs: list[subprocess.Popen[bytes]]) -> str:

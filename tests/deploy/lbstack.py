@@ -15,8 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import wait_for
-from warp.device.launch import stop_process
+from warp.device.launch import stop_process, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 HAPROXY_CFG = REPO / "deploy" / "haproxy" / "haproxy.cfg"
@@ -68,7 +67,7 @@ def start_haproxy(haproxy: str, free_port: Callable[[], int], tmp: Path, servers
         return len(rows) == len(servers) and all(row["check_status"] not in ("", "INI") for row in rows)
 
     try:
-        wait_for("haproxy to check its servers", checked, 15, log)
+        wait_until("haproxy to check its servers", checked, 15, log)
     except BaseException:
         stop_process(proc)
         raise

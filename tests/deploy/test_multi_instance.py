@@ -33,8 +33,10 @@ from typing import Any
 import pytest
 import yaml
 import zstandard
-from lbstack import LoadBalancer, start_haproxy, wait_for
+from lbstack import LoadBalancer, start_haproxy
 from shipped import DEPLOY, REPO, kube, service_env
+
+from warp.device.launch import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -141,7 +143,7 @@ def start_prometheus(binary: str, harness: ModuleType, tmp: Path, config: Path) 
         return len(up) == len(PODS) + 1  # every instance and haproxy
 
     try:
-        wait_for("prometheus to scrape every target", all_up, 30, log)
+        wait_until("prometheus to scrape every target", all_up, 30, log)
     except BaseException:
         harness.stop_process(proc)
         raise
@@ -202,7 +204,7 @@ def run(harness: ModuleType, corpus: dict[str, Path], tmp_path_factory: pytest.T
         os.kill(device_pid(servers["b"].proc.pid), signal.SIGKILL)  # instance b restarts it
         result = parse_wrk(load)
         ended_at = time.time()
-        wait_for("scrapes after the load", lambda: bool(query(base, f"timestamp(up{{pod='b'}}) > {ended_at + 1}",
+        wait_until("scrapes after the load", lambda: bool(query(base, f"timestamp(up{{pod='b'}}) > {ended_at + 1}",
                                                                     time.time())), 10)
         yield Run(result, base, lb, servers, body, stop_status, stopped_at, ended_at)
     finally:
@@ -220,8 +222,8 @@ def test_every_response_is_a_frame_or_a_503_with_retry_after(run: Run) -> None:
 
 def test_the_stopped_instance_exited_cleanly_and_the_killed_device_came_back(run: Run) -> None:
     assert run.stop_status == 0
-    wait_for("instance b to restart its device",
-             lambda: "restarting it" in run.servers["b"].log.read_text(), 10, run.servers["b"].log)
+    wait_until("instance b to restart its device",
+               lambda: "restarting it" in run.servers["b"].log.read_text(), 10, run.servers["b"].log)
     # frames still decode through the load balancer, byte for byte
     request = urllib.request.Request(f"{run.lb.url}/compress", data=run.body, method="POST")
     with urllib.request.urlopen(request, timeout=10) as response:

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import wait_for
+from warp.device.launch import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -151,12 +151,12 @@ def stack(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iter
             return bool(samples and stamps and float(samples[0]["value"][1]) >= count
                         and float(stamps[0]["value"][1]) > after)
 
-        wait_for("prometheus to be ready", ready, 30, log)
-        wait_for("the first scrapes", lambda: scraped(0, 2), 15, log)
+        wait_until("prometheus to be ready", ready, 30, log)
+        wait_until("the first scrapes", lambda: scraped(0, 2), 15, log)
         load = drive_load(wrk, tmp, server.url)
         ended = time.time()
         # a few scrapes after the load, still well inside the 15 s rate window
-        wait_for("scrapes after the load", lambda: scraped(ended + 1, LOAD_SECONDS), 10, log)
+        wait_until("scrapes after the load", lambda: scraped(ended + 1, LOAD_SECONDS), 10, log)
         yield Stack(base, f"127.0.0.1:{server.port}", load)
     finally:
         if prometheus is not None:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Final, final
 
@@ -25,6 +26,22 @@ STOP_TIMEOUT: Final = 10.0
 
 class DeviceStartError(RuntimeError):
     """The device process exited or stayed silent instead of printing READY."""
+
+
+def wait_until(what: str, check: Callable[[], object], timeout: float, log: Path | None = None) -> None:
+    """Poll ``check`` until it is true — an ``OSError`` (a port not listening yet) counts as "not
+    yet" — for the processes the tools and tests start (device, server, Prometheus, HAProxy).
+    Past ``timeout``, ``TimeoutError`` names ``what`` with the tail of ``log`` to show why."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    tail = "" if log is None else "\n" + log.read_text(errors="replace")[-3000:]
+    raise TimeoutError(f"timed out waiting for {what}{tail}")
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> int:

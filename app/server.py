@@ -30,7 +30,7 @@ from app.config import Config
 from app.connection import Runner
 from app.keys import ADMISSION, CONFIG, METRICS, RUNTIME
 from app.metrics import Metrics, use_shared_directory
-from app.supervisor import DeviceSupervisor, WorkerPool
+from app.supervisor import BOOT_FAILED, DeviceSupervisor, WorkerPool
 from warp import Runtime
 from warp.device.launch import DeviceStartError
 
@@ -63,12 +63,16 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     runtime.close()
 
 
-async def _run_worker(config: Config) -> None:
+async def _run_worker(config: Config) -> int:
     app = create_app(config)
     runner = Runner(app, config, logging.getLogger("aiohttp.access") if config.access_log else None)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, reuse_port=True, backlog=1024)
-    await site.start()
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, config.host, config.port, reuse_port=True, backlog=1024).start()
+    except Exception as exc:  # the port is taken, the heap cannot be mapped...: forking again would not help
+        log.error("worker %d cannot serve on %s:%d: %r", os.getpid(), config.host, config.port, exc)
+        await runner.cleanup()
+        return BOOT_FAILED
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -76,12 +80,12 @@ async def _run_worker(config: Config) -> None:
     await stop.wait()
     log.info("worker %d stopping: finishing in-flight requests (up to %.0f s)", os.getpid(), config.shutdown_timeout)
     await runner.cleanup()
+    return 0
 
 
 def run_worker(config: Config) -> int:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_run_worker(config))
-    return 0
+        return runner.run(_run_worker(config))
 
 
 def serve(config: Config) -> int:

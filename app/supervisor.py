@@ -8,9 +8,11 @@ cpu driver; each worker's runtime probes for the device once a second and moves 
 A worker of ``--workers N`` that exits while the service is not stopping (crash, SIGKILL, the OOM
 killer) is replaced by a freshly forked one — its own address space, PASID and queues — at once
 if it had run for ``STABLE_AFTER`` seconds, else after the same doubling backoff, so a worker
-that cannot start does not become a fork loop. Meanwhile the others keep serving the port
+that keeps crashing does not become a fork loop. Meanwhile the others keep serving the port
 (SO_REUSEPORT hands new connections to live listeners only); only the requests in flight on the
-dead worker are lost, as their connections are.
+dead worker are lost, as their connections are. A worker that could not start serving at all
+(exit status ``BOOT_FAILED``: the port is taken, its heap cannot be mapped) stops the service
+instead, as gunicorn's arbiter does: another fork would fail the same way.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ log = logging.getLogger("warpzip")
 CHECK_INTERVAL: Final = 0.2
 MAX_BACKOFF: Final = 30.0
 STABLE_AFTER: Final = 10.0
+BOOT_FAILED: Final = 3
+"""A worker's exit status when it could not start serving."""
 PR_SET_PDEATHSIG: Final = 1
 
 
@@ -118,6 +122,10 @@ class WorkerPool:
                     code = os.waitstatus_to_exitcode(wait_status)
                     if self._stopping:
                         status = status or code
+                    elif code == BOOT_FAILED:
+                        log.error("worker %d could not start serving; stopping the service", pid)
+                        status = code
+                        self._forward(signal.SIGTERM, None)
                     else:
                         self._schedule(pid, code, time.monotonic() - started)
             now = time.monotonic()
@@ -136,6 +144,8 @@ class WorkerPool:
             code = 1
             try:
                 code = self.target()
+            except BaseException:
+                log.exception("worker %d failed", os.getpid())
             finally:
                 os._exit(code)
         self._workers[pid] = time.monotonic()

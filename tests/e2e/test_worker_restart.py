@@ -1,12 +1,15 @@
 """One of two workers SIGKILLed under wrk load: the other keeps serving the port, every answered
 request is a correct frame, the parent starts a replacement (its own queues and PASID) that serves
-too, and the service still stops cleanly."""
+too, and the service still stops cleanly. Workers that cannot start at all stop the service."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -18,6 +21,7 @@ import pytest
 import zstandard
 from wrkscript import WrkResult, finish, run_wrk
 
+from app.supervisor import BOOT_FAILED
 from bench.proctree import snapshot_tree
 from bench.soak import role
 
@@ -104,3 +108,25 @@ def test_a_killed_worker_is_replaced_while_the_other_serves(harness: ModuleType,
     # Only connections broke, never a response: those open on the killed worker, and those wrk opened
     # again while the dying process still had its listener (its 1 GiB heap is unmapped first).
     assert result.read + result.write + result.connect <= 4 * CONNECTIONS, result.output
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_workers_that_cannot_start_stop_the_service(harness: ModuleType, tmp_path: Path, count: int) -> None:
+    """The port is taken (by a socket without SO_REUSEPORT): no worker can serve, so the service
+    exits with BOOT_FAILED and says why, instead of forking replacements that would fail alike."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        log = tmp_path / "server.log"
+        with log.open("wb") as sink:
+            proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port),
+                                     "--root", str(tmp_path / "root"), "--device", "none", "--workers", str(count)],
+                                    stdout=sink, stderr=subprocess.STDOUT, cwd=harness.REPO)
+        try:
+            assert proc.wait(30) == BOOT_FAILED
+        finally:
+            harness.stop_process(proc)
+    text = log.read_text()
+    assert f"cannot serve on 127.0.0.1:{port}" in text and "already in use" in text, text
+    assert "starting a replacement" not in text

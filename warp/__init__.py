@@ -4,12 +4,12 @@ Discover devices, open queues (contexts) that share this process's address space
 through SVA, and run compression sessions on them — or on the cpu driver when there is no device.
 """
 
-from warp.errors import DeviceLost, HeapExhausted, JobFailed, JobTimeout, NoDevice, WarpError
+from warp.errors import DeviceLost, HeapExhausted, JobFailed, JobTimeout, NoDevice, RuntimeClosed, WarpError
 from warp.session import Compressor, Decompressor, Result, Runtime
 from warp.stream import acompress_stream, compress_stream
 from warp.uacce import Device, devices
 
 __all__ = [
     "Compressor", "Decompressor", "Device", "DeviceLost", "HeapExhausted", "JobFailed", "JobTimeout",
-    "NoDevice", "Result", "Runtime", "WarpError", "acompress_stream", "compress_stream", "devices",
+    "NoDevice", "Result", "Runtime", "RuntimeClosed", "WarpError", "acompress_stream", "compress_stream", "devices",
 ]

@@ -24,6 +24,10 @@ class DeviceLost(WarpError):
         self.may_write = may_write
 
 
+class RuntimeClosed(WarpError):
+    """The runtime was closed (the service is stopping) before the job could finish anywhere."""
+
+
 class HeapExhausted(WarpError):
     """The SVA heap has no block of the requested size: back off and retry."""
 

@@ -25,7 +25,7 @@ from warp import abi, cdev, codec, uacce
 from warp.drv.base import Driver, DriverStats, Job
 from warp.drv.cpu import CpuDriver
 from warp.drv.zip import DOORBELL_BATCH, ZipDriver
-from warp.errors import DeviceLost, JobFailed, JobTimeout, NoDevice
+from warp.errors import DeviceLost, JobFailed, JobTimeout, NoDevice, RuntimeClosed
 from warp.iommu.space import AddressSpace
 from warp.mem import Buffer, HeapStats, SvaHeap
 
@@ -90,6 +90,7 @@ class Runtime:
         self.zip: ZipDriver | None = None
         self.fallback_jobs = 0
         self.queue_resets = 0
+        self.closed = False
         self._resetting: set[asyncio.Task[None]] = set()
         self.doorbell_batch = doorbell_batch
         self._compressors: dict[tuple[int, bool], Compressor] = {}
@@ -123,6 +124,12 @@ class Runtime:
             if self.zip is not None and self.zip.alive:
                 return self.zip
         return self.cpu
+
+    def _current(self) -> Driver:
+        """:attr:`driver` for a new job, which a closed runtime refuses."""
+        if self.closed:
+            raise RuntimeClosed("the runtime is closed")
+        return self.driver
 
     def _probe(self) -> None:
         """Open queues on a device that came back (restarted, reset after isolation)."""
@@ -162,7 +169,7 @@ class Runtime:
         try:
             lost = None
             try:
-                await self._await(self.driver, job)
+                await self._await(self._current(), job)
             except DeviceLost as exc:
                 lost = exc
             if self._retry_on_cpu(job, lost):
@@ -176,7 +183,7 @@ class Runtime:
         """:meth:`execute` for callers without an event loop."""
         try:
             lost = None
-            driver = self.driver
+            driver = self._current()
             try:
                 driver.run([job], self.timeout)
             except DeviceLost as exc:
@@ -208,6 +215,8 @@ class Runtime:
         until the queues are put (at close), and the re-run gets a fresh one."""
         if lost is None and job.status not in RETRY_ON_CPU:
             return False
+        if self.closed:  # the close failed the job over; there is no cpu left to re-run it on
+            raise RuntimeClosed("the runtime closed with the job in flight")
         if lost is not None and lost.may_write:
             old = job.dst
             job.dst = self.heap.alloc(old.capacity)
@@ -257,6 +266,9 @@ class Runtime:
                             queue_resets=self.queue_resets, heap=self.heap.statistics(), drivers=tuple(drivers))
 
     def close(self) -> None:
+        """Put the queues and stop the cpu pool. Jobs still in flight end with
+        :class:`RuntimeClosed`: a service that stopped waiting for them says "retry elsewhere"."""
+        self.closed = True
         if self.zip is not None:
             self.zip.close()  # PUT_Q: after it the device touches none of our memory
             self.zip = None

@@ -11,7 +11,7 @@ from aiohttp import web
 from app.api import body
 from app.api.errors import Problem
 from app.keys import ADMISSION, CONFIG, METRICS, RUNTIME
-from warp import HeapExhausted, JobFailed, JobTimeout, Result, Runtime, abi
+from warp import HeapExhausted, JobFailed, JobTimeout, Result, Runtime, RuntimeClosed, abi
 from warp.mem import Buffer
 
 
@@ -72,6 +72,8 @@ async def _transform(request: web.Request, run: Transform, direction: str) -> we
         except JobTimeout:
             raise Problem(503, "timeout", "the accelerator did not finish in time; retry shortly",
                           body.RETRY_AFTER) from None
+        except RuntimeClosed:  # stopping, and --shutdown-timeout ran out before this job finished
+            raise Problem(503, "shutting-down", "the server is shutting down; retry", body.RETRY_AFTER) from None
         except HeapExhausted:
             raise body.out_of_memory() from None
         metrics.observe_job(driver, time.perf_counter() - started)

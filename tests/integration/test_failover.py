@@ -15,7 +15,7 @@ import zstandard
 from fidelity import attr, wait_for
 
 from tests.conftest import DeviceProc, device_cli
-from warp import JobTimeout, Runtime
+from warp import JobTimeout, Runtime, RuntimeClosed
 from warp.cdev import DevicePaths
 
 
@@ -119,5 +119,29 @@ def test_a_job_that_outlives_the_timeout_on_the_cpu_fails_and_gives_its_buffers_
 
         assert asyncio.run(main()), "the buffers come back once the cpu job ends"
         assert rt.queue_resets == 0
+    finally:
+        rt.close()
+
+
+def test_closing_the_runtime_ends_waiting_jobs_with_runtime_closed(device: DeviceProc) -> None:
+    """A service that stops while jobs wait on a hung device closes its runtime: the waiting jobs
+    and any new one end with RuntimeClosed (a clean "retry elsewhere"), not with the cpu pool's
+    "cannot schedule new futures after shutdown"."""
+    rt = Runtime(device.root, driver="zip", heap_size=64 << 20, timeout=30)
+    try:
+        assert device_cli(device.root, "inject", "hang").returncode == 0
+
+        async def main() -> list[BaseException | object]:
+            comp = rt.compressor(3)
+            waiting = [asyncio.create_task(comp.acompress(os.urandom(500) * 4)) for _ in range(6)]
+            await asyncio.sleep(0.3)  # every job is in the hung SQ now
+            rt.close()
+            outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+            with pytest.raises(RuntimeClosed):
+                await comp.acompress(b"after the close")
+            return outcomes
+
+        outcomes = asyncio.run(main())
+        assert all(isinstance(o, RuntimeClosed) for o in outcomes), outcomes
     finally:
         rt.close()

@@ -38,6 +38,8 @@ from aiohttp.web_protocol import _ErrInfo
 from app.api import body, errors
 from app.api.errors import Problem
 from app.config import Config
+from app.keys import METRICS
+from app.metrics import Metrics
 
 log = logging.getLogger("warpzip")
 
@@ -116,6 +118,7 @@ class Connection(web.RequestHandler):
             log.debug("%d for %s: %s", problem.status, request.remote, problem.detail)
         else:
             log.error("error handling a request from %s", request.remote, exc_info=exc)
+        self._owner.metrics.count_refused(problem.status)
         response = errors.response(problem)
         response.force_close()
         return response
@@ -140,10 +143,11 @@ class Connection(web.RequestHandler):
 class Server(web.Server):
     """aiohttp's low-level server, making :class:`Connection` protocols and counting them."""
 
-    def __init__(self, plain: web.Server, config: Config, **protocol: Any) -> None:
+    def __init__(self, plain: web.Server, config: Config, metrics: Metrics, **protocol: Any) -> None:
         loop = asyncio.get_running_loop()
         super().__init__(plain.request_handler, request_factory=plain.request_factory, loop=loop, **protocol)
         self.config = config
+        self.metrics = metrics
         self.open = 0
         self._protocol = protocol
         self._event_loop = loop
@@ -166,4 +170,4 @@ class Runner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()  # starts the app (its cleanup_ctx) and freezes it
-        return Server(plain, self.config, **self.protocol)
+        return Server(plain, self.config, self.app[METRICS], **self.protocol)

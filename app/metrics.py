@@ -146,6 +146,12 @@ class Metrics:
         return instrumented
 
 
+    def count_refused(self, status: int) -> None:
+        """A request the connection answered itself (bad or slow head, too many connections):
+        no route was chosen and the method may be unreadable, so both labels read ``-``."""
+        self.stats.add("warpzip_http_requests", ("-", "-", str(status)))
+
+
 def use_shared_directory(path: Path) -> None:
     """Workers started from now on (this process included) publish their snapshots under ``path``."""
     path.mkdir(parents=True, exist_ok=True)

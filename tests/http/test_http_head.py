@@ -9,13 +9,16 @@ import http.client
 import json
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.connection import FIELD_LIMIT, MAX_HEADERS, REQUEST_LINE_LIMIT
+from warp.device.launch import wait_until
 
 HEADER_TIMEOUT = 1.0
 MAX_CONNECTIONS = 4
@@ -164,3 +167,24 @@ def test_connections_over_the_limit_get_503_until_one_closes(strict, call, probl
     finally:
         for conn in held:
             conn.close()
+
+
+# --- counted like every other answer ---------------------------------------------------------------
+
+
+def refused(url: str, code: str) -> float:
+    """``warpzip_http_requests_total`` for what the connection answered itself with ``code``."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "warpzip_http_requests_total" and sample.labels == {
+                    "route": "-", "method": "-", "code": code}:
+                return float(sample.value)
+    return 0.0
+
+
+def test_answers_of_the_connection_are_counted(strict, call):
+    before = refused(strict.url, "431")
+    call(strict.url, "GET", "/healthz", headers={"X-Big": "b" * (FIELD_LIMIT + 1)})
+    wait_until("the 431 to be counted", lambda: refused(strict.url, "431") == before + 1, 10)

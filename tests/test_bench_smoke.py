@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from bench import corpus, proctree, wrk
+from bench import corpus, plots, proctree, wrk
 from bench import server as server_module
 from bench.driver import parse_connections, parse_servers
 from bench.report import Meta, Row, ratios_to_best_peer, render_markdown, to_json
@@ -228,3 +228,12 @@ def test_driver_smoke_run(tmp_path: Path) -> None:
     assert "## 4 KiB · 4 connections" in markdown
     assert "| warpzip | " in markdown and "| inline | " in markdown and "| executor | " in markdown
     assert "FAILED" not in markdown
+
+
+def test_plots_for_a_sweep_and_for_one_concurrency(tmp_path: Path) -> None:
+    sweep = [row("warpzip", 1000, is_peer=False, connections=c) for c in (1, 4)] + [row("inline", 900, connections=1)]
+    single = [row("warpzip", 1000, is_peer=False), row("warpzip-2w", 1200, is_peer=False), row("inline", 900)]
+    assert [p.name for p in plots.plot(sweep, tmp_path / "a")] == ["sweep-4kib.png"]
+    assert [p.name for p in plots.plot(single, tmp_path / "b")] == ["servers-4kib.png"]
+    for path in (tmp_path / "a/sweep-4kib.png", tmp_path / "b/servers-4kib.png"):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000

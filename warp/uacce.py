@@ -112,19 +112,17 @@ class QueueHandle:
         cdev.raise_for_reply(reply)
         return reply, out_fds
 
-    def ring(self, cmd: abi.DoorbellCmd, index: int, priority: int = 0) -> bool:
+    def ring(self, cmd: abi.DoorbellCmd, index: int, priority: int = 0) -> None:
         """Store the doorbell word (one aligned 64-bit store); an SQ doorbell also kicks the device
-        if no engine is awake on the queue (:func:`warp.abi.fence`). True if it kicked."""
+        if no engine is awake on the queue (:func:`warp.abi.fence`)."""
         latches = self.latches
         latches[cmd] = abi.encode_doorbell(self.sqn, cmd, index, priority)
         if cmd is not abi.DoorbellCmd.SQ:
-            return False
+            return
         abi.fence()
-        if not latches[abi.KICK]:
-            return False
-        latches[abi.KICK] = 0  # one kick wakes it; the engine clears the word itself as it starts
-        os.eventfd_write(self.db_fd, 1)
-        return True
+        if latches[abi.KICK]:
+            latches[abi.KICK] = 0  # one kick wakes it; the engine clears the word itself as it starts
+            os.eventfd_write(self.db_fd, 1)
 
     def irq_read(self) -> int:
         """Acknowledge interrupts (the eventfd is non-blocking: BlockingIOError when none)."""

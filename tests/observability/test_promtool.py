@@ -19,7 +19,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent.parent
 GRAFANA = REPO / "grafana"
-ALERTS = {"WarpzipDeviceIsolated", "WarpzipIopfRateHigh", "WarpzipQueueSaturated", "WarpzipHigh5xxRatio",
+ALERTS = {"WarpzipDeviceIsolated", "WarpzipQueueResets", "WarpzipIopfRateHigh", "WarpzipQueueSaturated", "WarpzipHigh5xxRatio",
           "WarpzipP99LatencyHigh"}
 UIDS = {"warpzip-overview.json": "warpzip-overview", "warpzip-accelerator.json": "warpzip-accelerator"}
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}

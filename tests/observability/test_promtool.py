@@ -19,8 +19,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent.parent
 GRAFANA = REPO / "grafana"
-ALERTS = {"WarpzipDeviceIsolated", "WarpzipQueueResets", "WarpzipIopfRateHigh", "WarpzipQueueSaturated", "WarpzipHigh5xxRatio",
-          "WarpzipP99LatencyHigh"}
+ALERTS = {"WarpzipDeviceIsolated", "WarpzipQueueResets", "WarpzipIopfRateHigh", "WarpzipQueueSaturated",
+          "WarpzipHigh5xxRatio", "WarpzipP99LatencyHigh"}
 UIDS = {"warpzip-overview.json": "warpzip-overview", "warpzip-accelerator.json": "warpzip-accelerator"}
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # PromQL functions that take a range vector; their range must be $__rate_interval in a dashboard

@@ -1,5 +1,6 @@
 """Sessions: what applications call. ``Runtime`` is the UADK init step (heap, queues, drivers);
-``Compressor``/``Decompressor`` are sessions with their parameters, sync and async.
+``Compressor``/``Decompressor`` are sessions with their parameters: sync, async, and batches
+(``compress_many``: N jobs written together under one doorbell).
 
 Results are views into pooled SVA buffers (no copy out of the device's destination pages); they
 must be released — use them as context managers. Whatever happens to the caller (error,
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, final
@@ -125,12 +127,6 @@ class Runtime:
                 return self.zip
         return self.cpu
 
-    def _current(self) -> Driver:
-        """:attr:`driver` for a new job, which a closed runtime refuses."""
-        if self.closed:
-            raise RuntimeClosed("the runtime is closed")
-        return self.driver
-
     def _probe(self) -> None:
         """Open queues on a device that came back (restarted, reset after isolation)."""
         self._next_probe = time.monotonic() + PROBE_INTERVAL
@@ -166,10 +162,24 @@ class Runtime:
     async def execute(self, job: Job) -> Result:
         """Run a job on the current driver; re-run it on the cpu if the device dies under it,
         stops its queue, or fails it with a hardware error — the caller never sees those."""
+        return await self._settle(self._driver_for([job]), job)
+
+    async def execute_many(self, jobs: list[Job]) -> list[Result]:
+        """The batch API: the jobs are written together and started with one doorbell per queue,
+        then each is settled as :meth:`execute` settles one. If any fails, the others' results are
+        released and the first error is raised."""
+        driver = self._driver_for(jobs)
+        try:
+            driver.submit_many(jobs)
+        except DeviceLost:
+            pass  # a job the queue did not take is submitted alone below, and fails over from there
+        return _collect(await asyncio.gather(*(self._settle(driver, job) for job in jobs), return_exceptions=True))
+
+    async def _settle(self, driver: Driver, job: Job) -> Result:
         try:
             lost = None
             try:
-                await self._await(self._current(), job)
+                await self._await(driver, job)
             except DeviceLost as exc:
                 lost = exc
             if self._retry_on_cpu(job, lost):
@@ -181,24 +191,43 @@ class Runtime:
 
     def execute_sync(self, job: Job) -> Result:
         """:meth:`execute` for callers without an event loop."""
+        return self.execute_many_sync([job])[0]
+
+    def execute_many_sync(self, jobs: list[Job]) -> list[Result]:
+        """:meth:`execute_many` for callers without an event loop."""
+        driver = self._driver_for(jobs)
         try:
             lost = None
-            driver = self._current()
             try:
-                driver.run([job], self.timeout)
+                driver.run(jobs, self.timeout)
             except DeviceLost as exc:
                 lost = exc
             except JobTimeout:
                 if driver is not self.zip:
                     raise
                 self._take_out(self.zip).close()  # the reset, in line: no loop to keep going
-                lost = job.error if isinstance(job.error, DeviceLost) else None
-            if self._retry_on_cpu(job, lost):
-                self.cpu.run([job], self.timeout)
+            again = [job for job in jobs if self._retry_on_cpu(job, _lost_by(job, lost))]
+            if again:
+                self.cpu.run(again, self.timeout)
         except BaseException:
-            job.abandon()
+            for job in jobs:
+                job.abandon()
             raise
-        return self._result(job)
+        outcomes: list[Result | BaseException] = []
+        for job in jobs:
+            try:
+                outcomes.append(self._result(job))
+            except JobFailed as exc:
+                outcomes.append(exc)
+        return _collect(outcomes)
+
+    def _driver_for(self, jobs: list[Job]) -> Driver:
+        """The driver new jobs go to; a closed runtime refuses them (and frees their buffers)."""
+        if self.closed:
+            for job in jobs:
+                job.discard()
+            raise RuntimeClosed("the runtime is closed")
+        return self.driver
 
     def _take_out(self, driver: ZipDriver) -> ZipDriver:
         """A job outlived the timeout on ``driver``: new jobs go to the cpu until the next probe
@@ -229,7 +258,7 @@ class Runtime:
         """Wait for the job; past the timeout the device is reset (which ends the job one way or
         another) and the cpu fails the wait — the buffers stay with the job until its driver is
         done with them."""
-        future = driver.submit(job)
+        future = job.future if job.future is not None else driver.submit(job)  # a batch submitted it
         timer = future.get_loop().call_later(self.timeout, self._expire, driver, future)
         try:
             await future
@@ -298,6 +327,24 @@ class _Session:
         """Zero-copy: ``src`` already holds the input in the SVA heap; the session takes it over."""
         return await self.runtime.execute(self._adopt(src, length))
 
+    def run_many(self, items: Sequence[Bytes]) -> list[Result]:
+        """A batch: every input copied in, all jobs under one doorbell, results in order."""
+        return self.runtime.execute_many_sync(self._load_all(items))
+
+    async def arun_many(self, items: Sequence[Bytes]) -> list[Result]:
+        return await self.runtime.execute_many(self._load_all(items))
+
+    def _load_all(self, items: Sequence[Bytes]) -> list[Job]:
+        jobs: list[Job] = []
+        try:
+            for data in items:
+                jobs.append(self._adopt(self.runtime.load(data), len(data)))
+        except BaseException:
+            for job in jobs:
+                job.discard()
+            raise
+        return jobs
+
     def _adopt(self, src: Buffer, length: int) -> Job:
         try:
             return self._job(src, length)
@@ -325,6 +372,8 @@ class Compressor(_Session):
     compress = _Session.run
     acompress = _Session.arun
     acompress_buffer = _Session.arun_buffer
+    compress_many = _Session.run_many
+    acompress_many = _Session.arun_many
 
 
 @final
@@ -348,6 +397,27 @@ class Decompressor(_Session):
     decompress = _Session.run
     adecompress = _Session.arun
     adecompress_buffer = _Session.arun_buffer
+    decompress_many = _Session.run_many
+    adecompress_many = _Session.arun_many
+
+
+def _lost_by(job: Job, lost: DeviceLost | None) -> DeviceLost | None:
+    """Why a job of a sync batch must run again: its own loss, or the batch's when the queue
+    never took it (it has no status)."""
+    if isinstance(job.error, DeviceLost):
+        return job.error
+    return lost if job.status < 0 else None
+
+
+def _collect(outcomes: list[Result | BaseException]) -> list[Result]:
+    """A batch's results; on any error, release the others' buffers and raise the first."""
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            for other in outcomes:
+                if isinstance(other, Result):
+                    other.release()
+            raise outcome
+    return [outcome for outcome in outcomes if isinstance(outcome, Result)]
 
 
 def _describe(status: int) -> str:

@@ -60,6 +60,10 @@ class Job:
         if self.finished:
             self._free()
 
+    def discard(self) -> None:
+        """Free the buffers of a job no driver was given (a batch that failed while loading)."""
+        self._free()
+
     def _free(self) -> None:
         self.src.release()
         self.dst.release()
@@ -87,6 +91,11 @@ class Driver(Protocol):
 
     def submit(self, job: Job) -> asyncio.Future[Job]:
         """Queue ``job`` from the running event loop; jobs submitted in one tick share a doorbell."""
+        ...
+
+    def submit_many(self, jobs: list[Job]) -> None:
+        """:meth:`submit` for a batch (each job's future is ``job.future``): the zip driver writes
+        them all, then rings one doorbell."""
         ...
 
     def run(self, jobs: list[Job], timeout: float) -> None:

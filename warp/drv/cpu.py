@@ -42,6 +42,10 @@ class CpuDriver:
         done.add_done_callback(lambda f: self._complete(job, f))
         return job.future
 
+    def submit_many(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self.submit(job)
+
     def run(self, jobs: list[Job], timeout: float) -> None:
         for _ in jobs:
             self._count_submit()

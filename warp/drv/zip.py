@@ -23,7 +23,7 @@ import asyncio
 import select
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Final, final
 
 from warp import abi, uacce
@@ -72,6 +72,22 @@ class ZipQueue:
 
     # ---- async -----------------------------------------------------------------------------
     def submit(self, job: Job) -> asyncio.Future[Job]:
+        future = self._enqueue(job)
+        if len(self.pending) >= self.doorbell_batch:
+            self._push_pending()  # start the device on these while the loop parses more requests
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            future.get_loop().call_soon(self._flush)
+        return future
+
+    def submit_many(self, jobs: list[Job]) -> None:
+        """The batch API: every job written, then one doorbell (as many as the SQ has room for;
+        the rest follow as completions free slots)."""
+        for job in jobs:
+            self._enqueue(job)
+        self._push_pending()
+
+    def _enqueue(self, job: Job) -> asyncio.Future[Job]:
         loop = self._loop
         if loop is None:  # first job: bind to the caller's loop (asking for it costs a getpid())
             loop = asyncio.get_running_loop()
@@ -80,11 +96,6 @@ class ZipQueue:
             raise self.lost_reason
         job.future = loop.create_future()
         self.pending.append(job)
-        if len(self.pending) >= self.doorbell_batch:
-            self._push_pending()  # start the device on these while the loop parses more requests
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
         return job.future
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -289,11 +300,20 @@ class ZipDriver:
     def submit(self, job: Job) -> asyncio.Future[Job]:
         return self.scheduler.pick(self.queues[job.direction]).submit(job)
 
+    def submit_many(self, jobs: list[Job]) -> None:
+        for queues, mine in self._split(jobs):
+            self.scheduler.pick(queues).submit_many(mine)
+
     def run(self, jobs: list[Job], timeout: float) -> None:
+        for queues, mine in self._split(jobs):
+            self.scheduler.pick(queues).run(mine, timeout)
+
+    def _split(self, jobs: list[Job]) -> Iterator[tuple[list[ZipQueue], list[Job]]]:
+        """A batch goes to one queue per direction, under one doorbell there."""
         for direction, queues in self.queues.items():
             mine = [job for job in jobs if job.direction is direction]
             if mine:
-                self.scheduler.pick(queues).run(mine, timeout)
+                yield queues, mine
 
     async def areset(self) -> None:
         """Reset every queue without blocking the event loop: the PUT_Qs run in threads (a hung

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -75,9 +76,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def prepare_root(root: Path) -> None:
-    """Create the runtime root owner-only; refuse a root that someone else owns."""
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = root.stat()
+    """Create the runtime root owner-only; refuse one that someone else owns, or that is not a
+    directory of its own. The default root sits in /tmp under a predictable name, so another user
+    can plant a symlink there first (to a directory of ours, which would pass the owner check):
+    the root is looked at with ``lstat``, and a link is refused rather than followed."""
+    try:
+        st = os.lstat(root)
+    except FileNotFoundError:
+        root.mkdir(mode=0o700, parents=True)
+        st = os.lstat(root)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise SystemExit(f"warpzip device: {root} is not a directory but a link or a file; refusing to use it")
     if st.st_uid != os.getuid():
         raise SystemExit(f"warpzip device: {root} belongs to uid {st.st_uid}, not us")
     os.chmod(root, 0o700)

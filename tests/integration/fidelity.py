@@ -3,6 +3,7 @@ the control CLI. Not a test module (pytest collects ``test_*.py`` only)."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import socket
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from warp import abi, cdev
+from warp import Runtime, abi, cdev
 from warp.dfx import Dfx
 from warp.iommu.space import AddressSpace
 from warp.ring import CqConsumer, SqProducer
@@ -30,6 +31,19 @@ def dfx(root: Path) -> Dfx:
 
 def attr(root: Path, name: str) -> str:
     return (paths(root).sysfs / name).read_text().strip()
+
+
+def compress_all(rt: Runtime, bodies: list[bytes]) -> list[bytes]:
+    """Compress ``bodies`` concurrently on one event loop (level 3); the frames, buffers released."""
+    async def main() -> list[bytes]:
+        comp = rt.compressor(3)
+        results = await asyncio.gather(*(comp.acompress(b) for b in bodies))
+        out = [bytes(r.view) for r in results]
+        for r in results:
+            r.release()
+        return out
+
+    return asyncio.run(main())
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> bool:

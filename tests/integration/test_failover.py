@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from fidelity import attr, wait_for
+from fidelity import attr, compress_all, wait_for
 
 from tests.conftest import DeviceProc, device_cli
 from warp import JobTimeout, Runtime, RuntimeClosed
@@ -24,18 +24,6 @@ def runtime(device: DeviceProc) -> Iterator[Runtime]:
     rt = Runtime(device.root, driver="zip", heap_size=64 << 20, timeout=20)
     yield rt
     rt.close()
-
-
-def compress_all(rt: Runtime, bodies: list[bytes]) -> list[bytes]:
-    async def main() -> list[bytes]:
-        comp = rt.compressor(3)
-        results = await asyncio.gather(*(comp.acompress(b) for b in bodies))
-        out = [bytes(r.view) for r in results]
-        for r in results:
-            r.release()
-        return out
-
-    return asyncio.run(main())
 
 
 def test_hardware_errors_are_rerun_on_the_cpu(device: DeviceProc, runtime: Runtime) -> None:

@@ -13,6 +13,7 @@ import pytest
 import zstandard
 
 from tests.conftest import DeviceProc
+from tests.integration.fidelity import compress_all
 from warp import JobFailed, Runtime, abi
 from warp.cdev import DevicePaths
 from warp.dfx import Dfx, Queue
@@ -62,15 +63,7 @@ def test_async_jobs_in_one_tick_share_doorbells(device: DeviceProc, doorbell_bat
     runtime = Runtime(device.root, driver="zip", heap_size=64 << 20, doorbell_batch=doorbell_batch)
     bodies = [os.urandom(100) + bytes([i]) * (1000 + i * 37) for i in range(200)]
 
-    async def main() -> list[bytes]:
-        comp = runtime.compressor(3)
-        results = await asyncio.gather(*(comp.acompress(b) for b in bodies))
-        frames = [bytes(r.view) for r in results]
-        for r in results:
-            r.release()
-        return frames
-
-    frames = asyncio.run(main())
+    frames = compress_all(runtime, bodies)
     stats = runtime.statistics().drivers[0]
     runtime.close()
     assert [unzstd(f) for f in frames] == bodies

@@ -115,6 +115,11 @@ class ZipQueue:
             self._push_pending()
 
     def _on_interrupt(self) -> None:
+        if self._take_interrupt() and self.pending:
+            self._push_pending()
+
+    def _take_interrupt(self) -> bool:
+        """Acknowledge the interrupt and drain the CQ; False if the queue is stopped now."""
         try:
             self.handle.irq_read()
         except BlockingIOError:
@@ -124,9 +129,8 @@ class ZipQueue:
             # The device disabled the queue (isolation) and woke us to say so: what it completed
             # is drained above, everything still in the SQ or pending fails over now.
             self._stopped()
-            return
-        if self.pending:
-            self._push_pending()
+            return False
+        return True
 
     def _on_hangup(self) -> None:
         self._lost()
@@ -151,13 +155,7 @@ class ZipQueue:
                 raise JobTimeout(f"{sum(not j.finished for j in jobs)} job(s) still running after {timeout} s")
             for fd, _event in poller.poll(remaining * 1000):
                 if fd == self.handle.irq_fd:
-                    try:
-                        self.handle.irq_read()
-                    except BlockingIOError:
-                        pass
-                    self._drain()
-                    if self.handle.view.rx_stopped:
-                        self._stopped()
+                    self._take_interrupt()
                 else:
                     self._lost()
         if any(job.status < 0 for job in jobs):

@@ -36,6 +36,7 @@ import zstandard
 from lbstack import LoadBalancer, start_haproxy
 from shipped import DEPLOY, REPO, kube, service_env
 
+from tests.e2e.wrkscript import WrkResult, finish, run_wrk
 from warp.device.launch import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -50,44 +51,9 @@ RATE = "[5s]"  # five 1 s scrapes
 # Every response must be a zstd frame of the body sent (magic 28 B5 2F FD, the right
 # X-Uncompressed-Length) or a 503 with Retry-After; anything else counts as bad. HAProxy sends
 # header names in lower case, so they are compared lower-cased.
-LUA = r"""
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/octet-stream"
-local f = assert(io.open([[@BODY@]], "rb"))
-wrk.body = f:read("*all")
-f:close()
-
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args) ok = 0; unavailable = 0; bad = 0 end
-
-function response(status, headers, body)
-  local h = {}
-  for name, value in pairs(headers) do h[string.lower(name)] = value end
-  if status == 200 and string.sub(body, 1, 4) == "\40\181\47\253" and h["x-uncompressed-length"] == "@SIZE@" then
-    ok = ok + 1
-  elseif status == 503 and h["retry-after"] ~= nil then
-    unavailable = unavailable + 1
-  else
-    bad = bad + 1
-  end
-end
-
-function done(summary, latency, requests)
-  local n = {ok = 0, unavailable = 0, bad = 0}
-  for _, t in ipairs(threads) do
-    for k in pairs(n) do n[k] = n[k] + t:get(k) end
-  end
-  local e = summary.errors
-  io.write(string.format("ok=%d unavailable=%d bad=%d requests=%d connect=%d read=%d write=%d timeout=%d\n",
-                         n.ok, n.unavailable, n.bad, summary.requests, e.connect, e.read, e.write, e.timeout))
-end
-"""
-
-
 @dataclass
 class Run:
-    wrk: dict[str, int]
+    wrk: WrkResult
     prometheus: str
     lb: LoadBalancer
     servers: dict[str, Any]  # pod name → the root conftest's ServerProc
@@ -157,14 +123,6 @@ def device_pid(server_pid: int) -> int:
     return pid
 
 
-def parse_wrk(proc: subprocess.Popen[str]) -> dict[str, int]:
-    out, err = proc.communicate(timeout=LOAD_SECONDS + 30)
-    assert proc.returncode == 0, out + err
-    match = re.search(r"ok=\d+ .*timeout=\d+", out)
-    assert match, out + err
-    return {key: int(value) for key, value in (item.split("=") for item in match.group(0).split())}
-
-
 @pytest.fixture(scope="module")
 def run(harness: ModuleType, corpus: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     haproxy, wrk, prometheus = (harness.require_tool(name) for name in ("haproxy", "wrk", "prometheus"))
@@ -172,8 +130,6 @@ def run(harness: ModuleType, corpus: dict[str, Path], tmp_path_factory: pytest.T
     with corpus["xml"].open("rb") as f:
         body = f.read(BODY_SIZE)
     (tmp / "body.bin").write_bytes(body)
-    script = tmp / "post.lua"
-    script.write_text(LUA.replace("@BODY@", str(tmp / "body.bin")).replace("@SIZE@", str(BODY_SIZE)))
 
     started: list[subprocess.Popen[Any]] = []  # stopped in reverse order, whatever happens
     try:
@@ -191,9 +147,9 @@ def run(harness: ModuleType, corpus: dict[str, Path], tmp_path_factory: pytest.T
             prometheus, harness, tmp, prometheus_config(tmp, {p: s.port for p, s in servers.items()}, lb.stats))
         started.append(prom)
 
-        load = subprocess.Popen([wrk, "-t1", "-c16", f"-d{LOAD_SECONDS}s", "--timeout", "10s", "-s", str(script),
-                                 f"{lb.url}/compress?level=3"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        load = run_wrk(wrk, f"{lb.url}/compress?level=3", tmp / "body.bin", tmp, LOAD_SECONDS, connections=16,
+                       background=True, socket_timeout=10)
+        assert not isinstance(load, WrkResult)
         started.append(load)
         began = time.monotonic()
         time.sleep(STOP_AT)
@@ -202,7 +158,7 @@ def run(harness: ModuleType, corpus: dict[str, Path], tmp_path_factory: pytest.T
         stop_status = servers["a"].proc.wait(30)
         time.sleep(max(0.0, began + KILL_AT - time.monotonic()))
         os.kill(device_pid(servers["b"].proc.pid), signal.SIGKILL)  # instance b restarts it
-        result = parse_wrk(load)
+        result = finish(load, LOAD_SECONDS + 30)
         ended_at = time.time()
         wait_until("scrapes after the load", lambda: bool(query(base, f"timestamp(up{{pod='b'}}) > {ended_at + 1}",
                                                                     time.time())), 10)
@@ -213,11 +169,12 @@ def run(harness: ModuleType, corpus: dict[str, Path], tmp_path_factory: pytest.T
 
 
 def test_every_response_is_a_frame_or_a_503_with_retry_after(run: Run) -> None:
-    print(run.wrk)
-    assert run.wrk["bad"] == 0, run.wrk
-    assert run.wrk["ok"] > 0 and run.wrk["ok"] + run.wrk["unavailable"] == run.wrk["requests"], run.wrk
+    wrk = run.wrk
+    print(wrk.output)
+    assert wrk.badframes == 0, wrk.output
+    assert wrk.ok > 0 and wrk.ok + wrk.unavailable == wrk.requests, wrk.output  # nothing else at all
     # HAProxy stayed up and retried what the instances dropped: no socket error reached the client
-    assert run.wrk["connect"] == run.wrk["read"] == run.wrk["write"] == run.wrk["timeout"] == 0, run.wrk
+    assert wrk.connect == wrk.read == wrk.write == wrk.timeout == 0, wrk.output
 
 
 def test_the_stopped_instance_exited_cleanly_and_the_killed_device_came_back(run: Run) -> None:

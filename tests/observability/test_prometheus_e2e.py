@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.e2e.wrkscript import WrkResult, run_wrk
 from warp.device.launch import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -36,20 +37,6 @@ GRAFANA = REPO / "grafana"
 BODY_SIZE = 4096
 LOAD_SECONDS = 8
 RATE_INTERVAL = "15s"  # what Grafana would pick for a 1 s scrape interval on a short time range
-
-LUA = """\
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/octet-stream"
-local f = assert(io.open([[{body}]], "rb"))
-wrk.body = f:read("*all")
-f:close()
-
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("requests=%d non2xx=%d errors=%d\\n", summary.requests, e.status,
-                         e.connect + e.read + e.write + e.timeout))
-end
-"""
 
 # queries (dashboard, panel id, refId) whose value under this load must be a finite number above zero;
 # the others (5xx, fallback, failures, IOPF, depth and heap in use once the load stopped) only exist
@@ -110,17 +97,12 @@ def drive_load(wrk: str, tmp: Path, url: str) -> dict[str, int]:
     words = b"warpzip accelerator queue doorbell interrupt engine page fault pasid zstd frame".split()
     body = tmp / "body.bin"
     body.write_bytes(b" ".join(rng.choice(words) for _ in range(BODY_SIZE))[:BODY_SIZE])
-    script = tmp / "post.lua"
-    script.write_text(LUA.format(body=body))
-    result = subprocess.run([wrk, "-t1", "-c16", f"-d{LOAD_SECONDS}s", "--timeout", "5s", "-s", str(script),
-                             f"{url}/compress?level=3"],
-                            capture_output=True, text=True, timeout=LOAD_SECONDS + 30)
-    assert result.returncode == 0, result.stdout + result.stderr
-    match = re.search(r"requests=(\d+) non2xx=(\d+) errors=(\d+)", result.stdout)
-    assert match, result.stdout + result.stderr
-    requests, non2xx, errors = map(int, match.groups())
-    assert requests > 0 and non2xx == 0 and errors == 0, result.stdout
-    return {"requests": requests}
+    result = run_wrk(wrk, f"{url}/compress?level=3", body, tmp, LOAD_SECONDS, connections=16)
+    assert isinstance(result, WrkResult)
+    errors = result.connect + result.read + result.write + result.timeout
+    assert result.requests > 0 and result.non2xx == 0 and errors == 0, result.output
+    assert result.badframes == 0, result.output
+    return {"requests": result.requests}
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import errno
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,3 +166,15 @@ class RawFile:
 def errno_name(exc: BaseException) -> str:
     assert isinstance(exc, OSError)
     return errno.errorcode.get(exc.errno or 0, "?")
+
+
+@contextmanager
+def queue_and_counters(root: Path, space: AddressSpace) -> Iterator[tuple[RawQueue, Dfx]]:
+    """A started queue driven by hand and the device's DFX counters, both closed at the end."""
+    q = RawQueue(root, space)
+    counters = dfx(root)
+    try:
+        yield q, counters
+    finally:
+        counters.close()
+        q.close()

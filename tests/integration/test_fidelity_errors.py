@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DeviceProc, device_cli
-from tests.integration.fidelity import RawFile, RawQueue, attr, dfx, paths, wait_for
+from tests.integration.fidelity import RawFile, RawQueue, attr, dfx, paths, queue_and_counters, wait_for
 from warp import abi, devices
 from warp.device.faults import ErrorLog
 from warp.dfx import Dev, Queue
@@ -161,15 +161,10 @@ def test_hw_errors_isolate_the_device_until_reset(device: DeviceProc, space: Add
 
 
 def test_hw_errors_without_a_threshold_never_isolate(device: DeviceProc, space: AddressSpace) -> None:
-    q = RawQueue(device.root, space)
-    counters = dfx(device.root)
-    try:
+    with queue_and_counters(device.root, space) as (q, counters):
         assert device_cli(device.root, "inject", "hw-error", "--count", "10").returncode == 0
         assert [run_one(q) for _ in range(11)] == [abi.Status.HW_ERROR] * 10 + [abi.Status.OK]
         assert attr(device.root, "isolate") == "0" and int(counters.dev[Dev.HW_ERRORS]) == 10
-    finally:
-        counters.close()
-        q.close()
 
 
 def test_random_sqes_complete_with_a_status_and_never_crash(device: DeviceProc, space: AddressSpace) -> None:

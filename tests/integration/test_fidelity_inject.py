@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, DeviceProc, device_cli, start_device, stop_process
-from tests.integration.fidelity import RawQueue, dfx, paths, wait_for
+from tests.integration.fidelity import RawQueue, dfx, paths, queue_and_counters, wait_for
 from warp import abi, codec
 from warp.dfx import Dev, Engine, Queue
 from warp.iommu.space import AddressSpace
@@ -62,9 +62,7 @@ def test_invalid_injections_are_refused(device: DeviceProc, argv: tuple[str, ...
 
 
 def test_hang_for_seconds_keeps_jobs_in_the_sq(device: DeviceProc, space: AddressSpace) -> None:
-    q = RawQueue(device.root, space)
-    counters = dfx(device.root)
-    try:
+    with queue_and_counters(device.root, space) as (q, counters):
         cli = device_cli(device.root, "inject", "hang", "--seconds", "1.0")
         injected = time.monotonic()
         assert cli.returncode == 0, cli.stderr
@@ -76,15 +74,10 @@ def test_hang_for_seconds_keeps_jobs_in_the_sq(device: DeviceProc, space: Addres
         assert [c.status for c in got] == [abi.Status.OK] * 3
         assert time.monotonic() - injected >= 0.9
         assert wait_for(lambda: int(counters.dev[Dev.HUNG]) == 0, 2)
-    finally:
-        counters.close()
-        q.close()
 
 
 def test_hang_until_reset_then_put_q_flushes(device: DeviceProc, space: AddressSpace) -> None:
-    q = RawQueue(device.root, space)
-    counters = dfx(device.root)
-    try:
+    with queue_and_counters(device.root, space) as (q, counters):
         assert device_cli(device.root, "inject", "hang").returncode == 0
         submit(q, 5)
         time.sleep(0.5)
@@ -101,9 +94,6 @@ def test_hang_until_reset_then_put_q_flushes(device: DeviceProc, space: AddressS
             assert [c.status for c in fresh.wait(1)] == [abi.Status.OK]
         finally:
             fresh.close()
-    finally:
-        counters.close()
-        q.close()
 
 
 def test_hang_mid_batch_stops_fetching(device: DeviceProc, space: AddressSpace) -> None:

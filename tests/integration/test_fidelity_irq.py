@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DeviceProc, start_device, stop_process
-from tests.integration.fidelity import RawQueue, dfx, wait_for
+from tests.integration.fidelity import RawQueue, dfx, queue_and_counters, wait_for
 from warp import abi, codec
 from warp.dfx import Queue
 from warp.iommu.space import AddressSpace
@@ -69,17 +69,12 @@ def test_polling_mode_raises_no_interrupt(device: DeviceProc, space: AddressSpac
 def test_moderation_by_count(tmp_path: Path, space: AddressSpace, flags: tuple[str, ...], doorbells: list[int],
                              interrupts: int) -> None:
     dev = start_device(tmp_path / "root", *flags)
-    q = RawQueue(dev.root, space)
-    counters = dfx(dev.root)
-    try:
+    with queue_and_counters(dev.root, space) as (q, counters):
         q.arm(True)
         for n in doorbells:
             submit(q, n)
             assert len(q.wait(n)) == n
         assert int(counters.queue(q.sqn)[Queue.INTERRUPTS]) == interrupts
-    finally:
-        counters.close()
-        q.close()
         stop_process(dev.proc)
 
 
@@ -102,9 +97,7 @@ def test_moderation_by_time_coalesces_across_doorbells(tmp_path: Path, space: Ad
     """--irq-delay-us: the first unsignalled completion arms a timer; completions before it fires
     share its interrupt, which comes no later than the delay."""
     dev = start_device(tmp_path / "root", "--irq-coalesce", "1000", "--irq-delay-us", "200000")
-    q = RawQueue(dev.root, space)
-    counters = dfx(dev.root)
-    try:
+    with queue_and_counters(dev.root, space) as (q, counters):
         q.arm(True)
         submit(q, 1)
         done = first_completion(q)
@@ -117,9 +110,6 @@ def test_moderation_by_time_coalesces_across_doorbells(tmp_path: Path, space: Ad
         assert len(q.wait(3)) == 3
         time.sleep(0.3)
         assert int(counters.queue(q.sqn)[Queue.INTERRUPTS]) == 1, "three completions, one interrupt"
-    finally:
-        counters.close()
-        q.close()
         stop_process(dev.proc)
 
 

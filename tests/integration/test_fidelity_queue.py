@@ -14,7 +14,7 @@ import pytest
 import zstandard
 
 from tests.conftest import DeviceProc, start_device, stop_process
-from tests.integration.fidelity import RawFile, RawQueue, attr, dfx, wait_for
+from tests.integration.fidelity import RawFile, RawQueue, attr, dfx, queue_and_counters, wait_for
 from warp import abi, codec
 from warp.dfx import Dev, Queue
 from warp.iommu.space import AddressSpace
@@ -83,9 +83,7 @@ def test_full_sq_is_refused_and_counted_as_send_busy(device: DeviceProc, space: 
     overwriting; the device counts the turn that found the SQ full (send_busy_cnt)."""
     space.write(0, b"x" * 4096)
     space.prefault(MIB, MIB)
-    q = RawQueue(device.root, space)
-    counters = dfx(device.root)
-    try:
+    with queue_and_counters(device.root, space) as (q, counters):
         for _ in range(abi.QUEUE_DEPTH - 1):
             q.write(0, 4096, MIB, 8192, level=1)
         with pytest.raises(RingFull):
@@ -94,9 +92,6 @@ def test_full_sq_is_refused_and_counted_as_send_busy(device: DeviceProc, space: 
         got = q.wait(abi.QUEUE_DEPTH - 1)
         assert len(got) == abi.QUEUE_DEPTH - 1 and all(c.status == abi.Status.OK for c in got)
         assert int(counters.queue(q.sqn)[Queue.SEND_BUSY]) >= 1
-    finally:
-        counters.close()
-        q.close()
 
 
 def test_cq_never_returned_overflows_and_disables_the_queue(device: DeviceProc, space: AddressSpace) -> None:
@@ -104,9 +99,7 @@ def test_cq_never_returned_overflows_and_disables_the_queue(device: DeviceProc, 
     the next completion is a CQ overflow (QM_CQ_OVERFLOW), and the queue is disabled (TX/RX)."""
     space.write(0, b"y" * 100)
     space.prefault(MIB, MIB)
-    q = RawQueue(device.root, space)
-    counters = dfx(device.root)
-    try:
+    with queue_and_counters(device.root, space) as (q, counters):
         for _ in range(abi.QUEUE_DEPTH - 1):
             q.write(0, 100, MIB, 4096, level=1)
         q.doorbell()
@@ -120,9 +113,6 @@ def test_cq_never_returned_overflows_and_disables_the_queue(device: DeviceProc, 
         assert wait_for(lambda: q.handle.view.tx_stopped and q.handle.view.rx_stopped)
         assert int(counters.queue(q.sqn)[Queue.CQ_OVERFLOWS]) == 1
         assert int(counters.dev[Dev.CQ_OVERFLOWS]) == 1
-    finally:
-        counters.close()
-        q.close()
 
 
 def test_qp_info_reports_the_ring_geometry(device: DeviceProc, space: AddressSpace) -> None:

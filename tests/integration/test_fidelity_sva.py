@@ -14,7 +14,7 @@ import pytest
 import zstandard
 
 from tests.conftest import REPO, DeviceProc, device_cli, start_device, stop_process
-from tests.integration.fidelity import RawQueue, dfx
+from tests.integration.fidelity import RawQueue, dfx, queue_and_counters
 from warp import abi, codec
 from warp.dfx import Dev, Queue
 from warp.iommu.fault import FaultCounter
@@ -124,9 +124,7 @@ def test_reclaim_simulator_faults_rise_and_results_stay_correct(tmp_path: Path, 
     """--reclaim-interval-ms/--reclaim-fraction: pages the device used are taken away between jobs
     (swap, migration); every job refaults some of them back and still computes the right frame."""
     dev = start_device(tmp_path / "root", "--reclaim-interval-ms", "5", "--reclaim-fraction", "0.5")
-    q = RawQueue(dev.root, space)
-    counters = dfx(dev.root)
-    try:
+    with queue_and_counters(dev.root, space) as (q, counters):
         seen = []
         for _ in range(12):
             run_job(q, space)
@@ -138,31 +136,21 @@ def test_reclaim_simulator_faults_rise_and_results_stay_correct(tmp_path: Path, 
         assert int(counters.faults[FaultCounter.PAGES_OK]) >= seen[-1]
         assert int(counters.faults[FaultCounter.PAGES_INVALID]) == 0
         assert int(counters.faults[FaultCounter.SERVICE_NS]) > 0  # each fault's service time is measured
-    finally:
-        counters.close()
-        q.close()
         stop_process(dev.proc)
 
 
 def test_without_pressure_a_warm_queue_does_not_fault(device: DeviceProc, space: AddressSpace) -> None:
-    q = RawQueue(device.root, space)
-    counters = dfx(device.root)
-    try:
+    with queue_and_counters(device.root, space) as (q, counters):
         run_job(q, space)
         warm = int(counters.queue(q.sqn)[Queue.IOPF])
         for _ in range(5):
             run_job(q, space)
             time.sleep(0.02)
         assert int(counters.queue(q.sqn)[Queue.IOPF]) == warm
-    finally:
-        counters.close()
-        q.close()
 
 
 def test_iopf_storm_reclaims_everything_once(device: DeviceProc, space: AddressSpace) -> None:
-    q = RawQueue(device.root, space)
-    counters = dfx(device.root)
-    try:
+    with queue_and_counters(device.root, space) as (q, counters):
         run_job(q, space)
         before = int(counters.queue(q.sqn)[Queue.IOPF])
         cli = device_cli(device.root, "inject", "iopf-storm")
@@ -174,6 +162,3 @@ def test_iopf_storm_reclaims_everything_once(device: DeviceProc, space: AddressS
         assert after - before >= MIB // abi.PAGE_SIZE, "every source page must fault back in"
         run_job(q, space)
         assert int(counters.queue(q.sqn)[Queue.IOPF]) == after, "once faulted in, pages stay"
-    finally:
-        counters.close()
-        q.close()

@@ -15,6 +15,8 @@ import json
 import os
 import socket
 import struct
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, final
@@ -74,6 +76,28 @@ def listen(path: Path, backlog: int) -> socket.socket:
         os.umask(old)
     listener.listen(backlog)
     return listener
+
+
+def accept_on_thread(listener: socket.socket, handle: Callable[[socket.socket], None], name: str) -> threading.Thread:
+    """Accept connections on a daemon thread and hand each to ``handle``, until the listener is
+    shut down (:func:`stop_listening`): the accept then fails and the thread ends."""
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            handle(conn)
+
+    thread = threading.Thread(target=accept, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def stop_listening(listener: socket.socket) -> None:
+    """Wake the accepting thread (shutdown) and close the socket."""
+    listener.shutdown(socket.SHUT_RDWR)
+    listener.close()
 
 
 def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:

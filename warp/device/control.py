@@ -15,7 +15,6 @@ import errno
 import logging
 import os
 import socket
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import final
@@ -38,26 +37,20 @@ class ControlServer:
 
     def serve(self) -> None:
         self._listener = cdev.listen(self.path, 8)
-        threading.Thread(target=self._accept, name="device-control", daemon=True).start()
+        cdev.accept_on_thread(self._listener, self._serve, "device-control")
 
     def close(self) -> None:
         if self._listener is not None:
-            self._listener.shutdown(socket.SHUT_RDWR)
-            self._listener.close()
+            cdev.stop_listening(self._listener)
             self._listener = None
         self.path.unlink(missing_ok=True)
 
-    def _accept(self) -> None:
-        assert self._listener is not None
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            with conn:
-                self._serve(conn)
-
     def _serve(self, conn: socket.socket) -> None:
+        """One request, one reply, then the connection is closed."""
+        with conn:
+            self._answer(conn)
+
+    def _answer(self, conn: socket.socket) -> None:
         _pid, uid, _gid = cdev.peer_credentials(conn)
         after: Callable[[], None] | None = None
         try:

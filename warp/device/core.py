@@ -193,31 +193,23 @@ class UacceCore:
     def serve(self) -> None:
         """Bind the char-device socket (owner-only) and accept opens on a thread."""
         self._listener = cdev.listen(self.paths.chardev, 64)
-        thread = threading.Thread(target=self._accept, name="uacce-accept", daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        self._threads.append(cdev.accept_on_thread(self._listener, self._open_file, "uacce-accept"))
 
     def close(self) -> None:
         self._closing.set()
         if self._listener is not None:
-            self._listener.shutdown(socket.SHUT_RDWR)
-            self._listener.close()
+            cdev.stop_listening(self._listener)
             self._listener = None
         with self._lock:
             files = list(self._files)
         for qf in files:
             self._release(qf)
 
-    def _accept(self) -> None:
-        assert self._listener is not None
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            pid = cdev.peer_credentials(conn)[0]
-            threading.Thread(target=self._serve_file, args=(conn, QueueFile(pid)),
-                             name=f"uacce-file-{pid}", daemon=True).start()
+    def _open_file(self, conn: socket.socket) -> None:
+        """A connection is an open() of the char device: its file is served on a thread of its own."""
+        pid = cdev.peer_credentials(conn)[0]
+        threading.Thread(target=self._serve_file, args=(conn, QueueFile(pid)),
+                         name=f"uacce-file-{pid}", daemon=True).start()
 
     def _serve_file(self, conn: socket.socket, qf: QueueFile) -> None:
         with self._lock:

@@ -3,6 +3,9 @@
 Servers fork (SO_REUSEPORT workers, warpzip's device process), so the measurement and the cleanup
 must cover every descendant, not only the PID the driver started. A process is identified by
 (pid, start time) so that a recycled PID is never mistaken for, or killed as, one of ours.
+
+warpzip's device process is accounted apart: on this machine it burns the CPU that an accelerator
+would take off the host, so the host's share is the tree's CPU *without* it.
 """
 
 from __future__ import annotations
@@ -11,13 +14,17 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 PROC = Path("/proc")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+DEVICE_MODULE = "warp.device"
+"""``warp/device/launch.py`` starts the device as ``python -m warp.device ...``."""
 
 ProcessKey = tuple[int, int]
 """(pid, start time in clock ticks since boot): unique for the life of the machine."""
@@ -83,6 +90,31 @@ def snapshot_tree(root: int) -> list[ProcStat]:
     return [stat for stat in stats if stat.pid in tree and stat.state != "Z"]
 
 
+def runs_device(argv: Sequence[str]) -> bool:
+    """Whether a command line is warpzip's device process (``-m warp.device``, wherever it sits,
+    so an interpreter flag before ``-m`` does not hide it)."""
+    return any(flag == "-m" and module == DEVICE_MODULE for flag, module in pairwise(argv))
+
+
+def is_device(pid: int) -> bool:
+    """Whether ``pid`` runs the device now; ``False`` once it has exited."""
+    try:
+        argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return runs_device([arg.decode(errors="replace") for arg in argv])
+
+
+def device_subtree(tree: Sequence[ProcStat]) -> set[int]:
+    """PIDs of the tree's device processes and anything they fork: all of it is device work."""
+    parents = {stat.pid: stat.ppid for stat in tree}
+    device: set[int] = set()
+    for stat in tree:
+        if stat.pid not in device and is_device(stat.pid):
+            device |= descendants_and_self(parents, stat.pid)
+    return device
+
+
 def _all_pids() -> Iterable[int]:
     return (int(entry.name) for entry in PROC.iterdir() if entry.name.isdigit())
 
@@ -92,6 +124,9 @@ class Usage:
     """What a server's tree used during one measured interval."""
 
     cpu_seconds: float
+    """The whole tree, device included."""
+    device_cpu_seconds: float | None
+    """The device processes' share of ``cpu_seconds``; ``None`` if the tree ran no device."""
     peak_rss_bytes: int
     """Highest sum of the tree's RSS over the samples (shared pages count once per process)."""
 
@@ -100,7 +135,9 @@ class TreeSampler:
     """Samples a process tree in a background thread while the load generator runs.
 
     CPU is the growth of each process's own utime+stime from the first sample (or from zero for a
-    process born during the interval) to its last sample, so forked workers count in full.
+    process born during the interval) to its last sample, so forked workers count in full. Each
+    process is classed as device or not at every sample, the last one winning: a child forked by
+    the supervisor shows the supervisor's command line until it execs the device.
     """
 
     def __init__(self, root: int, interval_s: float = 0.2) -> None:
@@ -111,6 +148,7 @@ class TreeSampler:
         self._last: dict[ProcessKey, int] = {}
         self._peak_rss = 0
         self._seen: set[ProcessKey] = set()
+        self._device: set[ProcessKey] = set()
         self._thread = threading.Thread(target=self._loop, name="tree-sampler", daemon=True)
 
     def __enter__(self) -> TreeSampler:
@@ -129,11 +167,16 @@ class TreeSampler:
 
     def _sample(self, initial: bool) -> None:
         tree = snapshot_tree(self._root)
+        device = device_subtree(tree)
         for stat in tree:
             if stat.key not in self._first:
                 self._first[stat.key] = stat.cpu_ticks if initial else 0
             self._last[stat.key] = stat.cpu_ticks
             self._seen.add(stat.key)
+            if stat.pid in device:
+                self._device.add(stat.key)
+            else:
+                self._device.discard(stat.key)
         self._peak_rss = max(self._peak_rss, sum(stat.rss_bytes for stat in tree))
 
     @property
@@ -142,8 +185,10 @@ class TreeSampler:
         return set(self._seen)
 
     def usage(self) -> Usage:
-        ticks = sum(self._last[key] - self._first[key] for key in self._last)
-        return Usage(cpu_seconds=ticks / CLOCK_TICKS, peak_rss_bytes=self._peak_rss)
+        ticks = {key: self._last[key] - self._first[key] for key in self._last}
+        device = sum(ticks[key] for key in self._device) / CLOCK_TICKS if self._device else None
+        return Usage(cpu_seconds=sum(ticks.values()) / CLOCK_TICKS, device_cpu_seconds=device,
+                     peak_rss_bytes=self._peak_rss)
 
 
 def _alive(keys: Iterable[ProcessKey]) -> list[ProcessKey]:

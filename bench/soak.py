@@ -92,11 +92,7 @@ def role(stat: proctree.ProcStat, server_pid: int) -> str:
     """``server`` (the process started; with one worker it is the worker), ``device`` or ``worker``."""
     if stat.pid == server_pid:
         return "server"
-    try:
-        cmdline = Path(f"/proc/{stat.pid}/cmdline").read_bytes()
-    except OSError:
-        cmdline = b""
-    return "device" if b"warp.device" in cmdline else "worker"
+    return "device" if proctree.is_device(stat.pid) else "worker"
 
 
 def sample(server_pid: int, seconds: float) -> Sample:

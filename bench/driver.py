@@ -23,8 +23,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import corpus, plots, proctree, wrk
-from bench.report import Meta, Row, render_markdown, to_json
-from bench.server import SERVERS, RunningServer, ServerFailed, ServerSpec
+from bench.report import Meta, Role, Row, render_markdown, to_json
+from bench.server import DEFAULT_SERVERS, SERVERS, RunningServer, ServerFailed, ServerSpec
+
+DEFAULT_SIZES = "4k,64k,1m"
+DEFAULT_CONNECTIONS = "32"
+DEFAULT_LOADS = (f"{DEFAULT_SIZES}@{DEFAULT_CONNECTIONS}", "4k,64k@256")
+"""Every size at the usual concurrency, then the small sizes overloaded (eight times the
+connections), where the p99s part: about five minutes for the default servers."""
+
+Cell = tuple[corpus.Profile, int]
+"""One table: a body profile under a connection count."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,30 @@ def parse_connections(values: Sequence[str]) -> list[int]:
     return list(dict.fromkeys(counts))
 
 
+def parse_loads(values: Sequence[str]) -> list[Cell]:
+    """``4k,64k,1m@32 4k,64k@256`` → (profile, connections) cells, each once, in given order."""
+    cells: list[Cell] = []
+    for value in values:
+        sizes, at, counts = value.partition("@")
+        if not at:
+            raise ValueError(f"a load is SIZES@CONNECTIONS, e.g. 4k,64k@256; got {value!r}")
+        counts_here = parse_connections([counts])
+        cells += [(profile, count) for profile in corpus.parse_profiles([sizes]) for count in counts_here]
+    return list(dict.fromkeys(cells))
+
+
+def choose_loads(args: argparse.Namespace) -> list[Cell]:
+    """The cells to measure: ``--loads``, else ``--sizes`` × ``--connections`` if either is given
+    (a custom run gets no overload rows it did not ask for), else :data:`DEFAULT_LOADS`."""
+    if args.sizes is None and args.connections is None:
+        return parse_loads(args.loads or DEFAULT_LOADS)
+    if args.loads:
+        raise ValueError("--loads cannot be combined with --sizes/--connections")
+    sizes = ",".join(args.sizes or [DEFAULT_SIZES])
+    counts = ",".join(args.connections or [DEFAULT_CONNECTIONS])
+    return parse_loads([f"{sizes}@{counts}"])
+
+
 def parse_servers(values: Sequence[str]) -> list[ServerSpec]:
     """Server names (comma lists allowed) → specs, in the order given."""
     names = list(dict.fromkeys(part.strip() for value in values for part in value.split(",") if part.strip()))
@@ -55,9 +88,14 @@ def parse_servers(values: Sequence[str]) -> list[ServerSpec]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--servers", nargs="+", default=[",".join(SERVERS)], help=", ".join(SERVERS))
-    parser.add_argument("--sizes", nargs="+", default=[",".join(corpus.PROFILES)], help=", ".join(corpus.PROFILES))
-    parser.add_argument("--connections", nargs="+", default=["32"], help="e.g. 1,4,16,32,64,128,256 for a sweep")
+    parser.add_argument("--servers", nargs="+", default=[",".join(DEFAULT_SERVERS)],
+                        help=f"default {','.join(DEFAULT_SERVERS)}; any of {', '.join(SERVERS)}")
+    parser.add_argument("--loads", nargs="+", metavar="SIZES@CONNECTIONS",
+                        help=f"tables to measure (default: {' '.join(DEFAULT_LOADS)})")
+    parser.add_argument("--sizes", nargs="+", help=f"instead of --loads, with --connections: any of "
+                        f"{', '.join(corpus.PROFILES)} (default {DEFAULT_SIZES})")
+    parser.add_argument("--connections", nargs="+", help="instead of --loads, with --sizes: e.g. 1,4,16,32,64,128,256 "
+                        f"for a sweep (default {DEFAULT_CONNECTIONS})")
     parser.add_argument("--duration", type=int, default=10, help="measured seconds per table row")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured seconds before each row (0: none)")
     parser.add_argument("--level", type=int, default=3, help="zstd level in the URL")
@@ -83,6 +121,7 @@ def _cpu_model() -> str:
 
 
 def host_meta(argv: Sequence[str], load: Load, profiles: Sequence[corpus.Profile]) -> Meta:
+    """Where and how this run is made, for the report's header."""
     wrk_banner = _command_output(["wrk", "-v"]).splitlines()
     return Meta(
         command=shlex.join(["python", "-m", "bench", *argv]),
@@ -106,8 +145,12 @@ def measure(
     connections: int,
     load: Load,
 ) -> Row:
-    """One table row: warm-up, then a measured wrk run with the server's tree sampled throughout."""
-    row = Row(server.spec.name, server.spec.is_peer, profile.label, connections, profile.mean_size)
+    """One table row: warm-up, then a measured wrk run with the server's tree sampled throughout.
+
+    warpzip's row fails if no device process was seen: its CPU would then all count as host CPU,
+    a wrong number that looks right.
+    """
+    row = Row(server.spec.name, server.spec.role, profile.label, connections, profile.mean_size)
     url = server.url(load.level)
     try:
         if load.warmup_s > 0:
@@ -120,35 +163,35 @@ def measure(
     server.remember(sampler.seen)
     server.ensure_alive()
     usage = sampler.usage()
-    return dataclasses.replace(row, wrk=result, cpu_seconds=usage.cpu_seconds, peak_rss_bytes=usage.peak_rss_bytes)
+    if server.spec.role is Role.WARPZIP and usage.device_cpu_seconds is None:
+        return dataclasses.replace(row, failure=f"no `-m {proctree.DEVICE_MODULE}` process in the server's tree")
+    return dataclasses.replace(row, wrk=result, cpu_seconds=usage.cpu_seconds,
+                               device_cpu_seconds=usage.device_cpu_seconds, peak_rss_bytes=usage.peak_rss_bytes)
 
 
-def run_server(
-    spec: ServerSpec,
-    profiles: Sequence[corpus.Profile],
-    connections: Sequence[int],
-    load: Load,
-    scratch: Path,
-) -> list[Row]:
-    """All rows of one server; whatever it could not measure is a FAILED row saying why."""
+def run_server(spec: ServerSpec, cells: Sequence[Cell], load: Load, scratch: Path) -> list[Row]:
+    """All rows of one server, each profile verified once before its first row; whatever it could
+    not measure is a FAILED row saying why."""
     rows: list[Row] = []
-    cells = [(profile, count) for profile in profiles for count in connections]
+    problems: dict[corpus.Profile, str | None] = {}
 
     def fail(profile: corpus.Profile, count: int, reason: str) -> Row:
-        return Row(spec.name, spec.is_peer, profile.label, count, profile.mean_size, failure=reason)
+        return Row(spec.name, spec.role, profile.label, count, profile.mean_size, failure=reason)
 
     try:
         with RunningServer(spec, scratch) as server:
             server.wait_ready()
-            for profile in profiles:
+            for profile, count in cells:
                 bodies = corpus.body_paths(profile, scratch)
-                try:
-                    server.verify(load.level, [path.read_bytes() for path in dict.fromkeys(bodies)])
-                except ServerFailed as wrong:
-                    rows += [_progress(fail(profile, count, str(wrong))) for count in connections]
-                    continue
-                for count in connections:
-                    rows.append(_progress(measure(server, profile, bodies, count, load)))
+                if profile not in problems:
+                    try:
+                        server.verify(load.level, [path.read_bytes() for path in dict.fromkeys(bodies)])
+                        problems[profile] = None
+                    except ServerFailed as error:
+                        problems[profile] = str(error)
+                reason = problems[profile]
+                rows.append(_progress(measure(server, profile, bodies, count, load) if reason is None
+                                      else fail(profile, count, reason)))
     except ServerFailed as error:
         done = {(row.size, row.connections) for row in rows}
         rows += [
@@ -172,8 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         servers = parse_servers(args.servers)
-        profiles = corpus.parse_profiles(args.sizes)
-        connections = parse_connections(args.connections)
+        cells = choose_loads(args)
     except ValueError as error:
         parser.error(str(error))
     if args.duration < 1 or args.warmup < 0:
@@ -186,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     load = Load(args.level, args.duration, args.warmup)
+    profiles = list(dict.fromkeys(profile for profile, _ in cells))
     meta = host_meta(argv, load, profiles)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="warpzip-bench-") as scratch_name:
@@ -193,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         corpus.materialise(profiles, scratch, args.corpus)
         for spec in servers:
             print(f"{spec.name}:", file=sys.stderr, flush=True)
-            rows += run_server(spec, profiles, connections, load, scratch)
+            rows += run_server(spec, cells, load, scratch)
 
     markdown = render_markdown(meta, rows)
     args.out.write_text(markdown)

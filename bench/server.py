@@ -22,6 +22,8 @@ from typing import IO
 import zstandard
 
 from bench import proctree
+from bench.peers.echo import echo_answer
+from bench.report import Role
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -31,15 +33,51 @@ STOP_TIMEOUT_S = 10.0
 """Graceful shutdown finishes in-flight requests; a server slower than this is SIGKILLed."""
 
 
+def _status_problem(status: int, answer: bytes) -> str | None:
+    return None if status == 200 else f"HTTP {status}: {answer[:200]!r}"
+
+
+def check_answer(status: int, answer: bytes, body: bytes) -> str | None:
+    """Why a response to ``body`` is wrong, or ``None`` if it is one zstd frame of exactly ``body``."""
+    problem = _status_problem(status, answer)
+    if problem is not None:
+        return problem
+    try:
+        decompressor = zstandard.ZstdDecompressor().decompressobj()
+        restored = decompressor.decompress(answer)
+    except zstandard.ZstdError as error:
+        return f"not a zstd frame: {error}"
+    if decompressor.unused_data:
+        return f"{len(decompressor.unused_data)} bytes after the first zstd frame"
+    if restored != body:
+        return f"decompresses to {len(restored)} bytes that differ from the {len(body)}-byte body"
+    return None
+
+
+def check_echo(status: int, answer: bytes, body: bytes) -> str | None:
+    """Why an echo floor's response to ``body`` is wrong, or ``None`` if it is the body's first third:
+    an echo that answered less (or nothing) would make the floor look cheaper than it is."""
+    problem = _status_problem(status, answer)
+    if problem is None and answer != echo_answer(body):
+        return f"{len(answer)} bytes that are not the first third ({len(body) // 3} bytes) of the body"
+    return problem
+
+
+Check = Callable[[int, bytes, bytes], str | None]
+"""(status, response body, request body) → why the response is wrong, or ``None``."""
+
+
 @dataclass(frozen=True)
 class ServerSpec:
-    """A server the driver can run: its name in the report and how to start it."""
+    """A server the driver can run: its name in the report, how to start it, and how to tell a
+    right answer from a wrong one."""
 
     name: str
     argv: Callable[[int, Path], list[str]]
     """(port, scratch directory) → command line."""
-    is_peer: bool
-    """Peers set the bar; warpzip is compared with the best of them."""
+    role: Role
+    """Peers set the throughput bar, the echo floor the CPU floor; warpzip is held against both."""
+    check: Check = check_answer
 
 
 def _python_module(module: str, *extra: str) -> Callable[[int, Path], list[str]]:
@@ -47,20 +85,28 @@ def _python_module(module: str, *extra: str) -> Callable[[int, Path], list[str]]
 
 
 def _warpzip(*extra: str) -> Callable[[int, Path], list[str]]:
-    """warpzip with its embedded device; no access log, as none of the peers writes one."""
+    """warpzip with its embedded device and its default flags (access log included): the defaults
+    are what users get, so they are what is measured. ``--root`` only keeps runs apart."""
     return lambda port, scratch: [sys.executable, "-m", "app", "serve", "--host", HOST, "--port", str(port),
-                                  "--root", str(scratch / "root"), "--access-log", "0", *extra]
+                                  "--root", str(scratch / "root"), *extra]
 
 
 SERVERS: dict[str, ServerSpec] = {
-    "warpzip": ServerSpec("warpzip", _warpzip(), is_peer=False),
-    "warpzip-2w": ServerSpec("warpzip-2w", _warpzip("--workers", "2"), is_peer=False),
-    "warpzip-1e": ServerSpec("warpzip-1e", _warpzip("--engines", "1", "--queues", "1"), is_peer=False),
-    "inline": ServerSpec("inline", _python_module("bench.peers.inline"), is_peer=True),
-    "inline-2proc": ServerSpec("inline-2proc", _python_module("bench.peers.inline", "--processes", "2"), is_peer=True),
-    "executor": ServerSpec("executor", _python_module("bench.peers.executor"), is_peer=True),
+    "warpzip": ServerSpec("warpzip", _warpzip(), Role.WARPZIP),
+    "warpzip-2w": ServerSpec("warpzip-2w", _warpzip("--workers", "2"), Role.WARPZIP),
+    "warpzip-1e": ServerSpec("warpzip-1e", _warpzip("--engines", "1", "--queues", "1"), Role.WARPZIP),
+    "inline": ServerSpec("inline", _python_module("bench.peers.inline"), Role.PEER),
+    "inline-2proc": ServerSpec("inline-2proc", _python_module("bench.peers.inline", "--processes", "2"), Role.PEER),
+    "executor": ServerSpec("executor", _python_module("bench.peers.executor"), Role.PEER),
+    "echo": ServerSpec("echo", _python_module("bench.peers.echo"), Role.FLOOR, check_echo),
+    "echo-2proc": ServerSpec("echo-2proc", _python_module("bench.peers.echo", "--processes", "2"), Role.FLOOR,
+                             check_echo),
 }
 """Name → spec, in the order the report lists them."""
+
+DEFAULT_SERVERS = ("warpzip", "inline", "inline-2proc", "executor", "echo")
+"""What ``make bench`` runs: warpzip's defaults, every peer, and the echo floor (one process, like
+the peers it is compared with). The other warpzip configurations and ``echo-2proc`` are on demand."""
 
 
 class ServerFailed(Exception):
@@ -84,22 +130,6 @@ def post(port: int, path: str, body: bytes, timeout_s: float = 30.0) -> tuple[in
         return response.status, response.read()
     finally:
         connection.close()
-
-
-def check_answer(status: int, answer: bytes, body: bytes) -> str | None:
-    """Why a response to ``body`` is wrong, or ``None`` if it is one zstd frame of exactly ``body``."""
-    if status != 200:
-        return f"HTTP {status}: {answer[:200]!r}"
-    try:
-        decompressor = zstandard.ZstdDecompressor().decompressobj()
-        restored = decompressor.decompress(answer)
-    except zstandard.ZstdError as error:
-        return f"not a zstd frame: {error}"
-    if decompressor.unused_data:
-        return f"{len(decompressor.unused_data)} bytes after the first zstd frame"
-    if restored != body:
-        return f"decompresses to {len(restored)} bytes that differ from the {len(body)}-byte body"
-    return None
 
 
 def _spawn(argv: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
@@ -163,14 +193,14 @@ class RunningServer:
             raise ServerFailed(f"exited with code {code}: {self.log_tail()}")
 
     def verify(self, level: int, bodies: Sequence[bytes]) -> None:
-        """Sends every body once and checks each answer decompresses to it: a fast wrong answer
-        must not make it into the table."""
+        """Sends every body once and checks each answer with the server's own check (a zstd frame
+        of the body, or the echo's third of it): a fast wrong answer must not make it into the table."""
         for body in bodies:
             try:
                 status, answer = post(self.port, f"/compress?level={level}", body)
             except OSError as error:
                 raise ServerFailed(f"request failed: {error!r}") from None
-            problem = check_answer(status, answer, body)
+            problem = self.spec.check(status, answer, body)
             if problem is not None:
                 raise ServerFailed(f"wrong answer for a {len(body)}-byte body: {problem}")
 

@@ -1,7 +1,8 @@
 """Tests of the benchmark harness: its pure parts exactly, its I/O parts by one short real run.
 
-The smoke run measures nothing (no timed assertions): it proves that the peers answer correctly
-under wrk, that the report carries their numbers, and that no server process outlives the driver.
+The smoke run measures nothing (no timed assertions): it proves that the peers and the echo floor
+answer correctly under wrk, that the report carries their numbers with warpzip's device CPU split
+off, and that no server process outlives the driver.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import zstandard
 
 from bench import corpus, plots, proctree, wrk
 from bench import server as server_module
-from bench.driver import parse_connections, parse_servers
-from bench.report import Meta, Row, ratios_to_best_peer, render_markdown, to_json
-from bench.server import REPO_ROOT, SERVERS, RunningServer, ServerSpec, check_answer
+from bench.driver import DEFAULT_LOADS, build_parser, choose_loads, parse_connections, parse_loads, parse_servers
+from bench.report import Meta, Role, Row, ratios_to_best_peer, ratios_to_echo_floor, render_markdown, to_json
+from bench.server import REPO_ROOT, SERVERS, RunningServer, ServerSpec, check_answer, check_echo
 
 WRK_STDOUT = """\
 Running 2s test @ http://127.0.0.1:8080/compress?level=3
@@ -60,10 +61,12 @@ def result(requests: int, non2xx: int = 0, p99_us: int = 4000) -> wrk.WrkResult:
     return wrk.WrkResult(requests, 1_000_000, non2xx, 0, 1000, 2000, p99_us, 0)
 
 
-def row(server: str, requests: int | None, is_peer: bool = True, connections: int = 32) -> Row:
+def row(server: str, requests: int | None, role: Role = Role.PEER, connections: int = 32,
+        cpu_seconds: float = 1.5, device_cpu_seconds: float | None = None) -> Row:
     measured = None if requests is None else result(requests)
     failure = "exited with code 1" if requests is None else None
-    return Row(server, is_peer, "4 KiB", connections, 4096, measured, 1.5, 64 * 1024 * 1024, failure)
+    return Row(server, role, "4 KiB", connections, 4096, measured, cpu_seconds=cpu_seconds,
+               device_cpu_seconds=device_cpu_seconds, peak_rss_bytes=64 * 1024 * 1024, failure=failure)
 
 
 def test_parse_output_reads_the_json_line() -> None:
@@ -88,39 +91,82 @@ def test_body_env_uses_one_variable_per_mode(tmp_path: Path) -> None:
 
 def test_ratio_is_against_the_best_peer_under_the_same_load() -> None:
     rows = [
-        row("warpzip", 3000, is_peer=False),
+        row("warpzip", 3000, Role.WARPZIP),
         row("inline", 1000),
         row("inline-2proc", 2000),
         row("executor", None),
+        row("echo", 9000, Role.FLOOR),  # faster than any peer, but it does not compress: not the bar
         row("inline", 500, connections=1),
-        row("warpzip", 1000, is_peer=False, connections=1),
+        row("warpzip", 1000, Role.WARPZIP, connections=1),
     ]
-    assert ratios_to_best_peer(rows) == [1.5, 0.5, 1.0, None, 1.0, 2.0]
+    assert ratios_to_best_peer(rows) == [1.5, 0.5, 1.0, None, 4.5, 1.0, 2.0]
 
 
 def test_ratio_is_absent_without_peers() -> None:
-    assert ratios_to_best_peer([row("warpzip", 3000, is_peer=False)]) == [None]
+    assert ratios_to_best_peer([row("warpzip", 3000, Role.WARPZIP), row("echo", 9000, Role.FLOOR)]) == [None, None]
+
+
+def test_host_cpu_leaves_the_device_out() -> None:
+    warpzip = row("warpzip", 1000, Role.WARPZIP, cpu_seconds=0.5, device_cpu_seconds=0.2)
+    assert warpzip.cpu_us_per_request == pytest.approx(500.0)
+    assert warpzip.host_cpu_us_per_request == pytest.approx(300.0)
+    assert warpzip.device_cpu_us_per_job == pytest.approx(200.0)
+    peer = row("inline", 1000, cpu_seconds=0.4)
+    assert peer.host_cpu_us_per_request == peer.cpu_us_per_request == pytest.approx(400.0)
+    assert peer.device_cpu_us_per_job is None
+    assert row("warpzip", None, Role.WARPZIP, device_cpu_seconds=0.2).host_cpu_us_per_request is None
+
+
+def test_echo_floor_ratio_is_host_cpu_over_the_cheapest_floor_under_the_same_load() -> None:
+    rows = [
+        row("warpzip", 1000, Role.WARPZIP, cpu_seconds=0.5, device_cpu_seconds=0.2),  # host 300 µs/req
+        row("inline", 1000, cpu_seconds=0.4),
+        row("echo", 1000, Role.FLOOR, cpu_seconds=0.1),
+        row("echo-2proc", 1000, Role.FLOOR, cpu_seconds=0.12),
+        row("warpzip", 1000, Role.WARPZIP, connections=256, cpu_seconds=0.5, device_cpu_seconds=0.2),
+    ]
+    assert ratios_to_echo_floor(rows) == pytest.approx([3.0, 4.0, 1.0, 1.2, None])
 
 
 def test_render_markdown_has_header_table_and_failures() -> None:
-    rows = [row("warpzip", None, is_peer=False), row("inline", 14300)]
+    rows = [
+        row("warpzip", None, Role.WARPZIP),
+        row("inline", 14300),
+        row("warpzip-2w", 10000, Role.WARPZIP, cpu_seconds=2.0, device_cpu_seconds=1.0),
+        row("echo", 20000, Role.FLOOR, cpu_seconds=1.0),
+    ]
     markdown = render_markdown(META, rows)
     assert "- command: `python -m bench`" in markdown
     assert "- CPU: Test CPU, 2 cores" in markdown
     assert "## 4 KiB · 32 connections" in markdown
-    assert "| inline | 14,300 | 58.6 | 1.00 | 4.00 | 1.5 | 105 | 64.0 | 0 / 0 | 1.00× |" in markdown  # 1.5 s / 14,300
+    assert "| server | req/s | MB/s in | p50 ms | p99 ms | CPU s | CPU µs/req | host µs/req outside device | " \
+           "device µs/job | peak RSS MiB | non-2xx / err | × best peer | × echo floor |" in markdown
+    # 1.5 s / 14,300 = 105 µs, all of it host CPU; the echo floor's is 1.0 s / 20,000 = 50 µs
+    assert "| inline | 14,300 | 58.6 | 1.00 | 4.00 | 1.5 | 105 | 105 | — | 64.0 | 0 / 0 | 1.00× | 2.10× |" in markdown
+    assert "| warpzip-2w | 10,000 | 41.0 | 1.00 | 4.00 | 2.0 | 200 | 100 | 100 | 64.0 | 0 / 0 | 0.70× | 2.00× |" \
+           in markdown
+    assert "| echo | 20,000 | 81.9 | 1.00 | 4.00 | 1.0 | 50 | 50 | — | 64.0 | 0 / 0 | 1.40× | 1.00× |" in markdown
     assert "| warpzip | **FAILED** |" in markdown
     assert "- warpzip FAILED: exited with code 1" in markdown
 
 
 def test_json_carries_derived_numbers() -> None:
-    document = to_json(META, [row("inline", 100)])
+    document = to_json(META, [row("inline", 100), row("warpzip", 100, Role.WARPZIP, device_cpu_seconds=0.5),
+                              row("echo", 100, Role.FLOOR, cpu_seconds=0.5)])
     assert document["meta"]["cores"] == 2
-    (entry,) = document["results"]
-    assert entry["req_per_s"] == pytest.approx(100.0)
-    assert entry["ratio_to_best_peer"] == 1.0
-    assert entry["cpu_us_per_request"] == pytest.approx(15_000.0)  # 1.5 CPU s over 100 responses
-    assert entry["wrk"]["p99_us"] == 4000
+    inline, warpzip, echo = document["results"]
+    assert inline["role"] == "peer" and echo["role"] == "floor"
+    assert inline["req_per_s"] == pytest.approx(100.0)
+    assert inline["ratio_to_best_peer"] == 1.0
+    assert inline["cpu_us_per_request"] == pytest.approx(15_000.0)  # 1.5 CPU s over 100 responses
+    assert inline["host_cpu_us_per_request"] == pytest.approx(15_000.0)
+    assert inline["device_cpu_us_per_job"] is None
+    assert inline["ratio_to_echo_floor"] == pytest.approx(3.0)
+    assert warpzip["host_cpu_us_per_request"] == pytest.approx(10_000.0)
+    assert warpzip["device_cpu_us_per_job"] == pytest.approx(5_000.0)
+    assert warpzip["ratio_to_echo_floor"] == pytest.approx(2.0)
+    assert inline["wrk"]["p99_us"] == 4000
+    json.dumps(document)  # the role enum serialises as its name
 
 
 def test_cli_lists_are_parsed() -> None:
@@ -128,11 +174,40 @@ def test_cli_lists_are_parsed() -> None:
     assert labels == ["256 B", "4 KiB", "mixed"]
     assert parse_connections(["1,4", "16"]) == [1, 4, 16]
     assert [spec.name for spec in parse_servers(["inline,executor"])] == ["inline", "executor"]
-    for bad in (lambda: corpus.parse_profiles(["3k"]), lambda: parse_connections(["0"])):
+    assert [(p.label, c) for p, c in parse_loads(["4k,1m@32", "4k@1,32"])] == [
+        ("4 KiB", 32), ("1 MiB", 32), ("4 KiB", 1)]
+    for bad in (lambda: corpus.parse_profiles(["3k"]), lambda: parse_connections(["0"]),
+                lambda: parse_loads(["4k"]), lambda: parse_loads(["4k@0"])):
         with pytest.raises(ValueError):
             bad()
     with pytest.raises(ValueError):
         parse_servers(["nginx"])
+
+
+def test_default_run_is_every_size_at_32_and_small_ones_overloaded() -> None:
+    parser = build_parser()
+    args = parser.parse_args([])
+    assert [spec.name for spec in parse_servers(args.servers)] == ["warpzip", "inline", "inline-2proc", "executor",
+                                                                    "echo"]
+    cells = [(profile.label, count) for profile, count in choose_loads(args)]
+    assert cells == [("4 KiB", 32), ("64 KiB", 32), ("1 MiB", 32), ("4 KiB", 256), ("64 KiB", 256)]
+    assert choose_loads(args) == parse_loads(DEFAULT_LOADS)
+    custom = [(p.label, c) for p, c in choose_loads(parser.parse_args("--sizes 256 --connections 1,4".split()))]
+    assert custom == [("256 B", 1), ("256 B", 4)]  # no overload rows that were not asked for
+    only_sizes = choose_loads(parser.parse_args(["--sizes", "1m"]))
+    assert [(p.label, c) for p, c in only_sizes] == [("1 MiB", 32)]
+    with pytest.raises(ValueError):
+        choose_loads(parser.parse_args("--loads 4k@1 --sizes 1m".split()))
+
+
+def test_only_warpzip_runs_a_device_and_only_peers_set_the_bar() -> None:
+    assert {name: spec.role for name, spec in SERVERS.items() if spec.role is not Role.PEER} == {
+        "warpzip": Role.WARPZIP, "warpzip-2w": Role.WARPZIP, "warpzip-1e": Role.WARPZIP,
+        "echo": Role.FLOOR, "echo-2proc": Role.FLOOR}
+    assert proctree.runs_device(["/usr/bin/python3", "-m", "warp.device", "--root", "/tmp/r", "--parent-pipe", "5"])
+    assert proctree.runs_device(["python", "-X", "dev", "-m", "warp.device"])
+    assert not proctree.runs_device(["python", "-m", "app", "serve", "--root", "/tmp/warp.device"])
+    assert not proctree.runs_device(["python", "-m", "warp.devices"])
 
 
 def test_mixed_profile_is_described_and_averaged() -> None:
@@ -166,6 +241,17 @@ def test_check_answer_accepts_only_one_frame_of_the_body() -> None:
     assert check_answer(503, b"", body) == "HTTP 503: b''"
 
 
+def test_check_echo_accepts_only_the_first_third_of_the_body() -> None:
+    body = bytes(range(256)) * 4
+    assert check_echo(200, body[: len(body) // 3], body) is None
+    assert check_echo(200, b"", b"ab") is None  # a third of two bytes is none
+    assert check_echo(200, body[:100], body) is not None
+    assert check_echo(200, body[1 : len(body) // 3 + 1], body) is not None
+    assert check_echo(200, zstandard.ZstdCompressor().compress(body), body) is not None
+    assert check_echo(500, b"oops", body) == "HTTP 500: b'oops'"
+    assert SERVERS["echo"].check is check_echo and SERVERS["inline"].check is check_answer
+
+
 @pytest.fixture
 def inline_2proc(tmp_path: Path) -> Iterator[RunningServer]:
     with RunningServer(SERVERS["inline-2proc"], tmp_path) as server:
@@ -184,7 +270,7 @@ def test_stop_leaves_no_forked_worker(inline_2proc: RunningServer) -> None:
 def test_stop_kills_a_tree_that_ignores_sigterm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(server_module, "STOP_TIMEOUT_S", 0.2)
     stubborn = "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); os.fork(); time.sleep(60)"
-    spec = ServerSpec("stubborn", lambda _port, _scratch: [sys.executable, "-c", stubborn], is_peer=True)
+    spec = ServerSpec("stubborn", lambda _port, _scratch: [sys.executable, "-c", stubborn], Role.PEER)
     server = RunningServer(spec, tmp_path)
     tree: set[proctree.ProcessKey] = set()
     while len(tree) < 2:  # wait for the fork
@@ -211,29 +297,46 @@ def test_driver_smoke_run(tmp_path: Path) -> None:
     require(shutil.which("wrk") is not None, "wrk")
     require(corpus.CORPUS_DIR.is_dir(), f"the corpus at {corpus.CORPUS_DIR}")
     out, report = tmp_path / "run.md", tmp_path / "run.json"
-    argv = "--servers warpzip,inline,executor --sizes 4k --duration 2 --warmup 0 --connections 4".split()
+    argv = "--servers warpzip,inline,executor,echo --sizes 4k --duration 2 --warmup 0 --connections 4".split()
     argv += ["--out", str(out), "--json", str(report)]
     completed = subprocess.run(
-        [sys.executable, "-m", "bench", *argv], cwd=REPO_ROOT, capture_output=True, text=True, timeout=90
+        [sys.executable, "-m", "bench", *argv], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
     )
     assert completed.returncode == 0, completed.stderr
-    results = json.loads(report.read_text())["results"]
-    assert [entry["server"] for entry in results] == ["warpzip", "inline", "executor"]
-    for entry in results:
+    results = {entry["server"]: entry for entry in json.loads(report.read_text())["results"]}
+    assert list(results) == ["warpzip", "inline", "executor", "echo"]
+    for entry in results.values():
         assert entry["failure"] is None
         assert entry["req_per_s"] > 0
         assert (entry["wrk"]["non2xx"], entry["wrk"]["errors"]) == (0, 0)
         assert entry["cpu_seconds"] > 0
+        assert 0 < entry["host_cpu_us_per_request"] <= entry["cpu_us_per_request"]
+        assert entry["ratio_to_echo_floor"] == pytest.approx(
+            entry["host_cpu_us_per_request"] / results["echo"]["cpu_us_per_request"])
+    warpzip = results["warpzip"]
+    assert 0 < warpzip["device_cpu_seconds"] < warpzip["cpu_seconds"]  # the device does work, the workers too
+    assert warpzip["host_cpu_us_per_request"] + warpzip["device_cpu_us_per_job"] == pytest.approx(
+        warpzip["cpu_us_per_request"])
+    for name in ("inline", "executor", "echo"):
+        assert results[name]["device_cpu_seconds"] is None and results[name]["device_cpu_us_per_job"] is None
+        assert results[name]["host_cpu_us_per_request"] == results[name]["cpu_us_per_request"]
+    assert results["echo"]["ratio_to_echo_floor"] == 1.0
+    best_peer = max(results["inline"]["req_per_s"], results["executor"]["req_per_s"])  # the echo is no peer
+    assert warpzip["ratio_to_best_peer"] == pytest.approx(warpzip["req_per_s"] / best_peer)
     markdown = out.read_text()
     assert "## 4 KiB · 4 connections" in markdown
-    assert "| warpzip | " in markdown and "| inline | " in markdown and "| executor | " in markdown
+    assert all(f"| {name} | " in markdown for name in results)
+    assert "× echo floor" in markdown and "device µs/job" in markdown
     assert "FAILED" not in markdown
 
 
 def test_plots_for_a_sweep_and_for_one_concurrency(tmp_path: Path) -> None:
-    sweep = [row("warpzip", 1000, is_peer=False, connections=c) for c in (1, 4)] + [row("inline", 900, connections=1)]
-    single = [row("warpzip", 1000, is_peer=False), row("warpzip-2w", 1200, is_peer=False), row("inline", 900)]
-    assert [p.name for p in plots.plot(sweep, tmp_path / "a")] == ["sweep-4kib.png"]
+    sweep = [row("warpzip", 1000, Role.WARPZIP, connections=c, device_cpu_seconds=0.5) for c in (1, 4)]
+    sweep += [row("inline", 900, connections=1), row("echo", 2000, Role.FLOOR, connections=4, cpu_seconds=0.2)]
+    single = [row("warpzip", 1000, Role.WARPZIP, device_cpu_seconds=0.5), row("inline", 900),
+              row("echo", 2000, Role.FLOOR, cpu_seconds=0.2)]
+    assert [p.name for p in plots.plot(sweep, tmp_path / "a")] == [
+        "servers-4kib.png", "servers-4kib-c4.png", "sweep-4kib.png"]
     assert [p.name for p in plots.plot(single, tmp_path / "b")] == ["servers-4kib.png"]
-    for path in (tmp_path / "a/sweep-4kib.png", tmp_path / "b/servers-4kib.png"):
+    for path in (tmp_path / "a/sweep-4kib.png", tmp_path / "a/servers-4kib-c4.png", tmp_path / "b/servers-4kib.png"):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000

@@ -21,7 +21,7 @@ import zstandard
 from aiohttp import web
 
 Compress = Callable[[bytes, int], Awaitable[bytes]]
-"""Compresses a body at a level; the one thing a peer chooses."""
+"""Compresses a body at a level; the one thing a peer chooses (the echo floor skips the zstd)."""
 
 BuildApp = Callable[[], web.Application]
 """Builds a peer's app inside its worker process (after fork, so thread pools are per process)."""
@@ -71,8 +71,12 @@ class Compressors:
         return compressor.compress(body)
 
 
-def create_app(compress: Compress) -> web.Application:
-    """The whole peer API: ``POST /compress?level=N`` → ``application/zstd``."""
+def create_app(compress: Compress, content_type: str = "application/zstd") -> web.Application:
+    """The whole peer API: ``POST /compress?level=N`` → ``application/zstd``.
+
+    The echo floor passes its own ``compress`` (a third of the body, no zstd) and content type, so
+    that it pays for exactly the same HTTP path as the peers and nothing else.
+    """
 
     async def handle_compress(request: web.Request) -> web.Response:
         try:
@@ -80,7 +84,7 @@ def create_app(compress: Compress) -> web.Application:
         except ValueError as error:
             raise web.HTTPBadRequest(text=str(error)) from None
         body = await request.read()
-        return web.Response(body=await compress(body, level), content_type="application/zstd")
+        return web.Response(body=await compress(body, level), content_type=content_type)
 
     app = web.Application(client_max_size=MAX_BODY)
     app.router.add_post("/compress", handle_compress)

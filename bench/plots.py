@@ -93,7 +93,7 @@ def _side_by_side(plt: Any, rows: Sequence[Row], path: Path) -> Path:
     throughput.bar(names, [row.req_per_s or 0.0 for row in measured], color=colours, hatch=hatches)
     p99.bar(names, [row.wrk.p99_us / 1000 if row.wrk else 0.0 for row in measured], color=colours, hatch=hatches)
     host = [row.host_cpu_us_per_request or 0.0 for row in measured]
-    cpu.bar(names, host, color=colours, hatch=hatches, label="host, outside the device")
+    cpu.bar(names, host, color=colours, hatch=hatches)  # coloured by role like the other panels: no legend entry
     cpu.bar(names, [row.device_cpu_us_per_job or 0.0 for row in measured], bottom=host, color=DEVICE_COLOUR,
             label="device")
     floors = [cost for row in measured if row.role is Role.FLOOR and (cost := row.host_cpu_us_per_request)]
@@ -103,7 +103,7 @@ def _side_by_side(plt: Any, rows: Sequence[Row], path: Path) -> Path:
     label = f"{measured[0].size}, {measured[0].connections} connections" if measured else "nothing measured"
     figure.suptitle(f"{label} (blue: warpzip, grey: peers, hatched green: echo floor, no compression)")
     for axes, title, unit in ((throughput, "throughput", "req/s"), (p99, "p99 latency", "ms"),
-                              (cpu, "CPU per request", "µs")):
+                              (cpu, "CPU per request: host, then device", "µs")):
         axes.set_title(title)
         axes.set_ylabel(unit)
         axes.tick_params(axis="x", rotation=30)

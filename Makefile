@@ -24,8 +24,11 @@ lint: install
 	$(PY) -m mypy
 	$(PY) -m ruff check app warp bench tests
 
+# warpzip (default flags), the inline, inline-2proc and executor peers and the echo floor; 4k, 64k,
+# 1m at 32 connections, then 4k and 64k at 256 (overload): about 5 minutes. Custom runs:
+# `$(PY) -m bench --help` (--servers, --loads, or --sizes with --connections).
 bench: install
-	$(PY) -m bench --out BENCHMARKS-run.md --plots docs/bench
+	$(PY) -m bench --out BENCHMARKS-run.md --json docs/bench/run.json --plots docs/bench
 
 # Memory soak: wrk -c64 for SOAK_DURATION seconds, fails if the processes' RSS grew > 10% after warm-up.
 SOAK_DURATION ?= 600

@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,24 @@ def test_merge_repeats() -> None:
         stats.merge([])
 
 
+def test_cpu_per_job_against_inline() -> None:
+    """Device rows count the device process's CPU, the others their own; merge sums it."""
+    inline = measurement(label="inline warp.codec", jobs=1000, cpu_ns=20_000_000)
+    dev = measurement(jobs=1000, cpu_ns=5_000_000, device_cpu_ns=30_000_000,
+                      counters=counters(0, 1000, 0, (stats.NS,), (1000,)))
+    assert inline.cpu_us_per_job == pytest.approx(20.0) and dev.cpu_us_per_job == pytest.approx(30.0)
+    assert dev.cpu_vs(inline) == pytest.approx(1.5)
+    assert stats.merge([dev, dev]).device_cpu_ns == 60_000_000
+    assert stats.merge([dev, measurement(counters=dev.counters)]).device_cpu_ns is None  # unknown stays unknown
+    d = stats.measurement_dict(dev, None, inline)
+    assert d["device_cpu_us_per_job"] == pytest.approx(30.0) and d["cpu_vs_inline"] == pytest.approx(1.5)
+    assert "cpu_vs_inline" not in stats.measurement_dict(inline, None, inline)
+    rows = stats.table_rows(measurement(label="python-zstandard"), [dev], inline)
+    assert [row[0] for row in rows] == ["python-zstandard", "inline warp.codec", "x"]
+    assert rows[1][-2] == "-" and rows[2][-2] == "1.50x" and rows[2][-3] == "30.0"
+    assert "1.50x the same zstd call inline" in stats.cpu_headline(inline, dev)
+
+
 def test_measurement_dict_fields() -> None:
     peer = measurement()
     dev = measurement(prefault=True, counters=counters(0, 1000, 0, (stats.NS,), (1000,)), extra={"verified": True})
@@ -248,10 +267,11 @@ def run_tool(device: DeviceProc, tmp_path: Path, *args: str) -> dict[str, Any]:
 
 def check_report(report: dict[str, Any]) -> None:
     """Figures that must hold for any healthy run, whatever the machine's speed."""
-    peer = report["peer"]
+    peer, inline = report["peer"], report["inline"]
     assert peer["label"] == "python-zstandard" and peer["jobs"] > 0 and peer["mb_s"] > 0
+    assert inline["label"] == "inline warp.codec" and inline["jobs"] > 0 and inline["cpu_us_per_job"] > 0
     assert report["config"]["blocks"] > 0 and report["config"]["corpus_bytes"] > 0
-    for m in [peer, *report["runs"]]:
+    for m in [peer, inline, *report["runs"]]:
         assert m["errors"] == 0
         assert m["bytes_in"] == m["jobs"] * report["config"]["block_size"]
         assert 1.2 < m["ratio"] < 20, "real text and images compress; random bytes would not"
@@ -267,8 +287,14 @@ def check_report(report: dict[str, Any]) -> None:
         assert m["iopf"] >= 0 and m["iopf_per_job"] == pytest.approx(m["iopf"] / m["jobs"], abs=1e-4)
         assert m["mb_s_per_engine"] == pytest.approx(m["mb_s"] / m["engines"], rel=1e-3)
         assert m["per_engine_vs_bare"] == pytest.approx(m["mb_s_per_engine"] / peer["mb_s"], rel=1e-2)
+        assert m["device_cpu_s"] > 0, "the device process burnt CPU on our jobs"
+        assert m["device_cpu_us_per_job"] == pytest.approx(m["device_cpu_s"] * 1e6 / m["jobs"], rel=1e-3)
+        assert m["cpu_vs_inline"] == pytest.approx(m["device_cpu_us_per_job"] / inline["cpu_us_per_job"], rel=1e-2)
+        assert m["jobs_per_batch"] >= 1 and m["interrupts_per_job"] > 0
     head = report["headline"]
     assert head["run"] in [m["label"] for m in report["runs"]] and head["per_engine_vs_bare"] > 0
+    assert head["cpu_vs_inline"] > 0
+    assert head["inline_cpu_us_per_job"] == pytest.approx(inline["cpu_us_per_job"], rel=1e-3)
     json.dumps(report, allow_nan=False)
 
 
@@ -280,6 +306,7 @@ def test_async_run(device: DeviceProc, tmp_path: Path, capsys: pytest.CaptureFix
     assert report["device"] == {**report["device"], "embedded": False, "engines": 1, "name": "warp_zip-0"}
     printed = capsys.readouterr()
     assert "python-zstandard" in printed.out and "device async d=8 prefault" in printed.out
+    assert "inline warp.codec" in printed.out and "the same zstd call inline" in printed.out
     assert "headline: device" in printed.out and "MB/s per engine" in printed.out
     assert printed.err == ""  # --quiet: no progress
 
@@ -290,6 +317,23 @@ def test_sync_run_forces_depth_one(device: DeviceProc, tmp_path: Path, capsys: p
     assert (run["mode"], run["depth"]) == ("sync", 1)
     assert report["config"]["block_size"] == 8192
     assert "depth forced to 1" in capsys.readouterr().err
+
+
+def test_batch_run(device: DeviceProc, tmp_path: Path) -> None:
+    """--batch: depth jobs per compress_many, each job's latency that of its batch."""
+    report = run_tool(device, tmp_path, "--batch", "--depth", "4", "--block-size", "4k")
+    (run,) = report["runs"]
+    assert (run["mode"], run["depth"], run["label"]) == ("batch", 4, "device batch d=4 prefault")
+    assert run["jobs"] % 4 == 0
+
+
+def test_device_cpu_of_a_process(tmp_path: Path) -> None:
+    """/proc/<pid>/stat user + system time: this process's grows as it burns CPU."""
+    before = bench.process_cpu_ns(os.getpid())
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    assert bench.process_cpu_ns(os.getpid()) - before >= 0.02 * stats.NS
 
 
 def test_prefault_versus_no_prefault(device: DeviceProc, tmp_path: Path) -> None:

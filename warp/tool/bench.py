@@ -3,16 +3,23 @@
 One run measures, side by side on the same blocks of real data (the Silesia corpus):
 
 * the **peer**: bare python-zstandard on one thread, ``ZstdCompressor(level).compress`` in a loop;
+* the **inline** call: the very ``ZSTD_compress2`` an engine makes (``warp.codec.Codec``, the same
+  reused context per level), on this thread, from the blocks into a destination buffer — the
+  floor of the device's CPU per job;
 * the **device**, through the warp library exactly as an application uses it: ``--async`` keeps
   ``--depth`` jobs in flight on one event loop (``Compressor.acompress_buffer`` on buffers from
   the SVA heap's pool — each job copies its block into a pooled source buffer, the result is a
   view into a pooled destination buffer, both go back to the pool); ``--sync`` runs one job at a
-  time through ``Compressor.compress`` (so the depth is 1).
+  time through ``Compressor.compress`` (so the depth is 1); ``--batch`` hands ``--depth`` jobs at
+  a time to ``Compressor.compress_many`` (one doorbell for all of them) and waits for them all.
 
 For both it reports input MB/s, jobs/s, compression ratio and p50/p99 job latency (from per-job
 timestamps); for the device also I/O page faults per job (the DFX per-queue IOPF counters of the
 run's own queues, before and after), the engines' busy ratio (DFX ``BUSY_NS`` / wall time) and the
-headline: the device's MB/s per engine over bare python-zstandard's MB/s.
+headline: the device's MB/s per engine over bare python-zstandard's MB/s. The **device process's
+CPU per job** (user + system time of every thread of it, from ``/proc/<pid>/stat`` before and
+after the run, over the jobs) is held against the inline call's CPU per job: the ratio is what
+the hand-off (rings, doorbells, interrupts, translation, counters) costs on top of zstd.
 
 ``--sweep-depth 1,2,4,...`` repeats the async device run at each depth; ``--compare-prefault``
 runs with and without prefaulted buffers back to back. Without ``--root`` the tool starts a device
@@ -34,6 +41,7 @@ import json
 import os
 import platform
 import shlex
+import socket
 import sys
 import tempfile
 import time
@@ -44,7 +52,7 @@ from typing import IO, Any, Final, final
 
 import zstandard
 
-from warp import Compressor, JobFailed, Runtime, WarpError, uacce
+from warp import Compressor, JobFailed, Runtime, WarpError, cdev, codec, uacce
 from warp.device.launch import DeviceProcess
 from warp.dfx import Dfx, Engine, Queue
 from warp.iommu.fault import FaultCounter
@@ -91,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="depth jobs in flight on one event loop (default)")
     mode.add_argument("--sync", dest="mode", action="store_const", const="sync",
                       help="one job at a time through Compressor.compress (depth forced to 1)")
+    mode.add_argument("--batch", dest="mode", action="store_const", const="batch",
+                      help="depth jobs at a time through Compressor.compress_many (one doorbell), waiting for all")
     job.add_argument("--level", type=int, default=3, help="zstd level, default 3")
     job.add_argument("--prefault", action=argparse.BooleanOptionalAction, default=True,
                      help="prefault pool buffers on the CPU before the device sees them (default on)")
@@ -306,13 +316,79 @@ def measure_peer(blocks: Sequence[bytes], level: int, seconds: float, progress: 
     return m
 
 
+def measure_inline(blocks: Sequence[bytes], level: int, seconds: float, progress: Progress) -> Measurement:
+    """The engines' own zstd call made inline: ``warp.codec.Codec.compress`` (``ZSTD_compress2``
+    on a reused context) from each block into one destination of the device's capacity, for
+    ``seconds``. Its CPU per job is what a device job would cost if the hand-off were free."""
+    worker = codec.Codec()
+    size = max(map(len, blocks))
+    source = bytearray(b"".join(blocks))
+    target = bytearray(codec.compress_bound(size))
+    src, dst = codec.pointer(source), codec.pointer(target)
+    starts = [0]
+    for block in blocks[:-1]:
+        starts.append(starts[-1] + len(block))
+    lengths = [len(block) for block in blocks]
+    compress, capacity, n = worker.compress, len(target), len(blocks)
+    clock = time.perf_counter_ns
+    latencies: list[int] = []
+    record = latencies.append
+    jobs = bytes_in = bytes_out = 0
+    label = "inline warp.codec"
+    progress.start(label, seconds)
+    try:
+        cpu0 = time.process_time_ns()
+        start = clock()
+        deadline = start + int(seconds * stats.NS)
+        t0 = start
+        while t0 < deadline:
+            i = jobs % n
+            produced = compress(dst, capacity, src + starts[i], lengths[i], level, False)
+            t1 = clock()
+            record(t1 - t0)
+            jobs += 1
+            bytes_in += lengths[i]
+            bytes_out += produced
+            progress.update(jobs, bytes_in)
+            t0 = t1
+        cpu = time.process_time_ns() - cpu0
+    finally:
+        codec.release(src)
+        codec.release(dst)
+    m = Measurement(label=label, jobs=jobs, bytes_in=bytes_in, bytes_out=bytes_out, wall_ns=t0 - start,
+                    cpu_ns=cpu, latency=Latency.from_ns(latencies), mode="sync", depth=1, samples=tuple(latencies))
+    progress.finish(m)
+    return m
+
+
+def device_pid(root: Path, name: str) -> int:
+    """The PID of the device serving ``root``: the peer of a connection to its control socket
+    (SO_PEERCRED), so a device this tool did not start is measured too."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+        sock.connect(str(cdev.DevicePaths(root, name).control))
+        return cdev.peer_credentials(sock)[0]
+
+
+def process_cpu_ns(pid: int) -> int:
+    """User + system time of every thread of ``pid`` (``/proc/<pid>/stat`` fields 14 and 15,
+    clock ticks; threads that ended are included, unlike a sum over ``task/*/schedstat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * stats.NS // _CLK_TCK
+
+
+_CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+
+
 def snapshot(dfx: Dfx, qids: Sequence[int]) -> DeviceCounters:
     return DeviceCounters(
         iopf=sum(int(dfx.queue(q)[Queue.IOPF]) for q in qids),
         queue_jobs=sum(int(dfx.queue(q)[Queue.SUBMITTED]) for q in qids),
         fault_pages=int(dfx.faults[FaultCounter.PAGES_OK]),
         engine_busy_ns=tuple(int(dfx.engine(e)[Engine.BUSY_NS]) for e in range(dfx.engines)),
-        engine_jobs=tuple(int(dfx.engine(e)[Engine.JOBS]) for e in range(dfx.engines)))
+        engine_jobs=tuple(int(dfx.engine(e)[Engine.JOBS]) for e in range(dfx.engines)),
+        batches=sum(int(dfx.queue(q)[Queue.BATCHES]) for q in qids),
+        interrupts=sum(int(dfx.queue(q)[Queue.INTERRUPTS]) for q in qids),
+        doorbells=sum(int(dfx.queue(q)[Queue.DOORBELLS]) for q in qids))
 
 
 def settled(dfx: Dfx, qids: Sequence[int], before: DeviceCounters, jobs: int, wait: float = 1.0) -> DeviceCounters:
@@ -355,8 +431,8 @@ def device_label(mode: str, depth: int, prefault: bool) -> str:
 
 
 def measure_device(root: Path, opts: Options, blocks: Sequence[bytes], depth: int, prefault: bool,
-                   progress: Progress, used_pasids: set[int]) -> Measurement:
-    """One device run on a fresh runtime (fresh SVA heap, fresh queues)."""
+                   progress: Progress, used_pasids: set[int], pid: int) -> Measurement:
+    """One device run on a fresh runtime (fresh SVA heap, fresh queues); ``pid`` is the device's."""
     rt = open_runtime(root, opts.queues, prefault, used_pasids)
     dfx: Dfx | None = None
     try:
@@ -368,14 +444,18 @@ def measure_device(root: Path, opts: Options, blocks: Sequence[bytes], depth: in
         tally = _Tally()
         progress.start(label, opts.seconds)
         before = snapshot(dfx, qids)
+        device_cpu0 = process_cpu_ns(pid)
         cpu0 = time.process_time_ns()
         if opts.mode == "sync":
             start, end = _sync_loop(comp, blocks, opts.seconds, tally, progress)
+        elif opts.mode == "batch":
+            start, end = _batch_loop(comp, blocks, depth, opts.seconds, tally, progress)
         else:
             start, end = _run_loop(opts.loop, lambda: _async_loop(rt, comp, blocks, depth, opts.seconds, tally,
                                                                   progress))
         cpu = time.process_time_ns() - cpu0
         after = settled(dfx, qids, before, tally.jobs + tally.errors)
+        device_cpu = process_cpu_ns(pid) - device_cpu0
         heap = rt.heap.statistics()
         extra: dict[str, Any] = {
             "heap_prefaults": heap.misses, "heap_warm_allocs": heap.hits, "fallback_jobs": rt.fallback_jobs,
@@ -386,7 +466,7 @@ def measure_device(root: Path, opts: Options, blocks: Sequence[bytes], depth: in
                         wall_ns=end - start, cpu_ns=cpu, latency=Latency.from_ns(tally.latencies),
                         samples=tuple(tally.latencies),
                         errors=tally.errors, mode=opts.mode, depth=depth, prefault=prefault,
-                        counters=after - before, extra=extra)
+                        counters=after - before, extra=extra, device_cpu_ns=device_cpu)
         progress.finish(m)
         return m
     finally:
@@ -431,6 +511,39 @@ def _sync_loop(comp: Compressor, blocks: Sequence[bytes], seconds: float, tally:
         tally.jobs += 1
         tally.bytes_in += len(block)
         tally.bytes_out += produced
+        progress.update(tally.jobs, tally.bytes_in)
+        t0 = t1
+    return start, t0
+
+
+def _batch_loop(comp: Compressor, blocks: Sequence[bytes], depth: int, seconds: float, tally: _Tally,
+                progress: Progress) -> tuple[int, int]:
+    """``depth`` consecutive blocks per ``compress_many`` call; each job's latency is its batch's."""
+    clock = time.perf_counter_ns
+    n = len(blocks)
+    start = clock()
+    deadline = start + int(seconds * stats.NS)
+    t0 = start
+    i = 0
+    while t0 < deadline:
+        batch = [blocks[(i + k) % n] for k in range(depth)]
+        first = i == 0
+        i += depth
+        try:
+            results = comp.compress_many(batch)
+        except JobFailed as exc:
+            tally.failed(exc)
+            t0 = clock()
+            continue
+        t1 = clock()
+        for block, result in zip(batch, results, strict=True):
+            with result:
+                tally.bytes_out += len(result)
+                if first and tally.first_frame is None:
+                    tally.first_frame = result.tobytes()
+            tally.bytes_in += len(block)
+        tally.jobs += depth
+        tally.latencies.extend([t1 - t0] * depth)
         progress.update(tally.jobs, tally.bytes_in)
         t0 = t1
     return start, t0
@@ -500,6 +613,7 @@ def device_root(opts: Options, progress: Progress) -> Iterator[tuple[Path, int |
                           log=Path(scratch) / "device.log") as device:
         pid = device.pid
         progress.note(f"started device pid {pid} with {opts.engines} engine(s) in {device.root}")
+        assert pid is not None  # started above
         yield device.root, pid
     progress.note(f"stopped device pid {pid}")
 
@@ -517,15 +631,19 @@ def run(opts: Options, argv: Sequence[str], out: IO[str], err: IO[str]) -> dict[
         dfx = Dfx(found[0].paths.dfx, 0, 0, create=False)
         engines = dfx.engines
         dfx.close()
+        served_by = device_pid(root, found[0].name) if pid is None else pid
         used_pasids: set[int] = set()
         configs = [(depth, prefault) for prefault in opts.prefaults for depth in opts.depths]
         peers: list[Measurement] = []
+        inlines: list[Measurement] = []
         rounds: list[list[Measurement]] = []
         for _ in range(opts.repeat):  # interleaved, so drift in the machine's load hits both sides
             peers.append(measure_peer(blocks, opts.level, opts.seconds, progress))
-            rounds.append([measure_device(root, opts, blocks, depth, prefault, progress, used_pasids)
+            inlines.append(measure_inline(blocks, opts.level, opts.seconds, progress))
+            rounds.append([measure_device(root, opts, blocks, depth, prefault, progress, used_pasids, served_by)
                            for depth, prefault in configs])
         peer = stats.merge(peers)
+        inline = stats.merge(inlines)
         runs = [stats.merge([r[i] for r in rounds]) for i in range(len(configs))]
     top = stats.best(runs)
     report = {
@@ -538,25 +656,29 @@ def run(opts: Options, argv: Sequence[str], out: IO[str], err: IO[str]) -> dict[
             "queues_per_direction": opts.queues, "loop": opts.loop if opts.mode == "async" else None,
             "corpus": str(opts.corpus), "corpus_bytes": sum(map(len, blocks)), "blocks": len(blocks),
         },
-        "device": {"name": found[0].name, "root": str(root), "embedded": pid is not None, "pid": pid,
+        "device": {"name": found[0].name, "root": str(root), "embedded": pid is not None, "pid": served_by,
                    "engines": engines},
         "machine": {"cpus": os.cpu_count(), "loadavg": [round(x, 2) for x in os.getloadavg()],
                     "python": platform.python_version(), "zstandard": zstandard.__version__,
                     "zstd": zstandard.ZSTD_VERSION, "platform": platform.platform()},
         "peer": stats.measurement_dict(peer),
-        "runs": [stats.measurement_dict(m, peer) for m in runs],
+        "inline": stats.measurement_dict(inline),
+        "runs": [stats.measurement_dict(m, peer, inline) for m in runs],
         "headline": {"run": top.label, "device_mb_s": round(top.mb_s, 3),
                      "device_mb_s_per_engine": round(top.mb_s_per_engine, 3), "engines": engines,
-                     "bare_mb_s": round(peer.mb_s, 3), "per_engine_vs_bare": round(top.vs(peer), 4)},
+                     "bare_mb_s": round(peer.mb_s, 3), "per_engine_vs_bare": round(top.vs(peer), 4),
+                     "device_cpu_us_per_job": round(top.cpu_us_per_job, 2),
+                     "inline_cpu_us_per_job": round(inline.cpu_us_per_job, 2),
+                     "cpu_vs_inline": round(top.cpu_vs(inline), 4)},
         "notes": list(opts.notes),
     }
-    out.write(render_report(report, peer, runs, opts, engines) + "\n")
+    out.write(render_report(report, peer, inline, runs, opts, engines) + "\n")
     out.flush()
     return report
 
 
-def render_report(report: dict[str, Any], peer: Measurement, runs: Sequence[Measurement], opts: Options,
-                  engines: int) -> str:
+def render_report(report: dict[str, Any], peer: Measurement, inline: Measurement, runs: Sequence[Measurement],
+                  opts: Options, engines: int) -> str:
     cfg, dev = report["config"], report["device"]
     files = sorted(p.stem for p in opts.corpus.glob("*.bz2"))
     where = "embedded, stopped after the run" if dev["embedded"] else f"under {dev['root']}"
@@ -565,9 +687,10 @@ def render_report(report: dict[str, Any], peer: Measurement, runs: Sequence[Meas
         f"{cfg['blocks']} blocks ({stats.human_size(cfg['corpus_bytes'])}) of {'/'.join(files)} round-robin, "
         f"{opts.seconds:g} s per run" + (f", {opts.repeat} interleaved repeats summed" if opts.repeat > 1 else ""),
         f"device {dev['name']} ({where}): {engines} engine(s), {opts.queues} queue(s) per direction; "
-        f"mode {opts.mode}" + (" (one job at a time: depth 1)" if opts.mode == "sync" else f", {opts.loop} loop"),
+        f"mode {opts.mode}" + {"sync": " (one job at a time: depth 1)", "batch": " (depth jobs per compress_many)"}
+        .get(opts.mode, f", {opts.loop} loop"),
         "",
-        stats.render_table(stats.HEADERS, stats.table_rows(peer, runs)),
+        stats.render_table(stats.HEADERS, stats.table_rows(peer, runs, inline)),
         "",
     ]
     if len(opts.prefaults) == 2:
@@ -585,6 +708,7 @@ def render_report(report: dict[str, Any], peer: Measurement, runs: Sequence[Meas
                          f"{m.extra.get('error_statuses')}), {m.extra.get('fallback_jobs')} re-run on the cpu, "
                          f"output verified: {m.extra.get('verified')}")
     lines.append(stats.headline(peer, stats.best(runs)))
+    lines.append(stats.cpu_headline(inline, stats.best(runs)))
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Final, final
 
 MB: Final = 1_000_000
@@ -98,25 +98,26 @@ class DeviceCounters:
     fault_pages: int = 0
     engine_busy_ns: tuple[int, ...] = ()
     engine_jobs: tuple[int, ...] = ()
+    batches: int = 0  # engine turns on the run's queues (per-queue BATCHES)
+    interrupts: int = 0  # interrupts raised to the run's queues
+    doorbells: int = 0  # SQ doorbell kicks that woke an engine
 
     def __add__(self, other: DeviceCounters) -> DeviceCounters:
         """Two runs' deltas together (for repeated runs)."""
-        if len(self.engine_busy_ns) != len(other.engine_busy_ns):
-            raise ValueError("deltas of different devices")
-        return DeviceCounters(
-            iopf=self.iopf + other.iopf, queue_jobs=self.queue_jobs + other.queue_jobs,
-            fault_pages=self.fault_pages + other.fault_pages,
-            engine_busy_ns=tuple(a + b for a, b in zip(self.engine_busy_ns, other.engine_busy_ns, strict=True)),
-            engine_jobs=tuple(a + b for a, b in zip(self.engine_jobs, other.engine_jobs, strict=True)))
+        return self._combine(other, 1, "deltas of different devices")
 
     def __sub__(self, before: DeviceCounters) -> DeviceCounters:
-        if len(self.engine_busy_ns) != len(before.engine_busy_ns):
-            raise ValueError("snapshots of different devices")
-        return DeviceCounters(
-            iopf=self.iopf - before.iopf, queue_jobs=self.queue_jobs - before.queue_jobs,
-            fault_pages=self.fault_pages - before.fault_pages,
-            engine_busy_ns=tuple(a - b for a, b in zip(self.engine_busy_ns, before.engine_busy_ns, strict=True)),
-            engine_jobs=tuple(a - b for a, b in zip(self.engine_jobs, before.engine_jobs, strict=True)))
+        return self._combine(before, -1, "snapshots of different devices")
+
+    def _combine(self, other: DeviceCounters, sign: int, mismatch: str) -> DeviceCounters:
+        if len(self.engine_busy_ns) != len(other.engine_busy_ns):
+            raise ValueError(mismatch)
+        values: dict[str, Any] = {}
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            values[f.name] = (tuple(x + sign * y for x, y in zip(a, b, strict=True)) if isinstance(a, tuple)
+                              else a + sign * b)
+        return DeviceCounters(**values)
 
     @property
     def engines(self) -> int:
@@ -147,6 +148,7 @@ class Measurement:
     extra: dict[str, Any] = field(default_factory=dict)
     samples: tuple[int, ...] = field(default=(), repr=False, compare=False)  # raw latencies (ns), for merge
     parts: tuple[float, ...] = ()  # MB/s of each repeat when this merges several runs
+    device_cpu_ns: int | None = None  # device runs: the device process's user + system time over the run
 
     @property
     def seconds(self) -> float:
@@ -197,6 +199,18 @@ class Measurement:
         """The headline: MB/s per engine over the bare peer's MB/s."""
         return self.mb_s_per_engine / peer.mb_s if peer.mb_s > 0 else math.nan
 
+    @property
+    def cpu_us_per_job(self) -> float:
+        """CPU µs per job of whoever ran the zstd calls: the device process for a device run (all
+        its threads: engines, doorbells, interrupts, faults), this process for the peers."""
+        cpu = self.device_cpu_ns if self.device_cpu_ns is not None else self.cpu_ns
+        return cpu / self.jobs / 1e3 if self.jobs else math.nan
+
+    def cpu_vs(self, inline: Measurement) -> float:
+        """CPU per job over the same zstd call made inline: what the device's hand-off costs."""
+        base = inline.cpu_us_per_job
+        return self.cpu_us_per_job / base if base > 0 else math.nan
+
 
 def merge(runs: Sequence[Measurement]) -> Measurement:
     """Repeats of one configuration as one measurement: counts, times and counter deltas summed,
@@ -230,20 +244,24 @@ def merge(runs: Sequence[Measurement]) -> Measurement:
         else:
             extra[key] = value
     samples = tuple(ns for m in runs for ns in m.samples)
+    device_cpu = [m.device_cpu_ns for m in runs]
     return Measurement(
         label=first.label, jobs=sum(m.jobs for m in runs), bytes_in=sum(m.bytes_in for m in runs),
         bytes_out=sum(m.bytes_out for m in runs), wall_ns=sum(m.wall_ns for m in runs),
         cpu_ns=sum(m.cpu_ns for m in runs), latency=Latency.from_ns(samples), errors=sum(m.errors for m in runs),
         mode=first.mode, depth=first.depth, prefault=first.prefault, counters=counters, extra=extra,
-        samples=samples, parts=tuple(m.mb_s for m in runs))
+        samples=samples, parts=tuple(m.mb_s for m in runs),
+        device_cpu_ns=None if None in device_cpu else sum(ns or 0 for ns in device_cpu))
 
 
-def measurement_dict(m: Measurement, peer: Measurement | None = None) -> dict[str, Any]:
+def measurement_dict(m: Measurement, peer: Measurement | None = None,
+                     inline: Measurement | None = None) -> dict[str, Any]:
     """The JSON form of a measurement: raw counts and the derived figures."""
     out: dict[str, Any] = {
         "label": m.label, "mode": m.mode, "depth": m.depth, "jobs": m.jobs, "errors": m.errors,
         "bytes_in": m.bytes_in, "bytes_out": m.bytes_out, "seconds": round(m.seconds, 6),
         "mb_s": _num(m.mb_s), "jobs_s": _num(m.jobs_s), "ratio": _num(m.ratio), "cpu_rate": _num(m.cpu_rate),
+        "cpu_us_per_job": _num(m.cpu_us_per_job),
         "latency_us": {"count": m.latency.count, "p50": _num(m.latency.p50_us), "p99": _num(m.latency.p99_us),
                        "mean": _num(m.latency.mean_us), "max": _num(m.latency.max_us)},
     }
@@ -260,9 +278,17 @@ def measurement_dict(m: Measurement, peer: Measurement | None = None) -> dict[st
             "engine_busy_s": [round(ns / NS, 6) for ns in c.engine_busy_ns], "engine_jobs": list(c.engine_jobs),
             "mb_s_per_engine": _num(m.mb_s_per_engine),
             "engine_us_per_job": _num(sum(c.engine_busy_ns) / c.queue_jobs / 1e3 if c.queue_jobs else None),
+            "jobs_per_batch": _num(c.queue_jobs / c.batches if c.batches else None),
+            "interrupts_per_job": _num(c.interrupts / c.queue_jobs if c.queue_jobs else None),
+            "doorbells_per_job": _num(c.doorbells / c.queue_jobs if c.queue_jobs else None),
         })
         if peer is not None:
             out["per_engine_vs_bare"] = _num(m.vs(peer))
+    if m.device_cpu_ns is not None:
+        out["device_cpu_s"] = round(m.device_cpu_ns / NS, 6)
+        out["device_cpu_us_per_job"] = _num(m.cpu_us_per_job)
+    if inline is not None and m is not inline:
+        out["cpu_vs_inline"] = _num(m.cpu_vs(inline))
     out.update(m.extra)
     return out
 
@@ -303,18 +329,21 @@ def render_markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> st
 
 
 HEADERS: Final = ("run", "MB/s", "jobs/s", "ratio", "p50 us", "p99 us", "IOPF/job", "engine busy", "CPU",
-                  "MB/s/engine vs bare")
+                  "CPU us/job", "CPU/job vs inline", "MB/s/engine vs bare")
 
 
-def table_rows(peer: Measurement | None, runs: Sequence[Measurement]) -> list[list[str]]:
-    """One row per measurement, the peer first; device-only columns are ``-`` for the peer."""
+def table_rows(peer: Measurement | None, runs: Sequence[Measurement],
+               inline: Measurement | None = None) -> list[list[str]]:
+    """One row per measurement, the peer first, then the inline call; device-only columns are
+    ``-`` for those two. ``CPU us/job`` is the device process's for device rows."""
     rows: list[list[str]] = []
-    for m in ([peer] if peer is not None else []) + list(runs):
+    for m in [x for x in (peer, inline) if x is not None] + list(runs):
         device = m.counters is not None
         rows.append([
             m.label, f"{m.mb_s:.1f}", f"{m.jobs_s:.0f}", _fmt(m.ratio, "{:.3f}"), _fmt(m.latency.p50_us, "{:.0f}"),
             _fmt(m.latency.p99_us, "{:.0f}"), _fmt(m.iopf_per_job, "{:.3f}") if device else "-",
-            _fmt(m.busy_ratio, "{:.0%}") if device else "-", f"{m.cpu_rate:.0%}",
+            _fmt(m.busy_ratio, "{:.0%}") if device else "-", f"{m.cpu_rate:.0%}", _fmt(m.cpu_us_per_job, "{:.1f}"),
+            _fmt(m.cpu_vs(inline), "{:.2f}x") if inline is not None and m is not inline else "-",
             _fmt(m.vs(peer), "{:.2f}x") if device and peer is not None else "-",
         ])
     return rows
@@ -331,6 +360,11 @@ def headline(peer: Measurement, run: Measurement) -> str:
     return (f"headline: device {run.mb_s_per_engine:.1f} MB/s per engine ({run.mb_s:.1f} MB/s on {engines} "
             f"engine{'s' if engines != 1 else ''}, {run.label}) = {run.vs(peer):.2f}x bare python-zstandard "
             f"({peer.mb_s:.1f} MB/s on one thread)")
+
+
+def cpu_headline(inline: Measurement, run: Measurement) -> str:
+    return (f"device CPU: {run.cpu_us_per_job:.1f} us per job ({run.label}) = {run.cpu_vs(inline):.2f}x the same "
+            f"zstd call inline ({inline.cpu_us_per_job:.1f} us per call)")
 
 
 def format_progress(label: str, elapsed_s: float, total_s: float, jobs: int, bytes_in: int) -> str:

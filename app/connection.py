@@ -38,6 +38,7 @@ from aiohttp.web_protocol import _ErrInfo
 from app.api import body, errors
 from app.api.errors import Problem
 from app.config import Config
+from app.datapath import DataPath
 from app.keys import METRICS
 from app.metrics import Metrics
 
@@ -141,19 +142,60 @@ class Connection(web.RequestHandler):
 
 
 class Server(web.Server):
-    """aiohttp's low-level server, making :class:`Connection` protocols and counting them."""
+    """aiohttp's low-level server whose connections start on the data path (:mod:`app.datapath`)
+    and move to a :class:`Connection` for everything the data path does not serve."""
 
-    def __init__(self, plain: web.Server, config: Config, metrics: Metrics, **protocol: Any) -> None:
+    max_line: Final = REQUEST_LINE_LIMIT
+    max_field: Final = FIELD_LIMIT
+    max_fields: Final = MAX_HEADERS
+
+    def __init__(self, plain: web.Server, app: web.Application, config: Config, **protocol: Any) -> None:
         loop = asyncio.get_running_loop()
         super().__init__(plain.request_handler, request_factory=plain.request_factory, loop=loop, **protocol)
+        self.app = app
         self.config = config
-        self.metrics = metrics
+        self.metrics: Metrics = app[METRICS]
+        self.access_log: logging.Logger | None = protocol.get("access_log")
         self.open = 0
+        self.stopping = False
+        self.datapaths: set[DataPath] = set()
+        self._drained = asyncio.Event()
         self._protocol = protocol
-        self._event_loop = loop
+        self.event_loop = loop
 
-    def __call__(self) -> Connection:
-        return Connection(self, loop=self._event_loop, **self._protocol)
+    def __call__(self) -> DataPath:  # type: ignore[override]  # the protocol factory aiohttp hands to the loop
+        return DataPath(self)
+
+    def connection(self) -> Connection:
+        """An aiohttp protocol, for a connection the data path hands over."""
+        return Connection(self, loop=self.event_loop, **self._protocol)
+
+    def forget(self, datapath: DataPath) -> None:
+        """``datapath`` closed or handed its connection over."""
+        self.datapaths.discard(datapath)
+        if self.stopping and not self.datapaths:
+            self._drained.set()
+
+    def pre_shutdown(self) -> None:
+        """Stop taking requests: idle connections close now, busy ones after their response."""
+        self.stopping = True
+        for datapath in list(self.datapaths):
+            if datapath.close_if_idle():
+                self.forget(datapath)
+        if not self.datapaths:
+            self._drained.set()
+        super().pre_shutdown()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Wait up to ``timeout`` for the requests in progress on both kinds of connection."""
+        async def drained() -> None:
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout)
+            except TimeoutError:
+                for datapath in list(self.datapaths):
+                    datapath.abort()
+
+        await asyncio.gather(super().shutdown(timeout), drained())
 
 
 class Runner(web.AppRunner):
@@ -170,4 +212,4 @@ class Runner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()  # starts the app (its cleanup_ctx) and freezes it
-        return Server(plain, self.config, self.app[METRICS], **self.protocol)
+        return Server(plain, self.app, self.config, **self.protocol)

@@ -51,6 +51,7 @@ class Metrics:
     def __init__(self, runtime: Callable[[], Runtime | None], admission: Admission, root: Path) -> None:
         self.stats = WorkerStats()
         self.stats.set("warpzip_build_info", (__version__,), 1)
+        self._in_flight = self.stats.values["warpzip_http_requests_in_flight"]
         self._runtime = runtime
         self._admission = admission
         shared = os.environ.get(SHARED_DIR_ENV)
@@ -122,14 +123,9 @@ class Metrics:
     def instrument(self, route: str, handler: Handler, guard: Guard) -> Handler:
         """``handler`` under ``guard`` (the error mapping), counted and timed as ``route``, so the
         status counted is the one the client gets."""
-        st = self.stats
-        in_flight = st.values["warpzip_http_requests_in_flight"]
-        durations = "warpzip_http_request_duration_seconds"
-        key = (route,)
 
         async def instrumented(request: web.Request) -> web.StreamResponse:
-            start = time.perf_counter()
-            in_flight[()] = in_flight.get((), 0) + 1
+            start = self.begin()
             status = 500
             try:
                 response = await guard(request, handler)
@@ -139,12 +135,22 @@ class Metrics:
                 status = CLIENT_CLOSED
                 raise
             finally:
-                in_flight[()] -= 1
-                st.observe(durations, key, time.perf_counter() - start)
-                st.add("warpzip_http_requests", (route, request.method, str(status)))
+                self.end(route, request.method, status, start)
 
         return instrumented
 
+    def begin(self) -> float:
+        """A request starts (either front end): it is in flight from now; returns its start time."""
+        in_flight = self._in_flight
+        in_flight[()] = in_flight.get((), 0) + 1
+        return time.perf_counter()
+
+    def end(self, route: str, method: str, status: int, start: float) -> None:
+        """The request that :meth:`begin` started was answered with ``status``."""
+        self._in_flight[()] -= 1
+        st = self.stats
+        st.observe("warpzip_http_request_duration_seconds", (route,), time.perf_counter() - start)
+        st.add("warpzip_http_requests", (route, method, str(status)))
 
     def count_refused(self, status: int) -> None:
         """A request the connection answered itself (bad or slow head, too many connections):

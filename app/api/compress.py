@@ -1,22 +1,37 @@
-"""``POST /compress`` and ``POST /decompress``: bodies in, through the accelerator, bodies out."""
+"""``POST /compress`` and ``POST /decompress``: bodies in, through the accelerator, bodies out.
+
+Two front ends share this module: the aiohttp handlers below, and the data path
+(:mod:`app.datapath`), which serves the common, well-formed request without aiohttp's
+per-request objects. Both choose the session with :func:`transform` and run the job with
+:func:`run_job`, so parameters, errors and metrics cannot drift apart.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final
 
 from aiohttp import web
 
 from app.api import body
 from app.api.errors import Problem
+from app.config import Config
 from app.keys import ADMISSION, CONFIG, METRICS, RUNTIME
+from app.metrics import Metrics
 from warp import HeapExhausted, JobFailed, JobTimeout, Result, Runtime, RuntimeClosed, abi
 from warp.mem import Buffer
 
+Transform = Callable[[Buffer, int], Awaitable[Result]]
 
-def parse_level(query: web.Request) -> int:
-    raw = query.query.get("level", "3")
+CONTENT_TYPES: Final = {"compress": "application/zstd", "decompress": "application/octet-stream"}
+DIRECTIONS: Final = {"/compress": "compress", "/decompress": "decompress"}
+
+
+def parse_level(raw: str | None) -> int:
+    if raw is None:
+        return 3
     try:
         level = int(raw)
     except ValueError:
@@ -27,57 +42,68 @@ def parse_level(query: web.Request) -> int:
     return level
 
 
-def parse_flag(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name, "0")
+def parse_flag(raw: str | None, name: str) -> bool:
+    if raw is None:
+        return False
     if raw not in ("0", "1"):
         raise Problem(400, f"bad-{name}", f"{name} must be 0 or 1, got {raw!r}")
     return raw == "1"
 
 
+def transform(direction: str, query: Mapping[str, str], runtime: Runtime, config: Config) -> Transform:
+    """The job a request asks for, from its query; :class:`Problem` 400 for a bad parameter."""
+    if direction == "compress":
+        session = runtime.compressor(parse_level(query.get("level")), parse_flag(query.get("checksum"), "checksum"))
+        return session.acompress_buffer
+    return runtime.decompressor(config.max_body).adecompress_buffer
+
+
+async def run_job(run: Transform, src: Buffer, size: int, direction: str, runtime: Runtime,
+                  metrics: Metrics) -> Result:
+    """Run the job on ``src[:size]`` (the session takes the buffer over); every way it can fail
+    becomes the problem the client gets."""
+    driver = runtime.driver.name
+    started = time.perf_counter()
+    try:
+        result = await run(src, size)
+    except JobFailed as exc:
+        raise _job_problem(exc) from None
+    except JobTimeout:
+        raise Problem(503, "timeout", "the accelerator did not finish in time; retry shortly",
+                      body.RETRY_AFTER) from None
+    except RuntimeClosed:  # stopping, and --shutdown-timeout ran out before this job finished
+        raise Problem(503, "shutting-down", "the server is shutting down; retry", body.RETRY_AFTER) from None
+    except HeapExhausted:
+        raise body.out_of_memory() from None
+    metrics.observe_job(driver, time.perf_counter() - started)
+    metrics.observe_bytes(direction, size, len(result))
+    return result
+
+
+def overloaded(limit: int) -> Problem:
+    return Problem(503, "overloaded", f"more than {limit} requests in progress; retry shortly", body.RETRY_AFTER)
+
+
 async def handle_compress(request: web.Request) -> web.StreamResponse:
-    level = parse_level(request)
-    checksum = parse_flag(request, "checksum")
-    session = request.app[RUNTIME].compressor(level, checksum)
-    return await _transform(request, session.acompress_buffer, "compress")
+    return await _transform(request, "compress")
 
 
 async def handle_decompress(request: web.Request) -> web.StreamResponse:
-    session = request.app[RUNTIME].decompressor(request.app[CONFIG].max_body)
-    return await _transform(request, session.adecompress_buffer, "decompress")
+    return await _transform(request, "decompress")
 
 
-Transform = Callable[[Buffer, int], Awaitable[Result]]
-
-
-CONTENT_TYPES = {"compress": "application/zstd", "decompress": "application/octet-stream"}
-
-
-async def _transform(request: web.Request, run: Transform, direction: str) -> web.StreamResponse:
-    """The shared request path: validate, admit, stream in, run the job, stream out."""
+async def _transform(request: web.Request, direction: str) -> web.StreamResponse:
+    """The aiohttp request path: validate, admit, stream in, run the job, stream out."""
     app = request.app
     config, runtime, metrics, admission = app[CONFIG], app[RUNTIME], app[METRICS], app[ADMISSION]
+    run = transform(direction, request.query, runtime, config)
     body.check_encoding(request)
     body.check_length(request, config.max_body)
     if not admission.admit():
-        raise Problem(503, "overloaded", f"more than {admission.limit} requests in progress; retry shortly",
-                      body.RETRY_AFTER)
+        raise overloaded(admission.limit)
     try:
         src, size = await _read_body(request, runtime, config.max_body, config.body_timeout)
-        driver = runtime.driver.name
-        started = time.perf_counter()
-        try:
-            result = await run(src, size)
-        except JobFailed as exc:
-            raise _job_problem(exc) from None
-        except JobTimeout:
-            raise Problem(503, "timeout", "the accelerator did not finish in time; retry shortly",
-                          body.RETRY_AFTER) from None
-        except RuntimeClosed:  # stopping, and --shutdown-timeout ran out before this job finished
-            raise Problem(503, "shutting-down", "the server is shutting down; retry", body.RETRY_AFTER) from None
-        except HeapExhausted:
-            raise body.out_of_memory() from None
-        metrics.observe_job(driver, time.perf_counter() - started)
-        metrics.observe_bytes(direction, size, len(result))
+        result = await run_job(run, src, size, direction, runtime, metrics)
         uncompressed = size if direction == "compress" else len(result)
         return await body.send_result(request, result, CONTENT_TYPES[direction],
                                       {"X-Uncompressed-Length": str(uncompressed)})
@@ -95,7 +121,11 @@ async def _read_body(request: web.Request, runtime: Runtime, limit: int, timeout
         async with asyncio.timeout(timeout):
             return await body.read_into_heap(request, runtime, limit)
     except TimeoutError:
-        raise Problem(408, "body-timeout", f"the body did not arrive within {timeout:g} s") from None
+        raise body_timeout(timeout) from None
+
+
+def body_timeout(timeout: float) -> Problem:
+    return Problem(408, "body-timeout", f"the body did not arrive within {timeout:g} s")
 
 
 def _job_problem(exc: JobFailed) -> Problem:

@@ -37,10 +37,14 @@ class Problem(Exception):
         self.headers = dict(headers or {})
 
 
+def render(problem: Problem) -> bytes:
+    """The problem document's bytes (both front ends send exactly these)."""
+    return json.dumps({"type": TYPE_BASE + problem.slug, "title": TITLES.get(problem.status, "Error"),
+                       "status": problem.status, "detail": problem.detail}).encode()
+
+
 def response(problem: Problem) -> web.Response:
-    body = {"type": TYPE_BASE + problem.slug, "title": TITLES.get(problem.status, "Error"),
-            "status": problem.status, "detail": problem.detail}
-    return web.Response(status=problem.status, body=json.dumps(body).encode(), content_type=CONTENT_TYPE,
+    return web.Response(status=problem.status, body=render(problem), content_type=CONTENT_TYPE,
                         headers=problem.headers)
 
 

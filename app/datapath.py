@@ -1,0 +1,438 @@
+"""The data path: ``POST /compress`` and ``/decompress`` from the socket into the SVA heap and back.
+
+Every connection starts on a :class:`DataPath`, an ``asyncio.BufferedProtocol``. A request head
+that :func:`app.head.parse` accepts (the well-formed POST with a Content-Length that every client
+sends) is served here: its body is received straight into an SVA buffer (``get_buffer`` hands the
+transport the buffer's memory, so the kernel copies the bytes where the device reads them; only
+what arrived in the same read as the head is copied once, from the head buffer), the job goes to
+the runtime, and the response is written from the result's view. Anything else — another route
+or method, a malformed or incomplete head, ``Expect``, chunked bodies, bad parameters — is handed
+over with the bytes received so far to aiohttp's protocol (:class:`app.connection.Connection`),
+which owns that connection from then on and answers exactly as it always did.
+
+Why: aiohttp's per-request machinery (message, multidict, URL, stream reader, request, response,
+writer, task, middleware-free handler call) costs more than the zstd of a 4 KiB body, and more
+than the whole hand-off to the device. BENCHMARKS.md has the profiles before and after.
+
+Per connection one timer watches the deadlines lazily (``--header-timeout`` for the first head,
+``--keepalive-timeout`` while idle, ``--body-timeout`` while a body arrives): requests only store
+the time their phase began, and the timer, when it fires, re-arms itself for the deadline that
+applies then. A job in flight has the runtime's ``--job-timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Final, cast, final
+
+from aiohttp.http import SERVER_SOFTWARE
+
+from app import head as heads
+from app.api import compress, errors
+from app.api.body import out_of_memory
+from app.api.errors import Problem
+from app.keys import ADMISSION, RUNTIME
+from app.metrics import CLIENT_CLOSED
+from warp import HeapExhausted, Result
+from warp.iommu import pagetable
+from warp.mem import Buffer
+
+if TYPE_CHECKING:
+    from app.connection import Server
+
+log = logging.getLogger("warpzip")
+
+HEAD_BUFFER: Final = 16 << 10
+"""Bytes of a connection's head buffer: a head and a small body arrive in it together (a 4 KiB
+request is one read); a larger body goes there only up to this much, the rest straight into SVA."""
+COPY_BELOW: Final = 16 << 10
+"""Results smaller than this are joined with the head into one ``bytes`` and written at once; larger
+ones go out as the head plus a view of the heap in one ``writelines`` (no copy)."""
+
+# Phases of a connection.
+_HEAD: Final = 0  # waiting for (or parsing) a request head
+_BODY: Final = 1  # receiving a body into an SVA buffer
+_DISCARD: Final = 2  # dropping the body of a request already answered (refused before its body)
+_BUSY: Final = 3  # the job runs or its response is being written
+_CLOSED: Final = 4
+
+
+@final
+class DataPath(asyncio.BufferedProtocol):
+    """One client connection on the data path (see the module docstring)."""
+
+    __slots__ = ("_server", "_loop", "_transport", "_buf", "_mv", "_start", "_end", "_phase", "_since",
+                 "_timer", "_requests", "_body", "_got", "_need", "_request", "_paused_reading",
+                 "_paused_writing", "_keep_alive", "_peer")
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._loop = server.event_loop
+        self._transport: asyncio.Transport | None = None
+        self._buf = bytearray(HEAD_BUFFER)
+        self._mv = memoryview(self._buf)
+        self._start = self._end = 0
+        self._phase = _HEAD
+        self._since = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._requests = 0
+        self._body: Buffer | None = None
+        self._got = self._need = 0
+        self._request: Request | None = None
+        self._paused_reading = self._paused_writing = False
+        self._keep_alive = True
+        self._peer = "-"
+
+    # ---- asyncio protocol ----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+        server = self._server
+        server.open += 1
+        if server.open > server.config.max_connections or server.stopping:
+            self._hand_over()  # aiohttp's connection answers 503 and closes
+            return
+        server.datapaths.add(self)
+        if server.access_log is not None:
+            peer = self._transport.get_extra_info("peername")
+            self._peer = str(peer[0]) if isinstance(peer, tuple) else "-"
+        self._since = self._loop.time()
+        self._timer = self._loop.call_at(self._since + server.config.header_timeout, self._watch)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._phase == _BODY:
+            assert self._body is not None
+            return self._body.view[self._got:self._need]
+        if self._phase == _DISCARD:
+            return self._mv[:min(self._need - self._got, HEAD_BUFFER)]
+        if self._end == HEAD_BUFFER:
+            self._compact()
+        return self._mv[self._end:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        phase = self._phase
+        if phase == _BODY:
+            self._got += nbytes
+            if self._got == self._need:
+                self._body_complete()
+        elif phase == _DISCARD:
+            self._got += nbytes
+            if self._got == self._need:
+                self._idle()
+        else:
+            self._end += nbytes
+            if phase == _HEAD:
+                self._next()
+            elif self._end == HEAD_BUFFER and not self._paused_reading:
+                self._paused_reading = True  # busy, and the client sends more than we hold: wait
+                assert self._transport is not None
+                self._transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        """The client sent all it will: a request in progress is still answered, then we close."""
+        self._keep_alive = False
+        return self._phase == _BUSY
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        server = self._server
+        server.open -= 1
+        server.forget(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._phase == _BODY:
+            self._abort_body(CLIENT_CLOSED)
+        self._phase = _CLOSED
+        self._transport = None
+
+    def pause_writing(self) -> None:
+        self._paused_writing = True
+
+    def resume_writing(self) -> None:
+        self._paused_writing = False
+        if self._phase == _HEAD:
+            self._next()
+
+    # ---- requests --------------------------------------------------------------------------
+    def _next(self) -> None:
+        """Serve the next request whose head is in the buffer, or hand the connection over."""
+        if self._paused_writing or self._start == self._end:
+            return
+        buf = self._buf
+        end_of_head = buf.find(b"\r\n\r\n", self._start, self._end)
+        if end_of_head < 0:
+            self._hand_over()  # a head in pieces (a slow or unusual client): aiohttp's deadlines apply
+            return
+        server = self._server
+        config = server.config
+        head = heads.parse(self._mv[self._start:end_of_head], server.max_line, server.max_field, server.max_fields)
+        if head is None or head.length > config.max_body:
+            self._hand_over()
+            return
+        app = server.app
+        runtime = app[RUNTIME]
+        direction = compress.DIRECTIONS[head.route]
+        try:
+            run = compress.transform(direction, head.params(), runtime, config)
+        except Problem:
+            self._hand_over()  # aiohttp answers the 400 (and reads the body) as before
+            return
+        self._requests += 1
+        self._keep_alive = head.keep_alive and not server.stopping
+        self._request = Request(head, direction, run, server.metrics.begin())
+        self._start = end_of_head + 4
+        admission = app[ADMISSION]
+        if not admission.admit():
+            self._refuse(compress.overloaded(admission.limit))
+            return
+        try:
+            body = runtime.alloc(head.length)
+        except HeapExhausted:
+            admission.leave()
+            self._refuse(out_of_memory())
+            return
+        have = min(self._end - self._start, head.length)
+        body.view[:have] = self._mv[self._start:self._start + have]
+        self._start += have
+        self._body, self._got, self._need = body, have, head.length
+        if have == head.length:
+            self._body_complete()
+        else:
+            self._phase = _BODY
+            self._since = self._loop.time()
+
+    def _body_complete(self) -> None:
+        body, request = self._body, self._request
+        assert body is not None and request is not None
+        self._body = None
+        self._phase = _BUSY
+        # The CPU wrote these pages (the socket did, into our memory): mark them as the CPU fault
+        # path would, so a page the IOMMU lost meanwhile is present again, not a device fault.
+        pagetable.populate(body.heap.space.page_table, body.offset, self._need, write=True)
+        self._loop.create_task(self._run(request, body, self._need))
+
+    async def _run(self, request: Request, body: Buffer, size: int) -> None:
+        server = self._server
+        runtime = server.app[RUNTIME]
+        try:
+            result = await compress.run_job(request.run, body, size, request.direction, runtime, server.metrics)
+        except Problem as problem:
+            self._answer_problem(problem)
+        except Exception:
+            log.exception("unhandled error in POST %s", request.head.route)
+            self._answer_problem(errors.internal())
+        else:
+            view = result.view
+            length = len(view)
+            uncompressed = size if request.direction == "compress" else length
+            head = self._head(200, compress.CONTENT_TYPES[request.direction], length,
+                              {"X-Uncompressed-Length": str(uncompressed)})
+            transport = self._transport
+            if transport is None or transport.is_closing():
+                request.status = CLIENT_CLOSED
+                result.release()
+            elif length < COPY_BELOW:
+                transport.write(b"".join((head, view)))
+                result.release()
+            else:
+                transport.writelines((head, view))
+                _release_when_sent(result, transport)
+        finally:
+            server.app[ADMISSION].leave()
+        self._finish()
+
+    def _refuse(self, problem: Problem) -> None:
+        """Answer before the body is read, then drop the body as it arrives."""
+        self._answer_problem(problem)
+        length = self._need_of_request()
+        have = min(self._end - self._start, length)
+        self._start += have
+        self._finish(keep_phase=True)
+        if have == length:
+            self._idle()
+        else:
+            self._phase = _DISCARD
+            self._got, self._need = have, length
+            self._since = self._loop.time()
+
+    def _need_of_request(self) -> int:
+        assert self._request is not None
+        return self._request.head.length
+
+    def _answer_problem(self, problem: Problem) -> None:
+        request = self._request
+        assert request is not None
+        request.status = problem.status
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            request.status = CLIENT_CLOSED
+            return
+        document = errors.render(problem)
+        transport.write(self._head(problem.status, errors.CONTENT_TYPE, len(document), problem.headers) + document)
+
+    def _head(self, status: int, content_type: str, length: int, extra: dict[str, str]) -> bytes:
+        assert self._request is not None
+        self._request.status = status
+        return heads.response_head(status, _REASONS[status], content_type, length, extra, self._keep_alive,
+                                   _date(), SERVER_SOFTWARE)
+
+    def _finish(self, keep_phase: bool = False) -> None:
+        """The response is written (or, when discarding, sent ahead of the rest of the body)."""
+        request = self._request
+        assert request is not None
+        server = self._server
+        server.metrics.end(request.head.route, "POST", request.status, request.started)
+        if server.access_log is not None:
+            server.access_log.info('%s "POST %s HTTP/1.1" %d %.6f', self._peer,
+                                   request.head.target.decode("ascii"), request.status,
+                                   time.perf_counter() - request.started)
+        self._request = None
+        if not keep_phase:
+            self._idle()
+
+    def _idle(self) -> None:
+        """Between requests: close if this was the last one, else serve what is buffered."""
+        transport = self._transport
+        if transport is None:
+            return
+        if not self._keep_alive:
+            self._phase = _CLOSED
+            transport.close()
+            return
+        self._phase = _HEAD
+        self._since = self._loop.time()
+        if self._paused_reading:
+            self._compact()
+            self._paused_reading = False
+            transport.resume_reading()
+        self._next()
+
+    def _abort_body(self, status: int) -> None:
+        """The body will not complete (client gone, too slow): free its buffer and admission."""
+        body, request = self._body, self._request
+        self._body = None
+        if body is not None:
+            body.release()
+        if request is not None:
+            request.status = status
+            self._server.app[ADMISSION].leave()
+            self._finish(keep_phase=True)
+
+    # ---- connection management ---------------------------------------------------------------
+    def _watch(self) -> None:
+        """The connection's one timer: act on the deadline of the current phase, or re-arm for it."""
+        self._timer = None
+        config = self._server.config
+        phase = self._phase
+        if phase == _HEAD:
+            limit = config.header_timeout if not self._requests else config.keepalive_timeout
+        elif phase in (_BODY, _DISCARD):
+            limit = config.body_timeout
+        elif phase == _BUSY:
+            limit = config.keepalive_timeout  # nothing to enforce while the job runs: look again later
+        else:
+            return
+        now = self._loop.time()
+        deadline = self._since + limit
+        if phase == _BUSY or now < deadline:
+            self._timer = self._loop.call_at(max(deadline, now + 0.001), self._watch)
+            return
+        self._expire(phase)
+
+    def _expire(self, phase: int) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        if phase == _HEAD and not self._requests:
+            problem = Problem(408, "header-timeout", "the request head did not arrive within "
+                              f"{self._server.config.header_timeout:g} s")
+            self._server.metrics.count_refused(408)
+            document = errors.render(problem)
+            transport.write(heads.response_head(408, _REASONS[408], errors.CONTENT_TYPE, len(document), {}, False,
+                                                _date(), SERVER_SOFTWARE) + document)
+        elif phase == _BODY:
+            self._keep_alive = False
+            self._answer_problem(compress.body_timeout(self._server.config.body_timeout))
+            self._abort_body(408)
+        self._phase = _CLOSED
+        transport.close()
+
+    def _compact(self) -> None:
+        """Move the unread bytes to the front of the head buffer."""
+        start, end = self._start, self._end
+        if start:
+            self._buf[:end - start] = self._buf[start:end]
+            self._start, self._end = 0, end - start
+
+    def _hand_over(self) -> None:
+        """Give the connection, and every byte of it not consumed yet, to aiohttp's protocol."""
+        transport = self._transport
+        assert transport is not None
+        server = self._server
+        server.open -= 1  # the aiohttp connection counts itself
+        server.forget(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._phase = _CLOSED
+        pending = bytes(self._buf[self._start:self._end])
+        self._transport = None
+        protocol = server.connection()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if self._paused_reading:
+            transport.resume_reading()
+        if pending:
+            protocol.data_received(pending)
+
+    def close_if_idle(self) -> bool:
+        """Shutdown: close now if no request is in progress; True if closed."""
+        if self._phase == _HEAD and self._start == self._end and self._transport is not None:
+            self._phase = _CLOSED
+            self._transport.close()
+            return True
+        self._keep_alive = False  # finish the request in progress, then close
+        return False
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+
+@final
+class Request:
+    """What the data path keeps about the request in progress."""
+
+    __slots__ = ("head", "direction", "run", "started", "status")
+
+    def __init__(self, head: heads.Head, direction: str, run: compress.Transform, started: float) -> None:
+        self.head = head
+        self.direction = direction
+        self.run = run
+        self.started = started
+        self.status = 500
+
+
+_REASONS: Final = {status.value: status.phrase for status in HTTPStatus}
+def _release_when_sent(result: Result, transport: asyncio.Transport, delay: float = 0.001) -> None:
+    """Release ``result`` once the transport holds none of its bytes: uvloop's ``writelines``
+    keeps a view of the memory (not an export of ours, so ``memoryview.release`` cannot tell) until
+    the kernel took it, and a buffer back in the pool meanwhile would be overwritten under it."""
+    if transport.get_write_buffer_size():
+        asyncio.get_running_loop().call_later(delay, _release_when_sent, result, transport, min(delay * 2, 1.0))
+        return
+    result.release()
+
+
+def _date() -> str:
+    """The Date header's value, formatted once a second (aiohttp caches it the same way)."""
+    return _http_date(int(time.time()))
+
+
+@functools.lru_cache(maxsize=2)
+def _http_date(second: int) -> str:
+    return formatdate(second, usegmt=True)

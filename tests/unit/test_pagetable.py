@@ -64,3 +64,22 @@ def test_small_and_large_spans_agree(space: AddressSpace) -> None:
     assert small == [3] and large == [3, 40, 41]
     pagetable.populate(space.page_table, 0, 64 * 4096, write=False)
     assert pagetable.missing_pages(space.page_table, 0, 64 * 4096, write=False) == []
+
+
+@pytest.mark.parametrize("length", [1, 4096, 3 * 4096 + 1, 40 * 4096])  # both sides of SMALL_SPAN
+def test_settled_means_the_walk_would_change_nothing(space: AddressSpace, length: int) -> None:
+    """The translation fast path: true only when an access finds every page present with its
+    accessed (and, for a write, dirty) bit already set — the walk would neither fault nor mark."""
+    table, offset = space.page_table, 4096 + 7
+    assert not pagetable.settled(table, offset, length, write=False)
+    pagetable.populate(table, offset, length, write=False)  # a read walk: present + accessed
+    assert pagetable.settled(table, offset, length, write=False)
+    assert not pagetable.settled(table, offset, length, write=True), "not dirty yet: a write still marks"
+    pagetable.populate(table, offset, length, write=True)
+    assert pagetable.settled(table, offset, length, write=True)
+    assert not pagetable.settled(table, offset - 4096, length, write=False), "one page further is untouched"
+    space.protect(offset, length)
+    assert pagetable.settled(table, offset, length, write=False)
+    assert not pagetable.settled(table, offset, length, write=True)
+    space.reclaim(offset + length - 1, 1)  # the last page of the span goes
+    assert not pagetable.settled(table, offset, length, write=False)

@@ -150,15 +150,17 @@ class Iommu:
         A stalled access is retried after a SUCCESS response; the retry bound covers a page being
         reclaimed again between the fault and the retry.
         """
-        perm = Perm.WRITE if write else Perm.READ
         offset = addr - mapping.base
-        faults = 0
         if length == 0:
             return Access(offset=0, length=0, faults=0)
+        perm = Perm.WRITE if write else Perm.READ
         if offset < 0 or offset + length > mapping.size:
             pages = _page_addrs(addr, length)
             response = self.faults.fault(mapping.pasid, pages, perm)
             raise TranslationFault(response if response is not Response.SUCCESS else Response.INVALID, len(pages))
+        if pagetable.settled(mapping.page_table, offset, length, write):
+            return Access(offset=offset, length=length, faults=0)  # nothing to fault in, no bit to set
+        faults = 0
         for _attempt in range(8):
             missing = pagetable.missing_pages(mapping.page_table, offset, length, write)
             if not missing:

@@ -659,14 +659,12 @@ class ZipDevice:
         src = w[base + _SRC_LO] | w[base + _SRC_HI] << 32
         dst = w[base + _DST_LO] | w[base + _DST_HI] << 32
         try:
-            source = self.iommu.translate(qp.mapping, src, length, write=False)
-            target = self.iommu.translate(qp.mapping, dst, capacity, write=True)
+            source, target, faults = self.iommu.translate_job(qp.mapping, src, length, dst, capacity)
         except TranslationFault as fault:
             return abi.Status.ADDR_FAULT, 0, 0, fault.pages
-        status, produced = worker.codec.run(qp.qc_type, qp.memory + target.offset, capacity,
-                                            qp.memory + source.offset, length, level,
-                                            bool(w[base + _FLAGS] & _CHECKSUM))
-        return status, (length if status == _OK else 0), produced, source.faults + target.faults
+        status, produced = worker.codec.run(qp.qc_type, qp.memory + target, capacity, qp.memory + source, length,
+                                            level, bool(w[base + _FLAGS] & _CHECKSUM))
+        return status, (length if status == _OK else 0), produced, faults
 
     def _execute_injected(self, qp: Qp, w: memoryview, base: int,
                           worker: _EngineState) -> tuple[int, int, int, int]:

@@ -173,6 +173,24 @@ class Iommu:
                 raise TranslationFault(response, len(addrs))
         raise TranslationFault(Response.FAILURE, faults)
 
+    def translate_job(self, mapping: Mapping, src: int, length: int, dst: int, capacity: int) -> tuple[int, int, int]:
+        """Both windows of a job — read ``[src, +length)``, write ``[dst, +capacity)`` — as
+        ``(source offset, destination offset, pages faulted)``; raises :class:`TranslationFault`.
+
+        The engines' hot path: a warm pool's pages are all settled, and two range checks plus two
+        :func:`~warp.iommu.pagetable.settled` tests cost a fraction of two :meth:`translate`
+        calls (each a call chain and a result object, ~1.2 us); anything else takes them.
+        """
+        base, size, table = mapping.base, mapping.size, mapping.page_table
+        source, target = src - base, dst - base
+        if (length and capacity and 0 <= source and source + length <= size and 0 <= target
+                and target + capacity <= size and pagetable.settled(table, source, length, False)
+                and pagetable.settled(table, target, capacity, True)):
+            return source, target, 0
+        read = self.translate(mapping, src, length, write=False)
+        written = self.translate(mapping, dst, capacity, write=True)
+        return read.offset, written.offset, read.faults + written.faults
+
     def handle_mm_fault(self, pasid: int, addr: int, perm: Perm) -> Response:
         """``iommu_sva_handle_iopf``: find the mapping, check permission, make the page present."""
         mapping = self._by_pasid.get(pasid)

@@ -17,9 +17,6 @@ import threading
 import time
 from typing import Protocol, final
 
-import numpy as np
-import numpy.typing as npt
-
 from warp.dfx import Queue
 
 
@@ -31,7 +28,7 @@ class Signalled(Protocol):
     irq_count: int
     irq_deadline: int
     closed: bool
-    counters: npt.NDArray[np.uint64]
+    counters: memoryview
 
 
 @final

@@ -14,13 +14,20 @@ from typing import NoReturn, final
 from warp import cdev
 
 
+def default_workers() -> int:
+    """Half the CPUs this process may run on, at least one: the other half is left to the device's
+    engines and the load balancer in front. On 2 CPUs, 1 worker served 4 KiB bodies at 20.1k req/s
+    against 16.4k for 2 (BENCHMARKS.md): a second worker competes with the engines for the cores."""
+    return max(1, len(os.sched_getaffinity(0)) // 2)
+
+
 @final
 @dataclass(frozen=True)
 class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     root: Path = cdev.default_root()
-    workers: int = 1
+    workers: int = default_workers()
     device: str = "embedded"  # embedded | external | none
     engines: int = 2
     queues: int = 2
@@ -33,7 +40,7 @@ class Config:
     body_timeout: float = 30.0
     header_timeout: float = 10.0
     keepalive_timeout: float = 75.0
-    access_log: bool = True
+    access_log: bool = False
     log_level: str = "INFO"
 
 
@@ -102,7 +109,8 @@ OPTIONS: tuple[tuple[str, Callable[[str], object], tuple[str, ...] | None, str],
     ("keepalive_timeout", _seconds, None, "seconds a kept-alive connection may stay idle between requests"),
     ("job_timeout", _seconds, None, "seconds a job may take: past it on the device the worker resets its "
      "queues and re-runs their jobs on the cpu; past it on the cpu the request gets 503"),
-    ("access_log", _bool, None, "log every request"),
+    ("access_log", _bool, None, "log every request (off by default, as gunicorn: a log line costs a sixth of a "
+     "small request; Prometheus has the request counts and latencies)"),
     ("log_level", str, ("DEBUG", "INFO", "WARNING", "ERROR"), "logging threshold"),
 )
 

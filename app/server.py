@@ -11,6 +11,7 @@ device, and each replaced if it dies.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import shutil
@@ -73,6 +74,11 @@ async def _run_worker(config: Config) -> int:
         log.error("worker %d cannot serve on %s:%d: %r", os.getpid(), config.host, config.port, exc)
         await runner.cleanup()
         return BOOT_FAILED
+    # Everything alive now (modules, the app, the runtime, numpy) lives as long as the worker: out
+    # of the collector's sight, a full collection scans only what requests left behind. Without
+    # it, full collections of the start-up heap were the 4 KiB tail (p99 6.3-7.8 ms against
+    # 2.5-3.2 ms with it, A/B in BENCHMARKS.md).
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_defaults() -> None:
     config = parse_serve([])
-    assert (config.host, config.port, config.workers, config.device) == ("127.0.0.1", 8080, 1, "embedded")
+    assert (config.host, config.port, config.device) == ("127.0.0.1", 8080, "embedded")
+    assert config.workers == max(1, len(os.sched_getaffinity(0)) // 2) and not config.access_log
     assert config.max_body == 64 << 20 and config.max_pending == Config().max_pending
 
 

@@ -35,12 +35,14 @@ from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineToo
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import _ErrInfo
 
+from app.admission import Admission
 from app.api import body, errors
 from app.api.errors import Problem
 from app.config import Config
 from app.datapath import DataPath
-from app.keys import METRICS
+from app.keys import ADMISSION, METRICS, RUNTIME
 from app.metrics import Metrics
+from warp import Runtime
 
 log = logging.getLogger("warpzip")
 
@@ -153,8 +155,10 @@ class Server(web.Server):
         loop = asyncio.get_running_loop()
         super().__init__(plain.request_handler, request_factory=plain.request_factory, loop=loop, **protocol)
         self.app = app
+        self.runtime: Runtime = app[RUNTIME]  # opened by the app's cleanup context, which has run
         self.config = config
         self.metrics: Metrics = app[METRICS]
+        self.admission: Admission = app[ADMISSION]
         self.access_log: logging.Logger | None = protocol.get("access_log")
         self.open = 0
         self.stopping = False

@@ -36,7 +36,6 @@ from app import head as heads
 from app.api import compress, errors
 from app.api.body import out_of_memory
 from app.api.errors import Problem
-from app.keys import ADMISSION, RUNTIME
 from app.metrics import CLIENT_CLOSED
 from warp import HeapExhausted, Result
 from warp.iommu import pagetable
@@ -173,19 +172,18 @@ class DataPath(asyncio.BufferedProtocol):
         if head is None or head.length > config.max_body:
             self._hand_over()
             return
-        app = server.app
-        runtime = app[RUNTIME]
+        runtime = server.runtime
         direction = compress.DIRECTIONS[head.route]
         try:
-            run = compress.transform(direction, head.params(), runtime, config)
+            session = compress.session_for(direction, head.params(), runtime, config)
         except Problem:
             self._hand_over()  # aiohttp answers the 400 (and reads the body) as before
             return
         self._requests += 1
         self._keep_alive = head.keep_alive and not server.stopping
-        self._request = Request(head, direction, run, server.metrics.begin())
+        self._request = Request(head, direction, session, server.metrics.begin())
         self._start = end_of_head + 4
-        admission = app[ADMISSION]
+        admission = server.admission
         if not admission.admit():
             self._refuse(compress.overloaded(admission.limit))
             return
@@ -213,37 +211,47 @@ class DataPath(asyncio.BufferedProtocol):
         # The CPU wrote these pages (the socket did, into our memory): mark them as the CPU fault
         # path would, so a page the IOMMU lost meanwhile is present again, not a device fault.
         pagetable.populate(body.heap.space.page_table, body.offset, self._need, write=True)
-        self._loop.create_task(self._run(request, body, self._need))
-
-    async def _run(self, request: Request, body: Buffer, size: int) -> None:
-        server = self._server
-        runtime = server.app[RUNTIME]
+        request.size = self._need
+        request.driver = self._server.runtime.driver.name
+        request.job_started = time.perf_counter()
         try:
-            result = await compress.run_job(request.run, body, size, request.direction, runtime, server.metrics)
-        except Problem as problem:
-            self._answer_problem(problem)
-        except Exception:
-            log.exception("unhandled error in POST %s", request.head.route)
+            request.session.submit_buffer(body, self._need, self._job_done)
+        except compress.JOB_ERRORS as exc:  # refused before it ran (output too large, no memory, stopping)
+            self._job_done(exc)
+
+    def _job_done(self, outcome: Result | BaseException) -> None:
+        """The job's outcome (a callback of the runtime, on the loop): answer it."""
+        request = self._request
+        assert request is not None
+        server = self._server
+        if isinstance(outcome, compress.JOB_ERRORS):
+            self._answer_problem(compress.job_problem(outcome))
+        elif isinstance(outcome, BaseException):
+            log.error("unhandled error in POST %s", request.head.route, exc_info=outcome)
             self._answer_problem(errors.internal())
         else:
-            view = result.view
-            length = len(view)
-            uncompressed = size if request.direction == "compress" else length
-            head = self._head(200, compress.CONTENT_TYPES[request.direction], length,
-                              {"X-Uncompressed-Length": str(uncompressed)})
-            transport = self._transport
-            if transport is None or transport.is_closing():
-                request.status = CLIENT_CLOSED
-                result.release()
-            elif length < COPY_BELOW:
-                transport.write(b"".join((head, view)))
-                result.release()
-            else:
-                transport.writelines((head, view))
-                _release_when_sent(result, transport)
-        finally:
-            server.app[ADMISSION].leave()
+            compress.observe(server.metrics, request.driver, request.job_started, request.direction, request.size,
+                             outcome)
+            self._answer(outcome, request)
+        server.admission.leave()
         self._finish()
+
+    def _answer(self, result: Result, request: Request) -> None:
+        view = result.view
+        length = len(view)
+        uncompressed = request.size if request.direction == "compress" else length
+        head = self._head(200, compress.CONTENT_TYPES[request.direction], length,
+                          {"X-Uncompressed-Length": str(uncompressed)})
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            request.status = CLIENT_CLOSED
+            result.release()
+        elif length < COPY_BELOW:
+            transport.write(b"".join((head, view)))
+            result.release()
+        else:
+            transport.writelines((head, view))
+            _release_when_sent(result, transport)
 
     def _refuse(self, problem: Problem) -> None:
         """Answer before the body is read, then drop the body as it arrives."""
@@ -277,6 +285,7 @@ class DataPath(asyncio.BufferedProtocol):
     def _head(self, status: int, content_type: str, length: int, extra: dict[str, str]) -> bytes:
         assert self._request is not None
         self._request.status = status
+        self._request.sent = length
         return heads.response_head(status, _REASONS[status], content_type, length, extra, self._keep_alive,
                                    _date(), SERVER_SOFTWARE)
 
@@ -287,8 +296,9 @@ class DataPath(asyncio.BufferedProtocol):
         server = self._server
         server.metrics.end(request.head.route, "POST", request.status, request.started)
         if server.access_log is not None:
-            server.access_log.info('%s "POST %s HTTP/1.1" %d %.6f', self._peer,
-                                   request.head.target.decode("ascii"), request.status,
+            # aiohttp's default line (address, request line, status, body bytes) plus the seconds taken
+            server.access_log.info('%s "POST %s HTTP/1.1" %d %d %.6f', self._peer,
+                                   request.head.target.decode("ascii"), request.status, request.sent,
                                    time.perf_counter() - request.started)
         self._request = None
         if not keep_phase:
@@ -319,7 +329,7 @@ class DataPath(asyncio.BufferedProtocol):
             body.release()
         if request is not None:
             request.status = status
-            self._server.app[ADMISSION].leave()
+            self._server.admission.leave()
             self._finish(keep_phase=True)
 
     # ---- connection management ---------------------------------------------------------------
@@ -407,14 +417,18 @@ class DataPath(asyncio.BufferedProtocol):
 class Request:
     """What the data path keeps about the request in progress."""
 
-    __slots__ = ("head", "direction", "run", "started", "status")
+    __slots__ = ("head", "direction", "session", "started", "status", "size", "driver", "job_started", "sent")
 
-    def __init__(self, head: heads.Head, direction: str, run: compress.Transform, started: float) -> None:
+    def __init__(self, head: heads.Head, direction: str, session: compress.Session, started: float) -> None:
         self.head = head
         self.direction = direction
-        self.run = run
+        self.session = session
         self.started = started
         self.status = 500
+        self.size = 0
+        self.driver = ""
+        self.job_started = 0.0
+        self.sent = 0
 
 
 _REASONS: Final = {status.value: status.phrase for status in HTTPStatus}

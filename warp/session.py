@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, final
@@ -39,6 +39,8 @@ PROBE_INTERVAL: Final = 1.0
 RETRY_ON_CPU: Final = frozenset({abi.Status.HW_ERROR, abi.Status.QUEUE_STOPPED})
 
 Bytes = bytes | bytearray | memoryview
+#: Takes a job's outcome: its result, or the exception that ended it.
+Done = Callable[["Result | BaseException"], None]
 
 
 @final
@@ -162,7 +164,7 @@ class Runtime:
     async def execute(self, job: Job) -> Result:
         """Run a job on the current driver; re-run it on the cpu if the device dies under it,
         stops its queue, or fails it with a hardware error — the caller never sees those."""
-        return await self._settle(self._driver_for([job]), job)
+        return await _outcome(job, lambda done: self.submit(job, done))
 
     async def execute_many(self, jobs: list[Job]) -> list[Result]:
         """The batch API: the jobs are written together and started with one doorbell per queue,
@@ -173,21 +175,57 @@ class Runtime:
             driver.submit_many(jobs)
         except DeviceLost:
             pass  # a job the queue did not take is submitted alone below, and fails over from there
-        return _collect(await asyncio.gather(*(self._settle(driver, job) for job in jobs), return_exceptions=True))
 
-    async def _settle(self, driver: Driver, job: Job) -> Result:
+        def settle(job: Job) -> Awaitable[Result]:
+            return _outcome(job, lambda done: self._attempt(driver, job, done, first=True))
+
+        return _collect(await asyncio.gather(*(settle(job) for job in jobs), return_exceptions=True))
+
+    def submit(self, job: Job, done: Done) -> None:
+        """:meth:`execute` without a task: ``done`` is called once, from the event loop, with the
+        job's :class:`Result` or the exception :meth:`execute` would raise. A caller that stops
+        waiting calls ``job.abandon()``; ``done`` is then never called. The service's data path
+        uses this: a task per request cost more than the rest of the hand-off."""
+        self._attempt(self._driver_for([job]), job, done, first=True)
+
+    def _attempt(self, driver: Driver, job: Job, done: Done, first: bool) -> None:
+        """Submit (unless a batch did) and arm the timeout; :meth:`_attempted` takes the outcome.
+        Past the timeout the device is reset (which ends the job one way or another) and the cpu
+        fails the job — the buffers stay with the job until its driver is done with them."""
         try:
-            lost = None
-            try:
-                await self._await(driver, job)
-            except DeviceLost as exc:
-                lost = exc
-            if self._retry_on_cpu(job, lost):
-                await self._await(self.cpu, job)
-        except BaseException:
+            future = job.future if job.future is not None else driver.submit(job)
+        except DeviceLost as exc:
+            self._attempted(driver, job, done, first, exc)
+            return
+        timer = future.get_loop().call_later(self.timeout, self._expire, driver, future)
+        job.timer = timer
+        future.add_done_callback(lambda settled: self._settled(driver, job, done, first, settled))
+
+    def _settled(self, driver: Driver, job: Job, done: Done, first: bool, future: asyncio.Future[Job]) -> None:
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
+        if job.abandoned:
+            return
+        self._attempted(driver, job, done, first, None if future.cancelled() else future.exception())
+
+    def _attempted(self, driver: Driver, job: Job, done: Done, first: bool, exc: BaseException | None) -> None:
+        """One attempt ended (``exc`` if its driver failed it): re-run on the cpu once if the device
+        let the job down, else hand the outcome to ``done``."""
+        lost = exc if isinstance(exc, DeviceLost) else None
+        try:
+            if exc is not None and (lost is None or not first):
+                raise exc
+            if first and self._retry_on_cpu(job, lost):
+                self._attempt(self.cpu, job, done, first=False)
+                return
+            outcome: Result | BaseException = self._result(job)
+        except JobFailed as failed:
+            outcome = failed
+        except BaseException as error:  # noqa: B036 -- handed to the caller, as execute() would raise it
             job.abandon()
-            raise
-        return self._result(job)
+            outcome = error
+        done(outcome)
 
     def execute_sync(self, job: Job) -> Result:
         """:meth:`execute` for callers without an event loop."""
@@ -254,17 +292,6 @@ class Runtime:
         job.finished, job.future, job.status, job.produced, job.error = False, None, -1, 0, None
         return True
 
-    async def _await(self, driver: Driver, job: Job) -> None:
-        """Wait for the job; past the timeout the device is reset (which ends the job one way or
-        another) and the cpu fails the wait — the buffers stay with the job until its driver is
-        done with them."""
-        future = job.future if job.future is not None else driver.submit(job)  # a batch submitted it
-        timer = future.get_loop().call_later(self.timeout, self._expire, driver, future)
-        try:
-            await future
-        finally:
-            timer.cancel()
-
     def _expire(self, driver: Driver, future: asyncio.Future[Job]) -> None:
         if future.done():
             return
@@ -327,6 +354,13 @@ class _Session:
         """Zero-copy: ``src`` already holds the input in the SVA heap; the session takes it over."""
         return await self.runtime.execute(self._adopt(src, length))
 
+    def submit_buffer(self, src: Buffer, length: int, done: Done) -> Job:
+        """:meth:`arun_buffer` without a task (:meth:`Runtime.submit`): ``done`` gets the outcome.
+        Returns the job, for ``abandon()`` by a caller that stops waiting."""
+        job = self._adopt(src, length)
+        self.runtime.submit(job, done)
+        return job
+
     def run_many(self, items: Sequence[Bytes]) -> list[Result]:
         """A batch: every input copied in, all jobs under one doorbell, results in order."""
         return self.runtime.execute_many_sync(self._load_all(items))
@@ -372,6 +406,7 @@ class Compressor(_Session):
     compress = _Session.run
     acompress = _Session.arun
     acompress_buffer = _Session.arun_buffer
+    submit_compress = _Session.submit_buffer
     compress_many = _Session.run_many
     acompress_many = _Session.arun_many
 
@@ -397,8 +432,35 @@ class Decompressor(_Session):
     decompress = _Session.run
     adecompress = _Session.arun
     adecompress_buffer = _Session.arun_buffer
+    submit_decompress = _Session.submit_buffer
     decompress_many = _Session.run_many
     adecompress_many = _Session.arun_many
+
+
+async def _outcome(job: Job, start: Callable[[Done], None]) -> Result:
+    """Await what ``start`` hands its callback. A caller cancelled before the outcome came
+    abandons the job (its buffers are freed when the driver lets go of them); one cancelled just
+    after releases the result it will not read."""
+    outcome: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+
+    def done(value: Result | BaseException) -> None:
+        if outcome.done():
+            if isinstance(value, Result):
+                value.release()
+        elif isinstance(value, BaseException):
+            outcome.set_exception(value)
+        else:
+            outcome.set_result(value)
+
+    start(done)
+    try:
+        return await outcome
+    except asyncio.CancelledError:
+        if outcome.done() and not outcome.cancelled() and outcome.exception() is None:
+            outcome.result().release()
+        else:
+            job.abandon()
+        raise
 
 
 def _lost_by(job: Job, lost: DeviceLost | None) -> DeviceLost | None:

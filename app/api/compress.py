@@ -2,15 +2,16 @@
 
 Two front ends share this module: the aiohttp handlers below, and the data path
 (:mod:`app.datapath`), which serves the common, well-formed request without aiohttp's
-per-request objects. Both choose the session with :func:`transform` and run the job with
-:func:`run_job`, so parameters, errors and metrics cannot drift apart.
+per-request objects. Both choose the session with :func:`session_for`, answer a failed job with
+:func:`job_problem` and count it with :func:`observe`, so parameters, errors and metrics cannot
+drift apart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Final
 
 from aiohttp import web
@@ -22,11 +23,14 @@ from app.keys import ADMISSION, CONFIG, METRICS, RUNTIME
 from app.metrics import Metrics
 from warp import HeapExhausted, JobFailed, JobTimeout, Result, Runtime, RuntimeClosed, abi
 from warp.mem import Buffer
+from warp.session import Compressor, Decompressor
 
-Transform = Callable[[Buffer, int], Awaitable[Result]]
+Session = Compressor | Decompressor
 
 CONTENT_TYPES: Final = {"compress": "application/zstd", "decompress": "application/octet-stream"}
 DIRECTIONS: Final = {"/compress": "compress", "/decompress": "decompress"}
+#: How a job can end other than with a result, each answered by :func:`job_problem`.
+JOB_ERRORS: Final = (JobFailed, JobTimeout, RuntimeClosed, HeapExhausted)
 
 
 def parse_level(raw: str | None) -> int:
@@ -50,34 +54,47 @@ def parse_flag(raw: str | None, name: str) -> bool:
     return raw == "1"
 
 
-def transform(direction: str, query: Mapping[str, str], runtime: Runtime, config: Config) -> Transform:
-    """The job a request asks for, from its query; :class:`Problem` 400 for a bad parameter."""
+def session_for(direction: str, query: Mapping[str, str], runtime: Runtime, config: Config) -> Session:
+    """The session a request asks for, from its query; :class:`Problem` 400 for a bad parameter."""
     if direction == "compress":
-        session = runtime.compressor(parse_level(query.get("level")), parse_flag(query.get("checksum"), "checksum"))
-        return session.acompress_buffer
-    return runtime.decompressor(config.max_body).adecompress_buffer
+        return runtime.compressor(parse_level(query.get("level")), parse_flag(query.get("checksum"), "checksum"))
+    return runtime.decompressor(config.max_body)
 
 
-async def run_job(run: Transform, src: Buffer, size: int, direction: str, runtime: Runtime,
+async def run_job(session: Session, src: Buffer, size: int, direction: str, runtime: Runtime,
                   metrics: Metrics) -> Result:
     """Run the job on ``src[:size]`` (the session takes the buffer over); every way it can fail
     becomes the problem the client gets."""
     driver = runtime.driver.name
     started = time.perf_counter()
     try:
-        result = await run(src, size)
-    except JobFailed as exc:
-        raise _job_problem(exc) from None
-    except JobTimeout:
-        raise Problem(503, "timeout", "the accelerator did not finish in time; retry shortly",
-                      body.RETRY_AFTER) from None
-    except RuntimeClosed:  # stopping, and --shutdown-timeout ran out before this job finished
-        raise Problem(503, "shutting-down", "the server is shutting down; retry", body.RETRY_AFTER) from None
-    except HeapExhausted:
-        raise body.out_of_memory() from None
+        result = await session.arun_buffer(src, size)
+    except JOB_ERRORS as exc:
+        raise job_problem(exc) from None
+    observe(metrics, driver, started, direction, size, result)
+    return result
+
+
+def observe(metrics: Metrics, driver: str, started: float, direction: str, size: int, result: Result) -> None:
     metrics.observe_job(driver, time.perf_counter() - started)
     metrics.observe_bytes(direction, size, len(result))
-    return result
+
+
+def job_problem(exc: BaseException) -> Problem:
+    """The answer to a job that ended with ``exc`` (one of :data:`JOB_ERRORS`)."""
+    if isinstance(exc, JobFailed):
+        if exc.status == abi.Status.CORRUPT_INPUT:
+            return Problem(400, "corrupt-frame", "the body is not a valid zstd frame")
+        if exc.status == abi.Status.DST_TOO_SMALL:
+            return Problem(413, "output-too-large", "the decompressed output would exceed the body limit")
+        return Problem(500, "engine-error", f"the accelerator failed the job: {exc}")
+    if isinstance(exc, JobTimeout):
+        return Problem(503, "timeout", "the accelerator did not finish in time; retry shortly", body.RETRY_AFTER)
+    if isinstance(exc, RuntimeClosed):  # stopping, and --shutdown-timeout ran out before this job finished
+        return Problem(503, "shutting-down", "the server is shutting down; retry", body.RETRY_AFTER)
+    if isinstance(exc, HeapExhausted):
+        return body.out_of_memory()
+    raise TypeError(f"not a job error: {exc!r}")
 
 
 def overloaded(limit: int) -> Problem:
@@ -96,14 +113,14 @@ async def _transform(request: web.Request, direction: str) -> web.StreamResponse
     """The aiohttp request path: validate, admit, stream in, run the job, stream out."""
     app = request.app
     config, runtime, metrics, admission = app[CONFIG], app[RUNTIME], app[METRICS], app[ADMISSION]
-    run = transform(direction, request.query, runtime, config)
+    session = session_for(direction, request.query, runtime, config)
     body.check_encoding(request)
     body.check_length(request, config.max_body)
     if not admission.admit():
         raise overloaded(admission.limit)
     try:
         src, size = await _read_body(request, runtime, config.max_body, config.body_timeout)
-        result = await run_job(run, src, size, direction, runtime, metrics)
+        result = await run_job(session, src, size, direction, runtime, metrics)
         uncompressed = size if direction == "compress" else len(result)
         return await body.send_result(request, result, CONTENT_TYPES[direction],
                                       {"X-Uncompressed-Length": str(uncompressed)})
@@ -126,11 +143,3 @@ async def _read_body(request: web.Request, runtime: Runtime, limit: int, timeout
 
 def body_timeout(timeout: float) -> Problem:
     return Problem(408, "body-timeout", f"the body did not arrive within {timeout:g} s")
-
-
-def _job_problem(exc: JobFailed) -> Problem:
-    if exc.status == abi.Status.CORRUPT_INPUT:
-        return Problem(400, "corrupt-frame", "the body is not a valid zstd frame")
-    if exc.status == abi.Status.DST_TOO_SMALL:
-        return Problem(413, "output-too-large", "the decompressed output would exceed the body limit")
-    return Problem(500, "engine-error", f"the accelerator failed the job: {exc}")

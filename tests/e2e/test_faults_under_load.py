@@ -45,7 +45,7 @@ def test_faults_under_wrk_lose_nothing(harness: ModuleType, corpus: dict[str, Pa
         body.write_bytes(f.read(16 << 10))
     root = tmp_path / "root"
     log = tmp_path / "server.log"
-    srv = harness.start_server(root, log, "--workers", "2", "--job-timeout", "1")
+    srv = harness.start_server(root, log, "--workers", "2", "--job-timeout", "1", "--access-log", "1")
     try:
         (root / "sys/class/uacce/warp_zip-0/isolate_strategy").write_text("3\n")
         load = run_wrk(wrk, f"{srv.url}/compress?level=3", body, tmp_path, seconds=20, connections=16,

@@ -23,7 +23,8 @@ def test_sigterm_under_load_loses_no_accepted_request(harness: ModuleType, corpu
     with corpus["dickens"].open("rb") as f:
         body.write_bytes(f.read(64 << 10))  # 64 KiB at level 9: requests are in flight at the signal
     log = tmp_path / "server.log"
-    srv = harness.start_server(tmp_path / "root", log, "--workers", str(workers), "--shutdown-timeout", "20")
+    srv = harness.start_server(tmp_path / "root", log, "--workers", str(workers), "--shutdown-timeout", "20",
+                               "--access-log", "1")
     try:
         load = run_wrk(wrk, f"{srv.url}/compress?level=9", body, tmp_path, seconds=8, background=True)
         assert not isinstance(load, WrkResult)

@@ -37,6 +37,8 @@ class Job:
     finished: bool = field(default=False)
     #: Why the driver could not run the job (set by :meth:`fail`): sync callers have no future.
     error: BaseException | None = None
+    #: The runtime's timeout for the attempt in progress; cancelled when the caller abandons the job.
+    timer: asyncio.TimerHandle | None = None
 
     def finish(self, status: int, produced: int) -> None:
         """Called by the driver once the engine has let go of the buffers."""
@@ -57,6 +59,9 @@ class Job:
     def abandon(self) -> None:
         """The caller gives up on the job; buffers are released now or when the engine finishes."""
         self.abandoned = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.finished:
             self._free()
 

@@ -14,7 +14,7 @@ import zstandard
 
 from tests.conftest import DeviceProc
 from tests.integration.fidelity import compress_all
-from warp import JobFailed, Runtime, abi
+from warp import JobFailed, Runtime, RuntimeClosed, abi
 from warp.cdev import DevicePaths
 from warp.dfx import Dfx, Queue
 from warp.drv.base import Job
@@ -202,6 +202,43 @@ def test_cancelled_jobs_return_their_buffers(runtime: Runtime) -> None:
 
     asyncio.run(main())
     assert runtime.heap.statistics().in_use_bytes == 0
+
+
+def test_submit_hands_each_outcome_to_its_callback_once(runtime: Runtime) -> None:
+    """The task-free API the data path uses: results, a refused job (a frame declaring more than
+    the limit) and an abandoned job, each reported once and every buffer back in the pool."""
+    async def main() -> list[object]:
+        outcomes: list[object] = []
+        comp = runtime.compressor(3)
+        bodies = [os.urandom(100) * (i + 1) for i in range(16)]
+        for body in bodies:
+            comp.submit_buffer(runtime.load(body), len(body), outcomes.append)
+        abandoned = comp.submit_buffer(runtime.load(os.urandom(100_000)), 100_000, outcomes.append)
+        abandoned.abandon()
+        bomb = zstandard.ZstdCompressor().compress(b"\0" * 100_000)
+        with pytest.raises(JobFailed):
+            runtime.decompressor(1000).submit_buffer(runtime.load(bomb), len(bomb), outcomes.append)
+        for _ in range(200):
+            if len(outcomes) == len(bodies):
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # an abandoned job's callback would have come by now
+        assert [unzstd(r.view) for r in outcomes if not isinstance(r, BaseException)] == bodies  # type: ignore[attr-defined]
+        for r in outcomes:
+            r.release()  # type: ignore[attr-defined]
+        return outcomes
+
+    assert len(asyncio.run(main())) == 16
+    assert runtime.heap.statistics().in_use_bytes == 0
+
+
+def test_submit_on_a_closed_runtime_refuses_and_frees_the_input(device: DeviceProc) -> None:
+    rt = Runtime(device.root, driver="zip", heap_size=64 << 20)
+    src = rt.load(b"late" * 100)
+    rt.close()
+    with pytest.raises(RuntimeClosed):
+        rt.compressor().submit_buffer(src, 400, lambda outcome: None)
+    assert rt.heap.statistics().in_use_bytes == 0
 
 
 def test_runtimes_opened_back_to_back_in_one_process(device: DeviceProc) -> None:

@@ -102,10 +102,13 @@ class SvaHeap:
 
     @staticmethod
     def order_of(size: int) -> int:
-        return max(MIN_ORDER, (max(size, 1) - 1).bit_length())
+        """The order of the smallest block that holds ``size`` bytes (a page at least). Written
+        without ``max()``: this runs twice per buffer, and builtin calls are most of its cost."""
+        order = (size - 1).bit_length() if size > 1 else 0
+        return order if order > MIN_ORDER else MIN_ORDER
 
     def alloc(self, size: int) -> Buffer:
-        order = max(MIN_ORDER, (size - 1).bit_length()) if size > 0 else MIN_ORDER
+        order = self.order_of(size)
         capacity = 1 << order
         with self._lock:
             offset = self._take(order)

@@ -29,7 +29,7 @@ PageTable = memoryview  # format "B", one entry per page
 def page_span(offset: int, length: int) -> tuple[int, int]:
     """First page and one past the last page touched by ``[offset, offset + length)``."""
     first = offset >> abi.PAGE_SHIFT
-    last = (offset + max(length, 1) - 1) >> abi.PAGE_SHIFT
+    last = (offset + length - 1) >> abi.PAGE_SHIFT if length > 1 else first
     return first, last + 1
 
 

@@ -17,7 +17,9 @@ than the whole hand-off to the device. BENCHMARKS.md has the profiles before and
 Per connection one timer watches the deadlines lazily (``--header-timeout`` for the first head,
 ``--keepalive-timeout`` while idle, ``--body-timeout`` while a body arrives): requests only store
 the time their phase began, and the timer, when it fires, re-arms itself for the deadline that
-applies then. A job in flight has the runtime's ``--job-timeout``.
+applies then. Only a body can bring a deadline earlier than the one the timer is set for, so only
+a body that does not arrive with its head moves the timer. A job in flight has the runtime's
+``--job-timeout``.
 """
 
 from __future__ import annotations
@@ -201,7 +203,7 @@ class DataPath(asyncio.BufferedProtocol):
             self._body_complete()
         else:
             self._phase = _BODY
-            self._since = self._loop.time()
+            self._start_waiting()
 
     def _body_complete(self) -> None:
         body, request = self._body, self._request
@@ -265,7 +267,7 @@ class DataPath(asyncio.BufferedProtocol):
         else:
             self._phase = _DISCARD
             self._got, self._need = have, length
-            self._since = self._loop.time()
+            self._start_waiting()
 
     def _need_of_request(self) -> int:
         assert self._request is not None
@@ -342,16 +344,27 @@ class DataPath(asyncio.BufferedProtocol):
             limit = config.header_timeout if not self._requests else config.keepalive_timeout
         elif phase in (_BODY, _DISCARD):
             limit = config.body_timeout
-        elif phase == _BUSY:
-            limit = config.keepalive_timeout  # nothing to enforce while the job runs: look again later
+        elif phase == _BUSY:  # nothing to enforce while the job runs (it has --job-timeout): look later
+            self._timer = self._loop.call_later(config.keepalive_timeout, self._watch)
+            return
         else:
             return
         now = self._loop.time()
         deadline = self._since + limit
-        if phase == _BUSY or now < deadline:
-            self._timer = self._loop.call_at(max(deadline, now + 0.001), self._watch)
+        if now < deadline:
+            self._timer = self._loop.call_at(deadline, self._watch)
             return
         self._expire(phase)
+
+    def _start_waiting(self) -> None:
+        """A body starts to arrive: its deadline may come before the one the timer is set for."""
+        self._since = now = self._loop.time()
+        deadline = now + self._server.config.body_timeout
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._watch)
 
     def _expire(self, phase: int) -> None:
         transport = self._transport

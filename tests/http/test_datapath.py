@@ -13,14 +13,16 @@ from typing import Any
 import pytest
 import zstandard
 
-KEEPALIVE = 1.0
+KEEPALIVE = 3.0
+BODY_TIMEOUT = 0.5
 
 
 @pytest.fixture(scope="module")
 def srv(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     base = tmp_path_factory.mktemp("datapath")
     server = harness.start_server(base / "root", base / "server.log", "--access-log", "0",
-                                  "--keepalive-timeout", str(KEEPALIVE), "--header-timeout", "2")
+                                  "--keepalive-timeout", str(KEEPALIVE), "--header-timeout", "2",
+                                  "--body-timeout", str(BODY_TIMEOUT))
     yield server
     harness.stop_process(server.proc)
 
@@ -118,6 +120,22 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout(srv
         started = time.monotonic()
         assert sock.recv(10) == b""  # closed by the server, without an answer
         assert KEEPALIVE * 0.9 <= time.monotonic() - started < KEEPALIVE + 5
+
+
+def test_a_stalled_body_on_a_kept_alive_connection_gets_408_at_the_body_timeout(srv):
+    """The body deadline is earlier than the idle deadline the connection's timer was set for:
+    the 408 must come at --body-timeout, not when the keep-alive timer would have fired."""
+    with connect(srv) as sock:
+        sock.sendall(post("/compress", b"first " * 100))
+        read_response(sock, bytearray())
+        started = time.monotonic()
+        sock.sendall(post("/compress", b"s" * 100_000)[:20_000])
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        elapsed = time.monotonic() - started
+    assert data.startswith(b"HTTP/1.1 408") and b"body-timeout" in data
+    assert BODY_TIMEOUT * 0.9 <= elapsed < BODY_TIMEOUT + 1.0, elapsed
 
 
 def test_a_connection_that_sends_nothing_gets_408(srv, problem):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 
 class WarpError(Exception):
     """Base class of everything warp raises on purpose."""
@@ -9,6 +11,10 @@ class WarpError(Exception):
 
 class NoDevice(WarpError):
     """No usable accelerator under the runtime root (absent, isolated, or no queue available)."""
+
+
+class Releasable(Protocol):
+    def release(self) -> None: ...
 
 
 class DeviceLost(WarpError):
@@ -22,6 +28,19 @@ class DeviceLost(WarpError):
     def __init__(self, message: str, may_write: bool = False) -> None:
         super().__init__(message)
         self.may_write = may_write
+        #: Destinations of the lost jobs kept out of the pool while the device may write them.
+        self.held: list[Releasable] = []
+
+    def hold(self, buffer: Releasable) -> None:
+        self.held.append(buffer)
+
+    def let_go(self) -> None:
+        """The device let go of the queue (answered its PUT_Q, or is gone): what it might have
+        written can go back to the pool, and later re-runs need no fresh destination."""
+        self.may_write = False
+        held, self.held = self.held, []
+        for buffer in held:
+            buffer.release()
 
 
 class RuntimeClosed(WarpError):

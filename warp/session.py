@@ -17,7 +17,6 @@ timeout on the cpu fails with :class:`JobTimeout`.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +29,10 @@ from warp.drv.zip import DOORBELL_BATCH, ZipDriver
 from warp.errors import DeviceLost, JobFailed, JobTimeout, NoDevice, RuntimeClosed
 from warp.iommu.space import AddressSpace
 from warp.mem import Buffer, HeapStats, SvaHeap
+from warp.probe import Prober
 
 DEFAULT_HEAP: Final = 1 << 30
 DEFAULT_TIMEOUT: Final = 30.0
-#: How often a runtime that lost its device looks for one again.
-PROBE_INTERVAL: Final = 1.0
 #: Statuses that say "not your input's fault": the job is re-run on the cpu driver.
 RETRY_ON_CPU: Final = frozenset({abi.Status.HW_ERROR, abi.Status.QUEUE_STOPPED})
 
@@ -98,10 +96,11 @@ class Runtime:
         self._resetting: set[asyncio.Task[None]] = set()
         self.doorbell_batch = doorbell_batch
         self._compressors: dict[tuple[int, bool], Compressor] = {}
-        self._quarantine: list[Buffer] = []
+        #: Losses whose destination buffers the device may still write (released when it lets go).
+        self._quarantine: list[DeviceLost] = []
         self._queues = queues
         self._use_device = driver != "cpu"
-        self._next_probe = 0.0
+        self._prober = Prober(lambda: self._open_zip(self._queues))
         if driver != "cpu":
             try:
                 self.zip = self._open_zip(queues)
@@ -119,26 +118,19 @@ class Runtime:
     @property
     def driver(self) -> Driver:
         """The driver new jobs go to: the device while it lives, else the cpu — and the device
-        again once one is back (probed at most once per ``PROBE_INTERVAL``)."""
+        again once a probe finds one (:mod:`warp.probe`: in the background when called from an
+        event loop, so a device that does not answer never stalls the loop)."""
         zip_driver = self.zip
         if zip_driver is not None and zip_driver.alive:
             return zip_driver
-        if self._use_device and time.monotonic() >= self._next_probe:
-            self._probe()
-            if self.zip is not None and self.zip.alive:
-                return self.zip
+        if self._use_device and not self.closed:
+            fresh = self._prober.take(background=_in_event_loop())
+            if fresh is not None:
+                self.zip = fresh
+                if zip_driver is not None:
+                    self._retire(zip_driver)  # the dead or stopped queues: PUT_Q where the device still answers
+                return fresh
         return self.cpu
-
-    def _probe(self) -> None:
-        """Open queues on a device that came back (restarted, reset after isolation)."""
-        self._next_probe = time.monotonic() + PROBE_INTERVAL
-        try:
-            fresh = self._open_zip(self._queues)
-        except (NoDevice, OSError):
-            return
-        if self.zip is not None:
-            self.zip.close()  # the dead or stopped queues: PUT_Q where the device still answers
-        self.zip = fresh
 
     def compressor(self, level: int = 3, checksum: bool = False) -> Compressor:
         """A session for these parameters; sessions hold no state of their own, so one per
@@ -272,14 +264,25 @@ class Runtime:
         opens fresh queues; the caller resets the old ones."""
         self.zip = None
         self.queue_resets += 1
-        self._next_probe = time.monotonic() + PROBE_INTERVAL
+        self._prober.postpone()
         return driver
+
+    def _retire(self, driver: ZipDriver) -> None:
+        """Put queues the runtime no longer uses: in the background on a loop (a stopped device
+        answers PUT_Q only after ``CONTROL_TIMEOUT``), in line without one."""
+        if _in_event_loop():
+            task = asyncio.get_running_loop().create_task(driver.areset())
+            self._resetting.add(task)
+            task.add_done_callback(self._resetting.discard)
+        else:
+            driver.close()
 
     def _retry_on_cpu(self, job: Job, lost: DeviceLost | None) -> bool:
         """Decide after the first attempt, and make the job ready to run again if it must.
 
         A device that is alive may still write the old destination: it is kept out of the pool
-        until the queues are put (at close), and the re-run gets a fresh one."""
+        until the device lets go of the queue (answers its PUT_Q, or dies), and the re-run gets a
+        fresh one."""
         if lost is None and job.status not in RETRY_ON_CPU:
             return False
         if self.closed:  # the close failed the job over; there is no cpu left to re-run it on
@@ -287,7 +290,9 @@ class Runtime:
         if lost is not None and lost.may_write:
             old = job.dst
             job.dst = self.heap.alloc(old.capacity)
-            self._quarantine.append(old)
+            lost.hold(old)
+            if lost not in self._quarantine:
+                self._quarantine = [held for held in self._quarantine if held.held] + [lost]
         self.fallback_jobs += 1
         job.finished, job.future, job.status, job.produced, job.error = False, None, -1, 0, None
         return True
@@ -303,9 +308,7 @@ class Runtime:
 
     def _reset(self, driver: ZipDriver) -> None:
         """Reset the device's queues in the background (the loop keeps serving)."""
-        task = asyncio.get_running_loop().create_task(self._take_out(driver).areset())
-        self._resetting.add(task)
-        task.add_done_callback(self._resetting.discard)
+        self._retire(self._take_out(driver))
 
     def _result(self, job: Job) -> Result:
         job.src.release()
@@ -325,11 +328,12 @@ class Runtime:
         """Put the queues and stop the cpu pool. Jobs still in flight end with
         :class:`RuntimeClosed`: a service that stopped waiting for them says "retry elsewhere"."""
         self.closed = True
+        self._prober.close()
         if self.zip is not None:
             self.zip.close()  # PUT_Q: after it the device touches none of our memory
             self.zip = None
-        for buffer in self._quarantine:
-            buffer.release()
+        for lost in self._quarantine:
+            lost.let_go()  # the heap goes with the runtime: whatever a device still writes, nobody reads
         self._quarantine.clear()
         self.cpu.close()
 
@@ -461,6 +465,14 @@ async def _outcome(job: Job, start: Callable[[Done], None]) -> Result:
         else:
             job.abandon()
         raise
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _lost_by(job: Job, lost: DeviceLost | None) -> DeviceLost | None:

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -16,6 +19,7 @@ import pytest
 import zstandard
 
 from tests.conftest import device_cli
+from warp.drv.zip import RESET_GRACE
 
 MIB = 1 << 20
 
@@ -83,3 +87,49 @@ def test_job_over_the_timeout_on_the_cpu_is_503_with_retry_after(cpu_only, call,
     while metric(cpu_only.url, "warpzip_sva_heap_in_use_bytes") != 0:  # back once the thread ends
         assert time.monotonic() < deadline, "the timed-out job's buffers did not come back"
         time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def stoppable(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    base = tmp_path_factory.mktemp("stoppable")
+    srv = harness.start_server(base / "root", base / "server.log", "--access-log", "0", "--job-timeout", "1")
+    yield srv
+    harness.stop_process(srv.proc)
+
+
+def all_stopped(pid: int) -> bool:
+    tasks = Path(f"/proc/{pid}/task")
+    return all((task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "T" for task in tasks.iterdir())
+
+
+def test_a_stopped_device_costs_a_request_one_timeout_and_healthz_nothing(stoppable, call) -> None:
+    """``kill -STOP`` on the device (issue 15, item 5): a request waits one --job-timeout (plus
+    the reset's grace) and is answered from the cpu; /healthz and later requests never wait on the
+    device; after SIGCONT the worker moves back onto it and no buffer stays held."""
+    body = os.urandom(2000) * 8
+    assert call(stoppable.url, "POST", "/compress", body).status == 200
+    out = subprocess.run(["pgrep", "-f", f"warp.device --root {stoppable.root} "], capture_output=True, text=True)
+    (pid,) = map(int, out.stdout.split())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 10
+        while not all_stopped(pid):
+            assert time.monotonic() < deadline, "the device did not stop"
+            time.sleep(0.01)
+        started = time.monotonic()
+        reply = call(stoppable.url, "POST", "/compress", body)
+        assert reply.status == 200 and zstandard.decompress(reply.body) == body
+        assert time.monotonic() - started < 1 + RESET_GRACE + 1.5
+        for _ in range(8):  # probes come due meanwhile, and go to the background
+            started = time.monotonic()
+            assert healthz(stoppable.url)["driver"] == "cpu"
+            reply = call(stoppable.url, "POST", "/compress", body)
+            assert reply.status == 200 and time.monotonic() - started < 1.0
+            time.sleep(0.25)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    deadline = time.monotonic() + 20
+    while healthz(stoppable.url)["driver"] != "zip" or metric(stoppable.url, "warpzip_sva_heap_in_use_bytes"):
+        assert time.monotonic() < deadline, "the worker did not come back onto the device with its heap free"
+        time.sleep(0.2)
+    assert zstandard.decompress(call(stoppable.url, "POST", "/compress", body).body) == body

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from fidelity import attr, compress_all, wait_for
 from tests.conftest import DeviceProc, device_cli
 from warp import JobTimeout, Runtime, RuntimeClosed
 from warp.cdev import DevicePaths
+from warp.drv.zip import RESET_GRACE
 
 
 @pytest.fixture
@@ -50,6 +52,24 @@ def test_isolation_fails_over_at_once(device: DeviceProc, runtime: Runtime) -> N
     assert time.monotonic() - started < 10, "a stopped queue must fail over, not time out"
 
 
+def test_isolation_cycles_give_the_held_buffers_back(device: DeviceProc, runtime: Runtime) -> None:
+    """Issue 15, item 6: destinations a stopped queue might still write are held back — until
+    the device answers the old queues' PUT_Q (when the runtime moves onto fresh ones), not until
+    close. Three isolate/reset cycles leave nothing held."""
+    paths = DevicePaths(device.root, "warp_zip-0")
+    (paths.sysfs / "isolate_strategy").write_text("1\n")
+    bodies = [os.urandom(50) * (i + 2) for i in range(30)]
+    for _ in range(3):
+        assert wait_for(lambda: device_cli(device.root, "inject", "hw-error", "--count", "2").returncode == 0)
+        frames = compress_all(runtime, bodies)
+        assert [zstandard.decompress(f) for f in frames] == bodies
+        assert wait_for(lambda: attr(device.root, "isolate") == "1")
+        assert device_cli(device.root, "reset").returncode == 0
+        assert wait_for(lambda: runtime.driver.name == "zip", timeout=10)
+    assert runtime.fallback_jobs > 0
+    assert heap_idle(runtime), runtime.heap.statistics()
+
+
 def heap_idle(rt: Runtime) -> bool:
     return rt.heap.statistics().in_use_bytes == 0
 
@@ -69,11 +89,70 @@ def test_a_hung_engine_costs_one_timeout_then_every_job_reruns_on_the_cpu(device
         assert rt.fallback_jobs == len(bodies)
         assert heap_idle(rt)
         assert wait_for(lambda: attr(device.root, "available_instances") == "64"), "the reset queues were put"
-        # The device comes back from its hang: the next probe opens fresh queues on it.
+        # The device comes back from its hang: a probe (in the background from a loop, at most
+        # once per PROBE_INTERVAL) opens fresh queues on it.
         assert device_cli(device.root, "reset").returncode == 0
-        time.sleep(1.1)  # PROBE_INTERVAL
-        assert compress_all(rt, bodies[:3]) and rt.driver.name == "zip"
+        assert wait_for(lambda: rt.driver.name == "zip", timeout=10)
+        assert compress_all(rt, bodies[:3])
         assert rt.statistics().drivers[0].completed >= 3
+    finally:
+        rt.close()
+
+
+def stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is stopped (state T in /proc)."""
+    tasks = Path(f"/proc/{pid}/task")
+    return all((task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "T" for task in tasks.iterdir())
+
+
+def test_a_stopped_device_costs_one_timeout_and_never_stalls_the_loop(device: DeviceProc) -> None:
+    """``kill -STOP`` on the device: it accepts connections and answers nothing. Jobs cost one
+    timeout plus RESET_GRACE (then re-run on the cpu), the loop never waits on the device — not
+    for the reset's PUT_Qs, not for the probes — and once the device runs again and answers
+    the PUT_Qs, the destinations it might have written come back to the pool."""
+    rt = Runtime(device.root, driver="zip", heap_size=64 << 20, timeout=0.5)
+    bodies = [os.urandom(64) * (i + 1) for i in range(8)]
+
+    async def main() -> tuple[list[bytes], float, float]:
+        longest = 0.0
+
+        async def ticker() -> None:  # the longest the loop went without running us
+            nonlocal longest
+            while True:
+                before = time.monotonic()
+                await asyncio.sleep(0.01)
+                longest = max(longest, time.monotonic() - before)
+
+        ticking = asyncio.create_task(ticker())
+        comp = rt.compressor(3)
+        os.kill(device.pid, signal.SIGSTOP)
+        assert wait_for(lambda: stopped(device.pid)), "the device did not stop"
+        try:
+            started = time.monotonic()
+            results = await asyncio.gather(*(comp.acompress(b) for b in bodies))
+            elapsed = time.monotonic() - started
+            frames = [bytes(r.view) for r in results]
+            for r in results:
+                r.release()
+            for _ in range(10):  # probes are due meanwhile: each must go to the background
+                assert rt.driver.name == "cpu"
+                await asyncio.sleep(0.15)
+        finally:
+            os.kill(device.pid, signal.SIGCONT)
+        for _ in range(200):  # the queued PUT_Qs are answered now: what the device held comes back
+            if heap_idle(rt):
+                break
+            await asyncio.sleep(0.05)
+        ticking.cancel()
+        return frames, elapsed, longest
+
+    try:
+        frames, elapsed, longest = asyncio.run(main())
+        assert [zstandard.decompress(f) for f in frames] == bodies
+        assert elapsed < 0.5 + RESET_GRACE + 1.0, elapsed
+        assert longest < 0.5, f"the loop stalled for {longest:.2f} s"
+        assert heap_idle(rt), rt.heap.statistics()
+        assert rt.queue_resets == 1
     finally:
         rt.close()
 

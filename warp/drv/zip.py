@@ -38,6 +38,10 @@ from warp.sched import LeastLoaded, Scheduler
 #: At 4 KiB and -c32, 4 measured 10-11k req/s against 9k for one doorbell per tick.
 DOORBELL_BATCH: Final = 4
 
+#: Seconds a reset waits for the device to answer its PUT_Qs before it fails the jobs over: a
+#: device that is alive answers in well under a millisecond; a stopped one not for CONTROL_TIMEOUT.
+RESET_GRACE: Final = 0.25
+
 #: CQ polls before a synchronous caller sleeps on the interrupt (UADK busy-polls forever: PR #236).
 SPIN_POLLS: Final = 200
 
@@ -60,6 +64,7 @@ class ZipQueue:
         self.lost_reason = DeviceLost("queue is gone")
         self._put_sent = False
         self._may_write = False  # set by stop(): the device did not answer the PUT_Q
+        self._let_go = False  # set by stop(): it answered, or its file is gone
         self.submitted = self.completed = self.failed = self.doorbells = 0
         self._words = self.handle.view.sq
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -237,19 +242,24 @@ class ZipQueue:
             job.fail(self.lost_reason)
 
     def stop(self) -> None:
-        """PUT_Q (``hisi_qm_stop_qp``), once. Blocking: the async reset runs it in a thread, after
-        :meth:`prepare_stop` took the queue's readers off the loop, so nothing else reads the
-        socket meanwhile. A device that does not answer in ``CONTROL_TIMEOUT`` may still write
-        our buffers; one whose file is gone writes nothing any more."""
-        if not self.alive or self._put_sent:
+        """PUT_Q (``hisi_qm_stop_qp``), once — also on a queue already failed over (isolation):
+        its answer is what lets the held destinations go back to the pool. Blocking: the async
+        reset runs it in a thread, after :meth:`prepare_stop` took the queue's readers off the
+        loop, so nothing else reads the socket meanwhile. A device that does not answer in
+        ``CONTROL_TIMEOUT`` may still write our buffers; one whose file is gone writes nothing."""
+        if self._put_sent:
             return
         self._put_sent = True
         try:
             self.handle.put()
         except TimeoutError:
             self._may_write = True
+            return
         except OSError:
-            pass
+            if self.handle.closed:  # we closed the file under the request: no answer came
+                self._may_write = True
+                return
+        self._let_go = True
 
     def prepare_stop(self) -> None:
         """On the loop's thread, before :meth:`stop` runs in another."""
@@ -263,7 +273,14 @@ class ZipQueue:
         if self.alive:
             self._drain()
         self._lost(self._may_write)
+        if self._let_go:
+            self.lost_reason.let_go()  # the device answered the PUT_Q or is gone: it writes nothing now
         self.handle.close()
+
+    def fail_over(self) -> None:
+        """The device does not answer the reset: fail the jobs now (their re-runs get fresh
+        destinations) instead of after ``CONTROL_TIMEOUT``; the PUT_Q goes on in its thread."""
+        self._lost(may_write=True)
 
 
 @final
@@ -314,15 +331,24 @@ class ZipDriver:
                 yield queues, mine
 
     async def areset(self) -> None:
-        """Reset every queue without blocking the event loop: the PUT_Qs run in threads (a hung
-        device answers only after ``CONTROL_TIMEOUT``), the completions are taken here, on the
-        loop's thread, which owns the jobs' futures."""
+        """Reset every queue without blocking the event loop: the PUT_Qs run in threads, the
+        completions are taken here, on the loop's thread, which owns the jobs' futures. A device
+        that has not answered within ``RESET_GRACE`` (stopped, or hung in its control path) gets
+        its jobs failed over at once; its PUT_Qs may take up to ``CONTROL_TIMEOUT``, and only an
+        answer lets the destinations it might still write go back to the pool."""
         self._alive = False
         queues = self.all_queues()
         for queue in queues:
             queue.prepare_stop()
-        await asyncio.gather(*(asyncio.to_thread(queue.stop) for queue in queues))
-        self.close()
+        puts = [asyncio.ensure_future(asyncio.to_thread(queue.stop)) for queue in queues]
+        _, unanswered = await asyncio.wait(puts, timeout=RESET_GRACE)
+        try:
+            if unanswered:  # a stopped device: its jobs go elsewhere now, not after CONTROL_TIMEOUT
+                for queue in queues:
+                    queue.fail_over()
+                await asyncio.wait(unanswered)
+        finally:
+            self.close()  # also when the loop is going away: a PUT_Q cut short lets nothing go
 
     def all_queues(self) -> list[ZipQueue]:
         return [q for qs in self.queues.values() for q in qs]

@@ -162,6 +162,11 @@ class Server(web.Server):
         self.access_log: logging.Logger | None = protocol.get("access_log")
         self.open = 0
         self.stopping = False
+        #: Heap bytes held by bodies still arriving, and how much they may hold before new ones
+        #: grow as they arrive instead of reserving their declared length (issue 15, item 7: slow
+        #: clients declaring the largest body must not take the heap from everyone else).
+        self.held = 0
+        self.body_budget = config.heap_size // 4
         self.datapaths: set[DataPath] = set()
         self._drained = asyncio.Event()
         self._protocol = protocol

@@ -51,6 +51,10 @@ log = logging.getLogger("warpzip")
 HEAD_BUFFER: Final = 16 << 10
 """Bytes of a connection's head buffer: a head and a small body arrive in it together (a 4 KiB
 request is one read); a larger body goes there only up to this much, the rest straight into SVA."""
+GROW_FROM: Final = 64 << 10
+"""A body whose bytes are still to come while other waiting bodies already hold
+``Server.body_budget`` of the heap starts in a buffer this large and doubles as it arrives (see
+:meth:`DataPath._grow`); a body that waits alone always gets its declared length at once."""
 COPY_BELOW: Final = 16 << 10
 """Results smaller than this are joined with the head into one ``bytes`` and written at once; larger
 ones go out as the head plus a view of the heap in one ``writelines`` (no copy)."""
@@ -69,7 +73,7 @@ class DataPath(asyncio.BufferedProtocol):
 
     __slots__ = ("_server", "_loop", "_transport", "_buf", "_mv", "_start", "_end", "_phase", "_since",
                  "_timer", "_requests", "_body", "_got", "_need", "_request", "_paused_reading",
-                 "_paused_writing", "_keep_alive", "_peer")
+                 "_paused_writing", "_keep_alive", "_peer", "_held")
 
     def __init__(self, server: Server) -> None:
         self._server = server
@@ -88,6 +92,7 @@ class DataPath(asyncio.BufferedProtocol):
         self._paused_reading = self._paused_writing = False
         self._keep_alive = True
         self._peer = "-"
+        self._held = 0  # heap bytes this connection's unfinished body holds (``Server.held``)
 
     # ---- asyncio protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -120,6 +125,8 @@ class DataPath(asyncio.BufferedProtocol):
             self._got += nbytes
             if self._got == self._need:
                 self._body_complete()
+            elif self._body is not None and self._got == self._body.capacity:
+                self._grow()
         elif phase == _DISCARD:
             self._got += nbytes
             if self._got == self._need:
@@ -189,26 +196,58 @@ class DataPath(asyncio.BufferedProtocol):
         if not admission.admit():
             self._refuse(compress.overloaded(admission.limit))
             return
+        length = head.length
+        have = min(self._end - self._start, length)
+        size = length
+        if have < length and server.held and server.held + length > server.body_budget:
+            size = max(have, GROW_FROM)  # not here yet, and other waiting bodies hold enough already
         try:
-            body = runtime.alloc(head.length)
+            body = runtime.alloc(size)
         except HeapExhausted:
             admission.leave()
             self._refuse(out_of_memory())
             return
-        have = min(self._end - self._start, head.length)
         body.view[:have] = self._mv[self._start:self._start + have]
         self._start += have
-        self._body, self._got, self._need = body, have, head.length
-        if have == head.length:
+        self._body, self._got, self._need = body, have, length
+        if have == length:
             self._body_complete()
         else:
             self._phase = _BODY
+            self._hold(body.capacity)
             self._start_waiting()
+
+    def _hold(self, nbytes: int) -> None:
+        """This connection's waiting body holds ``nbytes`` of heap (0 when it completes or ends)."""
+        self._server.held += nbytes - self._held
+        self._held = nbytes
+
+    def _grow(self) -> None:
+        """A body that arrives past its buffer: double it (an honest client keeps sending, so the
+        copies add up to less than the body; a hoarder that stops holds what it sent, not what it
+        declared)."""
+        old = self._body
+        assert old is not None
+        try:
+            bigger = self._server.runtime.alloc(min(self._need, 2 * old.capacity))
+        except HeapExhausted:
+            self._keep_alive = False
+            self._answer_problem(out_of_memory())
+            self._abort_body(503)
+            self._phase = _CLOSED
+            if self._transport is not None:
+                self._transport.close()
+            return
+        bigger.view[:self._got] = old.view[:self._got]
+        old.release()
+        self._body = bigger
+        self._hold(bigger.capacity)
 
     def _body_complete(self) -> None:
         body, request = self._body, self._request
         assert body is not None and request is not None
         self._body = None
+        self._hold(0)
         self._phase = _BUSY
         # The CPU wrote these pages (the socket did, into our memory): mark them as the CPU fault
         # path would, so a page the IOMMU lost meanwhile is present again, not a device fault.
@@ -327,6 +366,7 @@ class DataPath(asyncio.BufferedProtocol):
         """The body will not complete (client gone, too slow): free its buffer and admission."""
         body, request = self._body, self._request
         self._body = None
+        self._hold(0)
         if body is not None:
             body.release()
         if request is not None:

@@ -156,8 +156,8 @@ def test_heap_exhaustion_is_503_and_buffers_come_back(tight, call, problem):
     held: list[socket.socket] = []
     refused = b""
     try:
-        for _ in range(8):  # each declares 1 MiB, so each holds a 1 MiB buffer while it waits
-            sock = slow_upload(tight.port, "/compress", MIB)
+        for _ in range(8):  # each sends 600 kB of 1 MiB and stops: each holds a 1 MiB buffer
+            sock = slow_upload(tight.port, "/compress", MIB, b"x" * 600_000)
             held.append(sock)
             refused = answered_now(sock)
             if refused:
@@ -175,6 +175,25 @@ def test_heap_exhaustion_is_503_and_buffers_come_back(tight, call, problem):
             sock.close()
     wait_for(lambda: heap_in_use(tight) == 0, what="the cut-off uploads' buffers to come back")
     assert zstandard.decompress(call(tight.url, "POST", "/compress?level=1", data).body) == data
+
+
+def test_uploads_that_only_declare_a_large_body_do_not_take_the_heap(tight, call):
+    """Issue 15, item 7: clients that declare the largest body and send a byte hold what they
+    sent, not what they declared (beyond the first), so honest requests keep getting 200."""
+    wait_for(lambda: heap_in_use(tight) == 0, what="an idle heap")
+    held = [slow_upload(tight.port, "/compress", MIB) for _ in range(8)]
+    try:
+        wait_for(lambda: in_flight(tight.url) >= 8, what="eight uploads waiting")
+        for sock in held:
+            assert answered_now(sock, 0.05) == b"", "a waiting upload was refused"
+        data = os.urandom(100_000)
+        reply = call(tight.url, "POST", "/compress?level=1", data)
+        assert reply.status == 200, reply.body[:300]
+        assert zstandard.decompress(reply.body) == data
+    finally:
+        for sock in held:
+            sock.close()
+    wait_for(lambda: heap_in_use(tight) == 0, what="the cut-off uploads' buffers to come back")
 
 
 def test_unread_responses_give_their_buffers_back(tight, call):
@@ -208,11 +227,12 @@ def test_failed_jobs_give_their_buffers_back(tight, call):
 
 
 def carve_into_1mib_blocks(srv: Any) -> None:
-    """Three uploads that each declare 1 MiB hold three 1 MiB blocks, all of the 3 MiB heap; then
-    their clients go away and the worker is idle again."""
+    """Three uploads that each declare 1 MiB come and go: the first holds a 1 MiB block, the
+    others (waiting bodies already hold a quarter of the heap) buffers that grow as they arrive;
+    then their clients go away and the worker is idle again."""
     held = [slow_upload(srv.port, "/compress", MIB) for _ in range(3)]
     try:
-        wait_for(lambda: heap_in_use(srv) == 3 * MIB, what="three 1 MiB uploads in progress")
+        wait_for(lambda: in_flight(srv.url) >= 3 and heap_in_use(srv) >= MIB, what="three 1 MiB uploads in progress")
     finally:
         for sock in held:
             sock.close()

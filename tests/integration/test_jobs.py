@@ -241,6 +241,19 @@ def test_submit_on_a_closed_runtime_refuses_and_frees_the_input(device: DevicePr
     assert rt.heap.statistics().in_use_bytes == 0
 
 
+def test_one_runtime_serves_one_event_loop_after_another_and_sync_calls_between(runtime: Runtime) -> None:
+    """Issue 15, item 10: queues bind to the loop of their first job; when that loop has ended
+    (``asyncio.run`` returned), the next loop — or a synchronous caller — takes them over."""
+    bodies = [os.urandom(80) * (i + 1) for i in range(12)]
+    for _ in range(3):
+        assert [unzstd(f) for f in compress_all(runtime, bodies)] == bodies
+        with runtime.compressor().compress(bodies[3]) as result:
+            assert unzstd(result.view) == bodies[3]
+    assert runtime.driver.name == "zip"
+    assert runtime.statistics().drivers[0].completed >= 3 * (len(bodies) + 1)
+    assert runtime.heap.statistics().in_use_bytes == 0
+
+
 def test_runtimes_opened_back_to_back_in_one_process(device: DeviceProc) -> None:
     """A new heap must never inherit the mapping of an old one whose queue file is still closing."""
     data = b"back to back " * 5000

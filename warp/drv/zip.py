@@ -94,7 +94,10 @@ class ZipQueue:
 
     def _enqueue(self, job: Job) -> asyncio.Future[Job]:
         loop = self._loop
-        if loop is None:  # first job: bind to the caller's loop (asking for it costs a getpid())
+        if loop is None or loop.is_closed():
+            # The first job, or the first since the loop this queue served ended (one
+            # asyncio.run after another): bind to the caller's loop. Asking for it costs a
+            # getpid(), so it is not asked on every job.
             loop = asyncio.get_running_loop()
             self._attach(loop)
         if not self.alive:
@@ -104,6 +107,8 @@ class ZipQueue:
         return job.future
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._detach()
+        self._flush_scheduled = False  # a flush scheduled on a loop that ended never ran
         self._loop = loop
         loop.add_reader(self.handle.irq_fd, self._on_interrupt)
         loop.add_reader(self.handle.sock.fileno(), self._on_hangup)
@@ -143,7 +148,9 @@ class ZipQueue:
     # ---- sync ------------------------------------------------------------------------------
     def run(self, jobs: list[Job], timeout: float) -> None:
         if self._loop is not None:
-            raise RuntimeError("this queue is driven by an event loop; use submit()")
+            if not self._loop.is_closed():
+                raise RuntimeError("this queue is driven by a running event loop; use submit()")
+            self._detach()  # that loop has ended: the queue is free for synchronous jobs again
         if not self.alive:
             raise self.lost_reason
         self.pending.extend(jobs)

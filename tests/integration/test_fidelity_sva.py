@@ -3,7 +3,11 @@ cannot reach each other's pages, and memory pressure that takes pages away under
 
 from __future__ import annotations
 
+import errno
 import json
+import mmap
+import os
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +19,7 @@ import zstandard
 
 from tests.conftest import REPO, DeviceProc, device_cli, start_device, stop_process
 from tests.integration.fidelity import RawQueue, dfx, queue_and_counters
-from warp import abi, codec
+from warp import abi, cdev, codec
 from warp.dfx import Dev, Queue
 from warp.iommu.fault import FaultCounter
 from warp.iommu.space import AddressSpace
@@ -162,3 +166,40 @@ def test_iopf_storm_reclaims_everything_once(device: DeviceProc, space: AddressS
         assert after - before >= MIB // abi.PAGE_SIZE, "every source page must fault back in"
         run_job(q, space)
         assert int(counters.queue(q.sqn)[Queue.IOPF]) == after, "once faulted in, pages stay"
+
+
+def test_an_unsealed_heap_is_refused_and_ours_cannot_be_truncated(device: DeviceProc) -> None:
+    """Issue 15, item 2: a heap memfd its sender could shrink would let a client SIGBUS the device
+    (for every client) by truncating it after the bind; the device refuses it with EPERM, and the
+    heaps warp creates are sealed, so truncating them fails."""
+    size = 1 << 20
+    fds = [os.memfd_create("unsealed-heap", os.MFD_CLOEXEC), os.memfd_create("unsealed-pt", os.MFD_CLOEXEC)]
+    os.ftruncate(fds[0], size)
+    os.ftruncate(fds[1], size >> abi.PAGE_SHIFT)
+    heap = mmap.mmap(fds[0], size)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+            sock.settimeout(5)
+            sock.connect(str(cdev.DevicePaths(device.root, "warp_zip-0").chardev))
+            cdev.send(sock, {"cmd": "open", "base": 0x7000_0000_0000, "size": size}, fds)
+            received = cdev.receive(sock)
+            assert received is not None
+            with pytest.raises(OSError) as refused:
+                cdev.raise_for_reply(received[0])
+            assert refused.value.errno == errno.EPERM
+    finally:
+        heap.close()
+        for fd in fds:
+            os.close(fd)
+    space = AddressSpace(size)
+    try:
+        for fd in (space.heap_fd, space.pt_fd):
+            with pytest.raises(PermissionError):
+                os.ftruncate(fd, 0)
+    finally:
+        space.close()
+    assert attr_available(device) == "64"  # nothing was bound, and the device lives on
+
+
+def attr_available(device: DeviceProc) -> str:
+    return (device.root / "sys/class/uacce/warp_zip-0/available_instances").read_text().strip()

@@ -8,6 +8,8 @@ and an address outside every mapping ends in an INVALID response, as on real SVA
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import mmap
 import os
 import threading
@@ -83,6 +85,8 @@ class Iommu:
         gets a PASID of its own, keyed by the heap's memfd, so a new heap is never mistaken for
         an old one whose queue file is still being released.
         """
+        check_sealed(heap_fd, "heap")
+        check_sealed(pt_fd, "page-table")
         st = os.fstat(heap_fd)
         key = (pid, st.st_dev, st.st_ino)
         with self._lock:
@@ -216,3 +220,14 @@ def _page_addrs(addr: int, length: int) -> list[int]:
     first = addr >> abi.PAGE_SHIFT
     last = (addr + length - 1) >> abi.PAGE_SHIFT
     return [p << abi.PAGE_SHIFT for p in range(first, min(last, first + 15) + 1)]
+
+
+def check_sealed(fd: int, what: str) -> None:
+    """Refuse (EPERM) a memfd its sender could still shrink: truncating a file the device has
+    mapped makes the device's next access to those pages SIGBUS, killing it for every client."""
+    try:
+        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+    except OSError:
+        seals = 0  # not a memfd, or one created without MFD_ALLOW_SEALING
+    if not seals & fcntl.F_SEAL_SHRINK:
+        raise OSError(errno.EPERM, f"the {what} memfd must be sealed against shrinking (F_SEAL_SHRINK)")

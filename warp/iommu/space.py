@@ -9,6 +9,7 @@ through the page table, so nothing is copied and nothing is pinned.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import mmap
 import os
 from typing import final
@@ -28,15 +29,13 @@ class AddressSpace:
         if size <= 0 or size % abi.PAGE_SIZE:
             raise ValueError(f"heap size must be a positive multiple of {abi.PAGE_SIZE}")
         self.size = size
-        self.heap_fd = os.memfd_create("warp-sva-heap", os.MFD_CLOEXEC)
-        os.ftruncate(self.heap_fd, size)
+        self.heap_fd = _sealed_memfd("warp-sva-heap", size)
         self._heap = mmap.mmap(self.heap_fd, size)
         self.view = memoryview(self._heap)
         self.array: npt.NDArray[np.uint8] = np.frombuffer(self._heap, dtype=np.uint8)
         self.base = ctypes.addressof(ctypes.c_char.from_buffer(self._heap))
         pages = size >> abi.PAGE_SHIFT
-        self.pt_fd = os.memfd_create("warp-sva-pagetable", os.MFD_CLOEXEC)
-        os.ftruncate(self.pt_fd, pages)
+        self.pt_fd = _sealed_memfd("warp-sva-pagetable", pages)
         self._pt = mmap.mmap(self.pt_fd, pages)
         self.page_table: pagetable.PageTable = memoryview(self._pt)
         self._pt.write(bytes([pagetable.WRITE]) * pages)  # one read-write mapping, nothing faulted in yet
@@ -77,3 +76,20 @@ class AddressSpace:
         shm.unmap(self._pt)
         os.close(self.heap_fd)
         os.close(self.pt_fd)
+
+
+#: What the device requires of every memfd it maps (:func:`warp.iommu.mmu.check_sealed`).
+SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+
+
+def _sealed_memfd(name: str, size: int) -> int:
+    """A memfd of ``size`` bytes that nobody can resize any more: the device maps it, and a file
+    truncated under a mapping makes every later access SIGBUS — in the device, for every client."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.ftruncate(fd, size)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -61,6 +61,12 @@ def decompressed_size(data: Any) -> int | None:
     return size
 
 
+#: Compression contexts one codec keeps (distinct level/checksum pairs; a service uses one or two).
+CACHED_CONTEXTS: Final = 4
+#: Levels whose contexts are never kept: zstd's "ultra" levels, with windows up to 128 MiB.
+UNCACHED_FROM: Final = 20
+
+
 @final
 class Codec:
     """Reusable zstd contexts for one thread."""
@@ -93,14 +99,27 @@ class Codec:
             return lib.ZSTD_compress2(cctx, dst, capacity, src, size)
         return lib.ZSTD_decompressDCtx(self._dctx, dst, capacity, src, size)
 
+    @property
+    def cached(self) -> tuple[tuple[int, bool], ...]:
+        """The (level, checksum) pairs whose contexts are kept, oldest first."""
+        return tuple(self._cctx)
+
     def _context(self, level: int, checksum: bool) -> Any:
+        """A context for these parameters, kept for the next job unless the level is an ultra one.
+
+        A context keeps the memory its largest job needed: at levels 20-22 that is hundreds of
+        MiB for a large input (nine 64 MiB jobs took a device to 3.1 GB RSS for good), so those
+        are freed as soon as the job ends, and at most ``CACHED_CONTEXTS`` others are kept."""
         key = (level, checksum)
         cctx = self._cctx.get(key)
         if cctx is None:
             cctx = ffi.gc(lib.ZSTD_createCCtx(), lib.ZSTD_freeCCtx)
             _check(lib.ZSTD_CCtx_setParameter(cctx, lib.ZSTD_c_compressionLevel, level))
             _check(lib.ZSTD_CCtx_setParameter(cctx, lib.ZSTD_c_checksumFlag, int(checksum)))
-            self._cctx[key] = cctx
+            if level < UNCACHED_FROM:
+                if len(self._cctx) >= CACHED_CONTEXTS:
+                    del self._cctx[next(iter(self._cctx))]  # the oldest: freed with its last reference
+                self._cctx[key] = cctx
         return cctx
 
 

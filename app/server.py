@@ -57,7 +57,8 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         config.root, driver=driver, queues=config.queues, heap_size=config.heap_size, timeout=config.job_timeout))
     app[RUNTIME] = runtime
     if config.device != "none" and runtime.zip is None:
-        log.warning("no accelerator under %s; compressing on the cpu driver", config.root)
+        log.warning("no accelerator under %s (%s); compressing on the cpu driver", config.root,
+                    runtime.device_error or "none found")
     sync = asyncio.create_task(app[METRICS].sync_forever())
     yield
     sync.cancel()

@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import socket
+import stat
 import struct
 import threading
 from collections.abc import Callable
@@ -55,6 +56,33 @@ class DevicePaths:
     @property
     def dfx(self) -> Path:
         return self.debugfs / "dfx"
+
+
+class Untrusted(PermissionError):
+    """A path under the runtime root, or the process behind the char device, is not ours: someone
+    else could read every buffer we hand the device, so nothing is handed over."""
+
+
+def check_trusted(path: Path) -> None:
+    """Refuse ``path`` unless it is no link, and is owned by us or root and writable by nobody
+    else. Looked at with ``lstat``: the default root's name in /tmp is predictable, so another user
+    can plant the whole tree — sysfs files and a listening socket — before our device starts."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise Untrusted(f"refusing {path}: it is a symbolic link")
+    if st.st_uid not in (os.geteuid(), 0):
+        raise Untrusted(f"refusing {path}: it belongs to uid {st.st_uid}, not to us or root")
+    if st.st_mode & 0o022:
+        raise Untrusted(f"refusing {path}: others can write to it (mode {stat.S_IMODE(st.st_mode):o})")
+
+
+def check_peer(sock: socket.socket, path: Path) -> None:
+    """Refuse a char device served by a process of another user (``SO_PEERCRED``), before any
+    memory is sent to it."""
+    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                          struct.calcsize("3i")))
+    if uid not in (os.geteuid(), 0):
+        raise Untrusted(f"refusing {path}: the device behind it runs as uid {uid}, not as us or root")
 
 
 def default_root() -> Path:

@@ -101,10 +101,12 @@ class Runtime:
         self._queues = queues
         self._use_device = driver != "cpu"
         self._prober = Prober(lambda: self._open_zip(self._queues))
+        self.device_error: str | None = None
         if driver != "cpu":
             try:
                 self.zip = self._open_zip(queues)
             except (NoDevice, OSError) as exc:
+                self.device_error = str(exc)  # why the runtime started on the cpu (e.g. a root not ours)
                 if driver == "zip":
                     self.close()
                     raise NoDevice(f"no usable zstd accelerator under {self.root}: {exc}") from exc

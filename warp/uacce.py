@@ -44,8 +44,12 @@ class Device:
 
     @classmethod
     def read(cls, paths: cdev.DevicePaths) -> Device:
+        cdev.check_trusted(paths.sysfs)
+
         def attr(name: str) -> str:
-            return (paths.sysfs / name).read_text().strip()
+            path = paths.sysfs / name
+            cdev.check_trusted(path)
+            return path.read_text().strip()
 
         return cls(paths=paths, api=attr("api"), flags=int(attr("flags")),
                    algorithms=tuple(attr("algorithms").splitlines()),
@@ -56,12 +60,22 @@ class Device:
 
 
 def devices(root: Path, algorithm: str | None = None, include_isolated: bool = False) -> list[Device]:
-    """Every device under ``root`` offering ``algorithm`` (exact line match), best first."""
+    """Every device under ``root`` offering ``algorithm`` (exact line match), best first.
+
+    Raises :class:`cdev.Untrusted` if the root, or what is under it, is not ours (see
+    :func:`cdev.check_trusted`): a tree someone else planted is refused, not skipped over."""
     base = root / "sys" / "class" / "uacce"
     found: list[Device] = []
+    try:
+        for path in (root, root / "sys", root / "sys" / "class", base):
+            cdev.check_trusted(path)
+    except FileNotFoundError:
+        return found
     for entry in sorted(base.iterdir()) if base.is_dir() else []:
         try:
             device = Device.read(cdev.DevicePaths(root, entry.name))
+        except cdev.Untrusted:
+            raise
         except (OSError, ValueError):
             continue  # half-published or vanished
         if algorithm is not None and algorithm not in device.algorithms:
@@ -84,7 +98,10 @@ class QueueHandle:
         self._maps: list[mmap.mmap] = []
         self.closed = False
         try:
+            for path in (device.paths.chardev.parent, device.paths.chardev):
+                cdev.check_trusted(path)
             self.sock.connect(str(device.paths.chardev))
+            cdev.check_peer(self.sock, device.paths.chardev)  # before our heap goes anywhere
             reply, fds = self.request({"cmd": "open", "base": space.base, "size": space.size},
                                       [space.heap_fd, space.pt_fd])
             self.pasid = int(reply["pasid"])

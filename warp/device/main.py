@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -90,6 +91,28 @@ def prepare_root(root: Path) -> None:
     if st.st_uid != os.getuid():
         raise SystemExit(f"warpzip device: {root} belongs to uid {st.st_uid}, not us")
     os.chmod(root, 0o700)
+    os.umask(os.umask(0) | 0o022)  # clients refuse a tree others can write (cdev.check_trusted)
+
+
+LOCK_NAME = "device.lock"
+
+
+def claim_root(root: Path) -> int:
+    """Take the root for this device: an exclusive ``flock`` on ``<root>/device.lock``, released by
+    the kernel when the process ends however it ends. A second device on a root in use would
+    unlink the first one's live char device and leave its queues unreachable; it refuses instead,
+    and the first keeps serving."""
+    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise SystemExit(f"warpzip device: {root} is in use by a running device (pid {holder}); "
+                         "give this one another --root") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: signalled.append(signum))
     prepare_root(args.root)
+    claim_root(args.root)  # its fd stays open, and locked, for the life of the process
     paths = cdev.DevicePaths(args.root, ZipDevice.name)
     paths.debugfs.mkdir(parents=True, exist_ok=True)
     dfx = Dfx(paths.dfx, queues=args.queues, engines=args.engines, create=True)

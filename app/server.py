@@ -3,9 +3,9 @@
 ``create_app`` builds one worker's aiohttp application; the runtime (SVA heap, queues) is opened in
 a ``cleanup_ctx`` so it exists exactly while the app runs and is put back (PUT_Q) after in-flight
 requests finished. ``serve`` starts the embedded device (and restarts it if it dies, see
-``app.supervisor``), then runs the workers: in-process for one, forked processes sharing the port
-with SO_REUSEPORT for several — each with its own address space, PASID and queues on the one
-device, and each replaced if it dies.
+``app.supervisor``), then runs the workers on one listening socket it bound first: in-process for
+one, forked processes inheriting the socket for several — each with its own address space, PASID
+and queues on the one device, and each replaced if it dies.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -36,6 +37,8 @@ from warp import Runtime
 from warp.device.launch import DeviceStartError
 
 log = logging.getLogger("warpzip")
+BACKLOG = 1024
+"""Pending connections the kernel holds (aiohttp's 128 drops SYNs when wrk opens 256 at once)."""
 
 
 def create_app(config: Config) -> web.Application:
@@ -65,13 +68,13 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     runtime.close()
 
 
-async def _run_worker(config: Config) -> int:
+async def _run_worker(config: Config, listener: socket.socket) -> int:
     app = create_app(config)
     runner = Runner(app, config, logging.getLogger("aiohttp.access") if config.access_log else None)
     try:
         await runner.setup()
-        await web.TCPSite(runner, config.host, config.port, reuse_port=True, backlog=1024).start()
-    except Exception as exc:  # the port is taken, the heap cannot be mapped...: forking again would not help
+        await web.SockSite(runner, listener, backlog=BACKLOG).start()
+    except Exception as exc:  # the heap cannot be mapped...: forking again would not help
         log.error("worker %d cannot serve on %s:%d: %r", os.getpid(), config.host, config.port, exc)
         await runner.cleanup()
         return BOOT_FAILED
@@ -90,9 +93,27 @@ async def _run_worker(config: Config) -> int:
     return 0
 
 
-def run_worker(config: Config) -> int:
+def run_worker(config: Config, listener: socket.socket) -> int:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_run_worker(config))
+        return runner.run(_run_worker(config, listener))
+
+
+def listen(config: Config) -> socket.socket:
+    """The service's one listening socket, bound before any worker starts and inherited by each
+    (gunicorn's way). No SO_REUSEPORT: a second server on a port in use fails here with "address
+    already in use" instead of silently taking half of the first one's connections."""
+    family, kind, proto, _name, address = socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart may bind past TIME_WAIT
+        sock.bind(address)
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def serve(config: Config) -> int:
@@ -107,6 +128,16 @@ def serve(config: Config) -> int:
 
 
 def _serve_with_device(config: Config) -> int:
+    try:
+        listener = listen(config)
+    except OSError as exc:
+        log.error("cannot serve on %s:%d: %s", config.host, config.port, exc.strerror or exc)
+        return BOOT_FAILED
+    with listener:
+        return _serve_on(config, listener)
+
+
+def _serve_on(config: Config, listener: socket.socket) -> int:
     device: DeviceSupervisor | None = None
     if config.device == "embedded":
         try:
@@ -118,8 +149,9 @@ def _serve_with_device(config: Config) -> int:
         log.info("warpzip serving on http://%s:%d (device %s, root %s, engines %d, workers %d)",
                  config.host, config.port, config.device, config.root, config.engines, config.workers)
         if config.workers == 1:
-            return run_worker(config)
-        return WorkerPool(config.workers, lambda: run_worker(config)).run()
+            return run_worker(config, listener)
+        # The parent stops listening as it stops its workers: new connections are refused then.
+        return WorkerPool(config.workers, lambda: run_worker(config, listener), on_stop=listener.close).run()
     finally:
         if device is not None:
             device.stop()

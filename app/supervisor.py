@@ -9,10 +9,11 @@ A worker of ``--workers N`` that exits while the service is not stopping (crash,
 killer) is replaced by a freshly forked one — its own address space, PASID and queues — at once
 if it had run for ``STABLE_AFTER`` seconds, else after the same doubling backoff, so a worker
 that keeps crashing does not become a fork loop. Meanwhile the others keep serving the port
-(SO_REUSEPORT hands new connections to live listeners only); only the requests in flight on the
+(only live workers accept from the shared listening socket); only the requests in flight on the
 dead worker are lost, as their connections are. A worker that could not start serving at all
-(exit status ``BOOT_FAILED``: the port is taken, its heap cannot be mapped) stops the service
-instead, as gunicorn's arbiter does: another fork would fail the same way.
+(exit status ``BOOT_FAILED``: its heap cannot be mapped) stops the service instead, as gunicorn's
+arbiter does: another fork would fail the same way. A port in use stops ``serve`` before any
+worker starts (``app.server.listen``).
 """
 
 from __future__ import annotations
@@ -97,9 +98,10 @@ class WorkerPool:
     from under its ``Popen``) and forwards the stopping signal to them.
     """
 
-    def __init__(self, count: int, target: Callable[[], int]) -> None:
+    def __init__(self, count: int, target: Callable[[], int], on_stop: Callable[[], None] = lambda: None) -> None:
         self.count = count
         self.target = target
+        self._on_stop = on_stop
         self.restarts = 0
         self._workers: dict[int, float] = {}  # pid -> start time (monotonic)
         self._due: list[float] = []  # when each pending replacement may start
@@ -165,6 +167,8 @@ class WorkerPool:
         self._due.append(time.monotonic() + delay)
 
     def _forward(self, signum: int, _frame: object) -> None:
+        if not self._stopping:
+            self._on_stop()
         self._stopping = True
         for pid in self._workers:
             try:

@@ -130,3 +130,25 @@ def test_workers_that_cannot_start_stop_the_service(harness: ModuleType, tmp_pat
     text = log.read_text()
     assert f"cannot serve on 127.0.0.1:{port}" in text and "already in use" in text, text
     assert "starting a replacement" not in text
+
+
+def test_a_second_server_on_a_port_in_use_exits_and_the_first_keeps_it(harness: ModuleType, tmp_path: Path) -> None:
+    """Issue 15, item 3: with SO_REUSEPORT a second ``warpzip serve --port P`` started and took half
+    of the first one's connections; now the port is bound once, and the second exits at once."""
+    first = harness.start_server(tmp_path / "first", tmp_path / "first.log", "--device", "none")
+    try:
+        log = tmp_path / "second.log"
+        with log.open("wb") as sink:
+            second = subprocess.Popen([sys.executable, "-m", "app", "serve", "--host", "127.0.0.1",
+                                       "--port", str(first.port), "--root", str(tmp_path / "second"),
+                                       "--device", "none", "--workers", "2"],
+                                      stdout=sink, stderr=subprocess.STDOUT, cwd=harness.REPO)
+        try:
+            assert second.wait(30) == BOOT_FAILED
+        finally:
+            harness.stop_process(second)
+        assert "already in use" in log.read_text(), log.read_text()
+        for _ in range(20):  # every connection reaches the first server
+            assert get_json(first.url + "/healthz")["status"] == "ok"
+    finally:
+        harness.stop_process(first.proc)

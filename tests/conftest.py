@@ -78,6 +78,12 @@ def start_device(root: Path, *extra: str, timeout: float = 15.0) -> DeviceProc:
     return DeviceProc(root, proc)
 
 
+def process_stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is stopped (state T in /proc), as after ``kill -STOP``."""
+    tasks = Path(f"/proc/{pid}/task")
+    return all((task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "T" for task in tasks.iterdir())
+
+
 def device_cli(root: Path, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """``python -m warp.device <argv> --root ROOT`` (inject / reset), as a user types it."""
     command, *rest = argv

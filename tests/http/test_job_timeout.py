@@ -11,14 +11,13 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 import zstandard
 
-from tests.conftest import device_cli
+from tests.conftest import device_cli, process_stopped
 from warp.drv.zip import RESET_GRACE
 
 MIB = 1 << 20
@@ -38,12 +37,17 @@ def metric(url: str, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-@pytest.fixture(scope="module")
-def hasty(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    base = tmp_path_factory.mktemp("hasty")
-    srv = harness.start_server(base / "root", base / "server.log", "--access-log", "0", "--job-timeout", "0.5")
+def server_with_job_timeout(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory, name: str,
+                            seconds: str) -> Iterator[Any]:
+    base = tmp_path_factory.mktemp(name)
+    srv = harness.start_server(base / "root", base / "server.log", "--access-log", "0", "--job-timeout", seconds)
     yield srv
     harness.stop_process(srv.proc)
+
+
+@pytest.fixture(scope="module")
+def hasty(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    yield from server_with_job_timeout(harness, tmp_path_factory, "hasty", "0.5")
 
 
 def test_hung_engine_is_reset_and_the_request_still_succeeds(hasty, call) -> None:
@@ -91,15 +95,7 @@ def test_job_over_the_timeout_on_the_cpu_is_503_with_retry_after(cpu_only, call,
 
 @pytest.fixture(scope="module")
 def stoppable(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    base = tmp_path_factory.mktemp("stoppable")
-    srv = harness.start_server(base / "root", base / "server.log", "--access-log", "0", "--job-timeout", "1")
-    yield srv
-    harness.stop_process(srv.proc)
-
-
-def all_stopped(pid: int) -> bool:
-    tasks = Path(f"/proc/{pid}/task")
-    return all((task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "T" for task in tasks.iterdir())
+    yield from server_with_job_timeout(harness, tmp_path_factory, "stoppable", "1")
 
 
 def test_a_stopped_device_costs_a_request_one_timeout_and_healthz_nothing(stoppable, call) -> None:
@@ -113,7 +109,7 @@ def test_a_stopped_device_costs_a_request_one_timeout_and_healthz_nothing(stoppa
     os.kill(pid, signal.SIGSTOP)
     try:
         deadline = time.monotonic() + 10
-        while not all_stopped(pid):
+        while not process_stopped(pid):
             assert time.monotonic() < deadline, "the device did not stop"
             time.sleep(0.01)
         started = time.monotonic()

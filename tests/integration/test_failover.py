@@ -15,7 +15,7 @@ import pytest
 import zstandard
 from fidelity import attr, compress_all, wait_for
 
-from tests.conftest import DeviceProc, device_cli
+from tests.conftest import DeviceProc, device_cli, process_stopped
 from warp import JobTimeout, Runtime, RuntimeClosed
 from warp.cdev import DevicePaths
 from warp.drv.zip import RESET_GRACE
@@ -99,12 +99,6 @@ def test_a_hung_engine_costs_one_timeout_then_every_job_reruns_on_the_cpu(device
         rt.close()
 
 
-def stopped(pid: int) -> bool:
-    """Whether every thread of ``pid`` is stopped (state T in /proc)."""
-    tasks = Path(f"/proc/{pid}/task")
-    return all((task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "T" for task in tasks.iterdir())
-
-
 def test_a_stopped_device_costs_one_timeout_and_never_stalls_the_loop(device: DeviceProc) -> None:
     """``kill -STOP`` on the device: it accepts connections and answers nothing. Jobs cost one
     timeout plus RESET_GRACE (then re-run on the cpu), the loop never waits on the device — not
@@ -126,7 +120,7 @@ def test_a_stopped_device_costs_one_timeout_and_never_stalls_the_loop(device: De
         ticking = asyncio.create_task(ticker())
         comp = rt.compressor(3)
         os.kill(device.pid, signal.SIGSTOP)
-        assert wait_for(lambda: stopped(device.pid)), "the device did not stop"
+        assert wait_for(lambda: process_stopped(device.pid)), "the device did not stop"
         try:
             started = time.monotonic()
             results = await asyncio.gather(*(comp.acompress(b) for b in bodies))

@@ -53,7 +53,11 @@ def _info(argv: list[str]) -> int:
     parser.add_argument("--root", type=Path, default=cdev.default_root())
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
-    found = describe(args.root)
+    try:
+        found = describe(args.root)
+    except cdev.Untrusted as exc:
+        print(f"warpzip info: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(found, indent=2))
         return 0

@@ -131,6 +131,9 @@ def test_a_tree_planted_by_another_user_gets_no_heap(shared_tmp: Path) -> None:
     try:
         with pytest.raises(NoDevice, match="belongs to uid 54321"):
             Runtime(root, driver="zip", heap_size=1 << 20)
+        info = subprocess.run([sys.executable, "-m", "app", "info", "--root", str(root)], capture_output=True,
+                              text=True, timeout=30, cwd=REPO)
+        assert info.returncode == 1 and "belongs to uid 54321" in info.stderr and "Traceback" not in info.stderr
         rt = Runtime(root, driver="auto", heap_size=1 << 20)  # the service's mode: the cpu, never the intruder
         try:
             assert rt.driver.name == "cpu"

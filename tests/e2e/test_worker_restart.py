@@ -90,7 +90,7 @@ def test_a_killed_worker_is_replaced_while_the_other_serves(harness: ModuleType,
                               if sqn not in survivor_queues}
         assert len(set(replacement_queues.values())) == 1  # one PASID for the new address space...
         assert not set(replacement_queues.values()) & set(survivor_queues.values())  # ...not the survivor's
-        for _ in range(100):  # fresh connections: SO_REUSEPORT spreads them over both listeners
+        for _ in range(100):  # fresh connections: both workers accept from the shared socket
             answered = {q["sqn"] for q in get_json(srv.url + "/device")["worker_queues"]}
             if answered <= replacement_queues.keys():
                 break
@@ -112,7 +112,7 @@ def test_a_killed_worker_is_replaced_while_the_other_serves(harness: ModuleType,
 
 @pytest.mark.parametrize("count", [1, 2])
 def test_workers_that_cannot_start_stop_the_service(harness: ModuleType, tmp_path: Path, count: int) -> None:
-    """The port is taken (by a socket without SO_REUSEPORT): no worker can serve, so the service
+    """The port is taken (by a plain listening socket): nothing can serve, so the service
     exits with BOOT_FAILED and says why, instead of forking replacements that would fail alike."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -154,7 +154,6 @@ class Server(web.Server):
     def __init__(self, plain: web.Server, app: web.Application, config: Config, **protocol: Any) -> None:
         loop = asyncio.get_running_loop()
         super().__init__(plain.request_handler, request_factory=plain.request_factory, loop=loop, **protocol)
-        self.app = app
         self.runtime: Runtime = app[RUNTIME]  # opened by the app's cleanup context, which has run
         self.config = config
         self.metrics: Metrics = app[METRICS]

@@ -231,12 +231,7 @@ class DataPath(asyncio.BufferedProtocol):
         try:
             bigger = self._server.runtime.alloc(min(self._need, 2 * old.capacity))
         except HeapExhausted:
-            self._keep_alive = False
-            self._answer_problem(out_of_memory())
-            self._abort_body(503)
-            self._phase = _CLOSED
-            if self._transport is not None:
-                self._transport.close()
+            self._fail_body(out_of_memory())
             return
         bigger.view[:self._got] = old.view[:self._got]
         old.release()
@@ -297,7 +292,8 @@ class DataPath(asyncio.BufferedProtocol):
     def _refuse(self, problem: Problem) -> None:
         """Answer before the body is read, then drop the body as it arrives."""
         self._answer_problem(problem)
-        length = self._need_of_request()
+        assert self._request is not None
+        length = self._request.head.length
         have = min(self._end - self._start, length)
         self._start += have
         self._finish(keep_phase=True)
@@ -308,25 +304,34 @@ class DataPath(asyncio.BufferedProtocol):
             self._got, self._need = have, length
             self._start_waiting()
 
-    def _need_of_request(self) -> int:
-        assert self._request is not None
-        return self._request.head.length
-
     def _answer_problem(self, problem: Problem) -> None:
-        request = self._request
-        assert request is not None
-        request.status = problem.status
+        """Write ``problem`` as the answer to the request in progress (or, before any request, to
+        the connection: the first head's 408)."""
         transport = self._transport
         if transport is None or transport.is_closing():
-            request.status = CLIENT_CLOSED
+            if self._request is not None:
+                self._request.status = CLIENT_CLOSED
             return
         document = errors.render(problem)
         transport.write(self._head(problem.status, errors.CONTENT_TYPE, len(document), problem.headers) + document)
 
+    def _fail_body(self, problem: Problem) -> None:
+        """A body that will not complete (too slow, no memory to grow into): answer, free, close."""
+        self._keep_alive = False
+        self._answer_problem(problem)
+        self._abort_body(problem.status)
+        self._close()
+
+    def _close(self) -> None:
+        self._phase = _CLOSED
+        if self._transport is not None:
+            self._transport.close()
+
     def _head(self, status: int, content_type: str, length: int, extra: dict[str, str]) -> bytes:
-        assert self._request is not None
-        self._request.status = status
-        self._request.sent = length
+        request = self._request
+        if request is not None:
+            request.status = status
+            request.sent = length
         return heads.response_head(status, _REASONS[status], content_type, length, extra, self._keep_alive,
                                    _date(), SERVER_SOFTWARE)
 
@@ -351,8 +356,7 @@ class DataPath(asyncio.BufferedProtocol):
         if transport is None:
             return
         if not self._keep_alive:
-            self._phase = _CLOSED
-            transport.close()
+            self._close()
             return
         self._phase = _HEAD
         self._since = self._loop.time()
@@ -407,22 +411,18 @@ class DataPath(asyncio.BufferedProtocol):
             self._timer = self._loop.call_at(deadline, self._watch)
 
     def _expire(self, phase: int) -> None:
-        transport = self._transport
-        if transport is None:
+        if self._transport is None:
+            return
+        config = self._server.config
+        if phase == _BODY:
+            self._fail_body(compress.body_timeout(config.body_timeout))
             return
         if phase == _HEAD and not self._requests:
-            problem = Problem(408, "header-timeout", "the request head did not arrive within "
-                              f"{self._server.config.header_timeout:g} s")
             self._server.metrics.count_refused(408)
-            document = errors.render(problem)
-            transport.write(heads.response_head(408, _REASONS[408], errors.CONTENT_TYPE, len(document), {}, False,
-                                                _date(), SERVER_SOFTWARE) + document)
-        elif phase == _BODY:
             self._keep_alive = False
-            self._answer_problem(compress.body_timeout(self._server.config.body_timeout))
-            self._abort_body(408)
-        self._phase = _CLOSED
-        transport.close()
+            self._answer_problem(Problem(408, "header-timeout", "the request head did not arrive within "
+                                         f"{config.header_timeout:g} s"))
+        self._close()
 
     def _compact(self) -> None:
         """Move the unread bytes to the front of the head buffer."""
@@ -455,8 +455,7 @@ class DataPath(asyncio.BufferedProtocol):
     def close_if_idle(self) -> bool:
         """Shutdown: close now if no request is in progress; True if closed."""
         if self._phase == _HEAD and self._start == self._end and self._transport is not None:
-            self._phase = _CLOSED
-            self._transport.close()
+            self._close()
             return True
         self._keep_alive = False  # finish the request in progress, then close
         return False

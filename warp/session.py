@@ -412,7 +412,6 @@ class Compressor(_Session):
     compress = _Session.run
     acompress = _Session.arun
     acompress_buffer = _Session.arun_buffer
-    submit_compress = _Session.submit_buffer
     compress_many = _Session.run_many
     acompress_many = _Session.arun_many
 
@@ -438,7 +437,6 @@ class Decompressor(_Session):
     decompress = _Session.run
     adecompress = _Session.arun
     adecompress_buffer = _Session.arun_buffer
-    submit_decompress = _Session.submit_buffer
     decompress_many = _Session.run_many
     adecompress_many = _Session.arun_many
 

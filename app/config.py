@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, final
 
+from app import budget
 from warp import cdev
 
 
@@ -134,8 +135,9 @@ def parse_serve(argv: list[str]) -> Config:
         if choices is not None and getattr(ns, field) not in choices:
             parser.error(f"argument --{field.replace('_', '-')}: invalid choice {getattr(ns, field)!r} "
                          f"(WARPZIP_{field.upper()}; choose from {', '.join(choices)})")
-    heap_needed = 2 * ns.max_body + (1 << 20)
-    if ns.heap_size < heap_needed:
-        parser.error(f"--heap-size must be at least twice --max-body plus 1 MiB ({heap_needed})")
     ns.heap_size = (ns.heap_size + 4095) // 4096 * 4096
+    if not budget.fits(ns.heap_size, ns.max_body):
+        parser.error(f"--heap-size {ns.heap_size} cannot hold one --max-body {ns.max_body} request and its "
+                     f"output in power-of-two blocks (chunked bodies grow by doubling); use at least "
+                     f"{budget.smallest_heap(ns.max_body)}")
     return Config(**vars(ns))

@@ -38,9 +38,10 @@ from aiohttp.web_protocol import _ErrInfo
 from app.admission import Admission
 from app.api import body, errors
 from app.api.errors import Problem
+from app.budget import Bodies
 from app.config import Config
 from app.datapath import DataPath
-from app.keys import ADMISSION, METRICS, RUNTIME
+from app.keys import ADMISSION, BODIES, METRICS, RUNTIME
 from app.metrics import Metrics
 from warp import Runtime
 
@@ -161,11 +162,7 @@ class Server(web.Server):
         self.access_log: logging.Logger | None = protocol.get("access_log")
         self.open = 0
         self.stopping = False
-        #: Heap bytes held by bodies still arriving, and how much they may hold before new ones
-        #: grow as they arrive instead of reserving their declared length (issue 15, item 7: slow
-        #: clients declaring the largest body must not take the heap from everyone else).
-        self.held = 0
-        self.body_budget = config.heap_size // 4
+        self.bodies: Bodies = app[BODIES]  # what bodies still arriving hold of the heap
         self.datapaths: set[DataPath] = set()
         self._drained = asyncio.Event()
         self._protocol = protocol

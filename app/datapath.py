@@ -38,6 +38,7 @@ from app import head as heads
 from app.api import compress, errors
 from app.api.body import out_of_memory
 from app.api.errors import Problem
+from app.budget import grown
 from app.metrics import CLIENT_CLOSED
 from warp import HeapExhausted, Result
 from warp.iommu import pagetable
@@ -51,10 +52,6 @@ log = logging.getLogger("warpzip")
 HEAD_BUFFER: Final = 16 << 10
 """Bytes of a connection's head buffer: a head and a small body arrive in it together (a 4 KiB
 request is one read); a larger body goes there only up to this much, the rest straight into SVA."""
-GROW_FROM: Final = 64 << 10
-"""A body whose bytes are still to come while other waiting bodies already hold
-``Server.body_budget`` of the heap starts in a buffer this large and doubles as it arrives (see
-:meth:`DataPath._grow`); a body that waits alone always gets its declared length at once."""
 COPY_BELOW: Final = 16 << 10
 """Results smaller than this are joined with the head into one ``bytes`` and written at once; larger
 ones go out as the head plus a view of the heap in one ``writelines`` (no copy)."""
@@ -92,7 +89,7 @@ class DataPath(asyncio.BufferedProtocol):
         self._paused_reading = self._paused_writing = False
         self._keep_alive = True
         self._peer = "-"
-        self._held = 0  # heap bytes this connection's unfinished body holds (``Server.held``)
+        self._held = 0  # heap bytes this connection's unfinished body holds (``Bodies.held``)
 
     # ---- asyncio protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -198,11 +195,8 @@ class DataPath(asyncio.BufferedProtocol):
             return
         length = head.length
         have = min(self._end - self._start, length)
-        size = length
-        if have < length and server.held and server.held + length > server.body_budget:
-            size = max(have, GROW_FROM)  # not here yet, and other waiting bodies hold enough already
         try:
-            body = runtime.alloc(size)
+            body = runtime.alloc(server.bodies.first(length, have))
         except HeapExhausted:
             admission.leave()
             self._refuse(out_of_memory())
@@ -219,17 +213,15 @@ class DataPath(asyncio.BufferedProtocol):
 
     def _hold(self, nbytes: int) -> None:
         """This connection's waiting body holds ``nbytes`` of heap (0 when it completes or ends)."""
-        self._server.held += nbytes - self._held
+        self._server.bodies.held += nbytes - self._held
         self._held = nbytes
 
     def _grow(self) -> None:
-        """A body that arrives past its buffer: double it (an honest client keeps sending, so the
-        copies add up to less than the body; a hoarder that stops holds what it sent, not what it
-        declared)."""
+        """A body that arrives past its buffer: the next size by :func:`app.budget.grown`."""
         old = self._body
         assert old is not None
         try:
-            bigger = self._server.runtime.alloc(min(self._need, 2 * old.capacity))
+            bigger = self._server.runtime.alloc(grown(old.capacity, self._got + 1, self._need))
         except HeapExhausted:
             self._fail_body(out_of_memory())
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from app.admission import Admission
+from app.budget import Bodies
 from app.config import Config
 from app.metrics import Metrics
 from warp import Runtime
@@ -13,3 +14,4 @@ CONFIG = web.AppKey("config", Config)
 RUNTIME = web.AppKey("runtime", Runtime)
 METRICS = web.AppKey("metrics", Metrics)
 ADMISSION = web.AppKey("admission", Admission)
+BODIES = web.AppKey("bodies", Bodies)

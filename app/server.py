@@ -28,9 +28,10 @@ from aiohttp import web
 from app import api
 from app.admission import Admission
 from app.api import errors
+from app.budget import Bodies
 from app.config import Config
 from app.connection import Runner
-from app.keys import ADMISSION, CONFIG, METRICS, RUNTIME
+from app.keys import ADMISSION, BODIES, CONFIG, METRICS, RUNTIME
 from app.metrics import Metrics, use_shared_directory
 from app.supervisor import BOOT_FAILED, DeviceSupervisor, WorkerPool
 from warp import Runtime
@@ -48,6 +49,7 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[METRICS] = metrics
     app[ADMISSION] = admission
+    app[BODIES] = Bodies(config.heap_size)
     app.cleanup_ctx.append(_runtime_ctx)
     api.routes(app, lambda route, handler: metrics.instrument(route, handler, errors.guard))
     return app

@@ -1,7 +1,7 @@
 """Moving bodies between HTTP and SVA buffers.
 
-Requests stream chunk by chunk into a heap buffer (sized from Content-Length, grown by doubling
-for chunked bodies), so the body never exists as one joined Python ``bytes``. Responses are written
+Requests stream chunk by chunk into a heap buffer (sized and grown by :mod:`app.budget`, the
+rules the data path follows too), so the body never exists as one joined Python ``bytes``. Responses are written
 from the result's view into the heap; the transport may still hold that memory after
 ``write_eof`` (uvloop keeps a buffer export until the kernel took the bytes), so the buffer goes
 back to the pool only once the export is gone.
@@ -15,10 +15,10 @@ from typing import Final
 from aiohttp import web
 
 from app.api.errors import Problem
+from app.budget import GROW_FROM, Bodies, grown
 from warp import HeapExhausted, Result, Runtime
 from warp.mem import Buffer
 
-FIRST_CHUNKED_BLOCK: Final = 64 << 10
 COPY_BELOW: Final = 16 << 10
 RETRY_AFTER: Final = {"Retry-After": "1"}
 
@@ -49,30 +49,41 @@ def alloc(runtime: Runtime, size: int) -> Buffer:
         raise out_of_memory() from None
 
 
-async def read_into_heap(request: web.Request, runtime: Runtime, limit: int) -> tuple[Buffer, int]:
-    """Stream the body into an SVA buffer; returns the buffer (owned by the caller) and its length."""
+async def read_into_heap(request: web.Request, runtime: Runtime, bodies: Bodies,
+                         limit: int) -> tuple[Buffer, int]:
+    """Stream the body into an SVA buffer; returns the buffer (owned by the caller) and its length.
+
+    While it arrives, the buffer counts in ``bodies.held``: a request aiohttp serves (with
+    ``Expect: 100-continue``, say) must not reserve a declared length the data path would refuse
+    to reserve (issue 15, item 7)."""
     declared = request.content_length
-    buffer = alloc(runtime, declared if declared is not None else FIRST_CHUNKED_BLOCK)
+    if declared is None:  # chunked: grows from the first block up to the limit
+        declared, first = limit, GROW_FROM
+    else:
+        first = bodies.first(declared, declared if request.content.is_eof() else 0)
+    buffer = alloc(runtime, first)
+    held = buffer.capacity
+    bodies.held += held
     size = 0
     try:
         while chunk := await request.content.readany():
             if size + len(chunk) > limit:
                 raise Problem(413, "body-too-large", f"the body passed the limit of {limit} bytes")
             if size + len(chunk) > buffer.capacity:
-                buffer = _grow(runtime, buffer, size, size + len(chunk))
+                bigger = alloc(runtime, grown(buffer.capacity, size + len(chunk), max(declared, size + len(chunk))))
+                bigger.write(0, buffer.view[:size])
+                buffer.release()
+                buffer = bigger
+                bodies.held += buffer.capacity - held
+                held = buffer.capacity
             buffer.write(size, chunk)
             size += len(chunk)
     except BaseException:
         buffer.release()
         raise
+    finally:
+        bodies.held -= held
     return buffer, size
-
-
-def _grow(runtime: Runtime, buffer: Buffer, used: int, needed: int) -> Buffer:
-    bigger = alloc(runtime, max(needed, 2 * buffer.capacity))
-    bigger.write(0, buffer.view[:used])
-    buffer.release()
-    return bigger
 
 
 async def send_result(request: web.Request, result: Result, content_type: str,

@@ -18,8 +18,9 @@ from aiohttp import web
 
 from app.api import body
 from app.api.errors import Problem
+from app.budget import Bodies
 from app.config import Config
-from app.keys import ADMISSION, CONFIG, METRICS, RUNTIME
+from app.keys import ADMISSION, BODIES, CONFIG, METRICS, RUNTIME
 from app.metrics import Metrics
 from warp import HeapExhausted, JobFailed, JobTimeout, Result, Runtime, RuntimeClosed, abi
 from warp.mem import Buffer
@@ -113,13 +114,14 @@ async def _transform(request: web.Request, direction: str) -> web.StreamResponse
     """The aiohttp request path: validate, admit, stream in, run the job, stream out."""
     app = request.app
     config, runtime, metrics, admission = app[CONFIG], app[RUNTIME], app[METRICS], app[ADMISSION]
+    bodies = app[BODIES]
     session = session_for(direction, request.query, runtime, config)
     body.check_encoding(request)
     body.check_length(request, config.max_body)
     if not admission.admit():
         raise overloaded(admission.limit)
     try:
-        src, size = await _read_body(request, runtime, config.max_body, config.body_timeout)
+        src, size = await _read_body(request, runtime, bodies, config.max_body, config.body_timeout)
         result = await run_job(session, src, size, direction, runtime, metrics)
         uncompressed = size if direction == "compress" else len(result)
         return await body.send_result(request, result, CONTENT_TYPES[direction],
@@ -128,15 +130,16 @@ async def _transform(request: web.Request, direction: str) -> web.StreamResponse
         admission.leave()
 
 
-async def _read_body(request: web.Request, runtime: Runtime, limit: int, timeout: float) -> tuple[Buffer, int]:
+async def _read_body(request: web.Request, runtime: Runtime, bodies: Bodies, limit: int,
+                     timeout: float) -> tuple[Buffer, int]:
     """The body in an SVA buffer, within ``timeout`` (a slow client must not hold a buffer) —
     unless it came whole with the head, as small bodies do: then there is nothing to wait for,
     and no timer is armed (about 3% of a 4 KiB request's CPU in a py-spy profile)."""
     if request.content.is_eof():
-        return await body.read_into_heap(request, runtime, limit)
+        return await body.read_into_heap(request, runtime, bodies, limit)
     try:
         async with asyncio.timeout(timeout):
-            return await body.read_into_heap(request, runtime, limit)
+            return await body.read_into_heap(request, runtime, bodies, limit)
     except TimeoutError:
         raise body_timeout(timeout) from None
 

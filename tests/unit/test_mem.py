@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from warp.buddy import order_of
 from warp.errors import HeapExhausted
 from warp.iommu import pagetable
 from warp.iommu.space import AddressSpace
@@ -20,10 +21,10 @@ def space() -> Iterator[AddressSpace]:
 
 
 def test_orders() -> None:
-    assert SvaHeap.order_of(0) == 12
-    assert SvaHeap.order_of(4096) == 12
-    assert SvaHeap.order_of(4097) == 13
-    assert SvaHeap.order_of(1 << 20) == 20
+    assert order_of(0) == 12
+    assert order_of(4096) == 12
+    assert order_of(4097) == 13
+    assert order_of(1 << 20) == 20
 
 
 def test_pool_reuses_warm_blocks_and_counts(space: AddressSpace) -> None:

@@ -68,9 +68,20 @@ def parse(head: bytes | bytearray | memoryview, max_line: int, max_field: int, m
     start = _REQUEST_LINE.fullmatch(line)
     if start is None or start[1] not in ROUTES:
         return None
+    fields = _fields(lines[1:], max_field)
+    if fields is None:
+        return None
+    length, keep_alive = fields
+    if not length:  # no body, or an empty one: rare, and aiohttp's rules for it apply
+        return None
+    return Head(start[1].decode("ascii"), start[2] or b"", length, keep_alive, line[5:-9])
+
+
+def _fields(lines: list[bytes], max_field: int) -> tuple[int | None, bool] | None:
+    """The declared length and keep-alive of a head's field lines; ``None`` if one is not ours."""
     length: int | None = None
     keep_alive = True
-    for field in lines[1:]:
+    for field in lines:
         if len(field) > max_field:
             return None
         match = _FIELD.fullmatch(field)
@@ -86,13 +97,10 @@ def parse(head: bytes | bytearray | memoryview, max_line: int, max_field: int, m
             options = {option.strip(b" \t").lower() for option in match[2].split(b",")}
             if b"upgrade" in options:
                 return None
-            if b"close" in options:
-                keep_alive = False
+            keep_alive = keep_alive and b"close" not in options
         elif name in _NOT_OURS:
             return None
-    if not length:  # no body, or an empty one: rare, and aiohttp's rules for it apply
-        return None
-    return Head(start[1].decode("ascii"), start[2] or b"", length, keep_alive, line[5:-9])
+    return length, keep_alive
 
 
 def response_head(status: int, reason: str, content_type: str, length: int, extra: Mapping[str, str],

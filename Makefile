@@ -22,7 +22,7 @@ test: install
 
 lint: install
 	$(PY) -m mypy
-	$(PY) -m ruff check app warp bench tests
+	$(PY) -m ruff check
 
 # warpzip (default flags), the inline, inline-2proc and executor peers and the echo floor; 4k, 64k,
 # 1m at 32 connections, then 4k and 64k at 256 (overload): about 5 minutes. Custom runs:

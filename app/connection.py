@@ -36,7 +36,7 @@ from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import _ErrInfo
 
 from app.admission import Admission
-from app.api import body, errors
+from app.api import body, compress, errors
 from app.api.errors import Problem
 from app.budget import Bodies
 from app.config import Config
@@ -133,8 +133,7 @@ class Connection(web.RequestHandler):
 
     def _head_expired(self) -> None:
         self._head_timer = None
-        self._answer(Problem(408, "header-timeout", "the request head did not arrive within "
-                             f"{self._owner.config.header_timeout:g} s"))
+        self._answer(compress.header_timeout(self._owner.config.header_timeout))
 
     def _answer(self, problem: Problem) -> None:
         """Answer ``problem`` in place of the next request and close, as aiohttp does a parser error."""

@@ -25,11 +25,8 @@ a body that does not arrive with its head moves the timer. A job in flight has t
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from email.utils import formatdate
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Final, cast, final
 
 from aiohttp.http import SERVER_SOFTWARE
@@ -39,6 +36,7 @@ from app.api import compress, errors
 from app.api.body import out_of_memory
 from app.api.errors import Problem
 from app.budget import grown
+from app.exchange import Request, release_when_sent
 from app.metrics import CLIENT_CLOSED
 from warp import HeapExhausted, Result
 from warp.iommu import pagetable
@@ -279,7 +277,7 @@ class DataPath(asyncio.BufferedProtocol):
             result.release()
         else:
             transport.writelines((head, view))
-            _release_when_sent(result, transport)
+            release_when_sent(result, transport)
 
     def _refuse(self, problem: Problem) -> None:
         """Answer before the body is read, then drop the body as it arrives."""
@@ -320,12 +318,10 @@ class DataPath(asyncio.BufferedProtocol):
             self._transport.close()
 
     def _head(self, status: int, content_type: str, length: int, extra: dict[str, str]) -> bytes:
-        request = self._request
-        if request is not None:
-            request.status = status
-            request.sent = length
-        return heads.response_head(status, _REASONS[status], content_type, length, extra, self._keep_alive,
-                                   _date(), SERVER_SOFTWARE)
+        if (request := self._request) is not None:
+            request.status, request.sent = status, length
+        return heads.response_head(status, heads.REASONS[status], content_type, length, extra, self._keep_alive,
+                                   heads.http_date(), SERVER_SOFTWARE)
 
     def _finish(self, keep_phase: bool = False) -> None:
         """The response is written (or, when discarding, sent ahead of the rest of the body)."""
@@ -334,10 +330,7 @@ class DataPath(asyncio.BufferedProtocol):
         server = self._server
         server.metrics.end(request.head.route, "POST", request.status, request.started)
         if server.access_log is not None:
-            # aiohttp's default line (address, request line, status, body bytes) plus the seconds taken
-            server.access_log.info('%s "POST %s HTTP/1.1" %d %d %.6f', self._peer,
-                                   request.head.target.decode("ascii"), request.status, request.sent,
-                                   time.perf_counter() - request.started)
+            request.log(server.access_log, self._peer)
         self._request = None
         if not keep_phase:
             self._idle()
@@ -412,8 +405,7 @@ class DataPath(asyncio.BufferedProtocol):
         if phase == _HEAD and not self._requests:
             self._server.metrics.count_refused(408)
             self._keep_alive = False
-            self._answer_problem(Problem(408, "header-timeout", "the request head did not arrive within "
-                                         f"{config.header_timeout:g} s"))
+            self._answer_problem(compress.header_timeout(config.header_timeout))
         self._close()
 
     def _compact(self) -> None:
@@ -455,42 +447,3 @@ class DataPath(asyncio.BufferedProtocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
-
-
-@final
-class Request:
-    """What the data path keeps about the request in progress."""
-
-    __slots__ = ("head", "direction", "session", "started", "status", "size", "driver", "job_started", "sent")
-
-    def __init__(self, head: heads.Head, direction: str, session: compress.Session, started: float) -> None:
-        self.head = head
-        self.direction = direction
-        self.session = session
-        self.started = started
-        self.status = 500
-        self.size = 0
-        self.driver = ""
-        self.job_started = 0.0
-        self.sent = 0
-
-
-_REASONS: Final = {status.value: status.phrase for status in HTTPStatus}
-def _release_when_sent(result: Result, transport: asyncio.Transport, delay: float = 0.001) -> None:
-    """Release ``result`` once the transport holds none of its bytes: uvloop's ``writelines``
-    keeps a view of the memory (not an export of ours, so ``memoryview.release`` cannot tell) until
-    the kernel took it, and a buffer back in the pool meanwhile would be overwritten under it."""
-    if transport.get_write_buffer_size():
-        asyncio.get_running_loop().call_later(delay, _release_when_sent, result, transport, min(delay * 2, 1.0))
-        return
-    result.release()
-
-
-def _date() -> str:
-    """The Date header's value, formatted once a second (aiohttp caches it the same way)."""
-    return _http_date(int(time.time()))
-
-
-@functools.lru_cache(maxsize=2)
-def _http_date(second: int) -> str:
-    return formatdate(second, usegmt=True)

@@ -18,8 +18,12 @@ regular-expression match per line.
 
 from __future__ import annotations
 
+import functools
 import re
+import time
 from collections.abc import Mapping
+from email.utils import formatdate
+from http import HTTPStatus
 from typing import Final, final
 
 ROUTES: Final = frozenset({b"/compress", b"/decompress"})
@@ -111,3 +115,17 @@ def response_head(status: int, reason: str, content_type: str, length: int, extr
     closing = "" if keep_alive else "Connection: close\r\n"
     return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n"
             f"{fields}{closing}Date: {date}\r\nServer: {server}\r\n\r\n").encode("latin-1")
+
+
+REASONS: Final = {status.value: status.phrase for status in HTTPStatus}
+"""The reason phrase of each status code, for the status line."""
+
+
+def http_date() -> str:
+    """The Date header's value, formatted once a second (aiohttp caches it the same way)."""
+    return _http_date(int(time.time()))
+
+
+@functools.lru_cache(maxsize=2)
+def _http_date(second: int) -> str:
+    return formatdate(second, usegmt=True)

@@ -146,3 +146,7 @@ async def _read_body(request: web.Request, runtime: Runtime, bodies: Bodies, lim
 
 def body_timeout(timeout: float) -> Problem:
     return Problem(408, "body-timeout", f"the body did not arrive within {timeout:g} s")
+
+
+def header_timeout(timeout: float) -> Problem:
+    return Problem(408, "header-timeout", f"the request head did not arrive within {timeout:g} s")

@@ -1,0 +1,47 @@
+"""One exchange on the data path: what :class:`app.datapath.DataPath` keeps about the request in
+progress, and when its answer's heap buffer may go back to the pool."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import final
+
+from app import head as heads
+from app.api import compress
+from warp import Result
+
+
+@final
+class Request:
+    """What the data path keeps about the request in progress."""
+
+    __slots__ = ("head", "direction", "session", "started", "status", "size", "driver", "job_started", "sent")
+
+    def __init__(self, head: heads.Head, direction: str, session: compress.Session, started: float) -> None:
+        self.head = head
+        self.direction = direction
+        self.session = session
+        self.started = started
+        self.status = 500
+        self.size = 0
+        self.driver = ""
+        self.job_started = 0.0
+        self.sent = 0
+
+    def log(self, access_log: logging.Logger, peer: str) -> None:
+        """aiohttp's default access line (address, request line, status, body bytes) plus the
+        seconds taken."""
+        access_log.info('%s "POST %s HTTP/1.1" %d %d %.6f', peer, self.head.target.decode("ascii"), self.status,
+                        self.sent, time.perf_counter() - self.started)
+
+
+def release_when_sent(result: Result, transport: asyncio.Transport, delay: float = 0.001) -> None:
+    """Release ``result`` once the transport holds none of its bytes: uvloop's ``writelines``
+    keeps a view of the memory (not an export of ours, so ``memoryview.release`` cannot tell) until
+    the kernel took it, and a buffer back in the pool meanwhile would be overwritten under it."""
+    if transport.get_write_buffer_size():
+        asyncio.get_running_loop().call_later(delay, release_when_sent, result, transport, min(delay * 2, 1.0))
+        return
+    result.release()

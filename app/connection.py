@@ -19,9 +19,10 @@ than per request:
   that is not HTTP/1.1; logged at debug level, without a traceback.
 
 The hooks are aiohttp's own: a ``web.Server`` whose protocol is :class:`Connection`, installed by
-:class:`Runner`, and the error path aiohttp uses for parser errors (a queued ``_ErrInfo`` that
+:class:`Runner`, and the error path aiohttp uses for parser errors (a queued error that
 ``RequestHandler.start`` answers through ``handle_error``), so a 408 or 503 is written, logged and
-followed by a close exactly like a 400 of the parser.
+followed by a close exactly like a 400 of the parser. The private names this takes are all in
+:mod:`app.aiohttp_private`.
 """
 
 from __future__ import annotations
@@ -32,9 +33,8 @@ from typing import Any, Final
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
-from aiohttp.streams import EMPTY_PAYLOAD
-from aiohttp.web_protocol import _ErrInfo
 
+from app import aiohttp_private
 from app.admission import Admission
 from app.api import body, compress, errors
 from app.api.errors import Problem
@@ -99,10 +99,10 @@ class Connection(web.RequestHandler):
         super().data_received(data)
         timer = self._head_timer
         if timer is not None:
-            if self._request_count != self._heads_before:  # the head (or a parser error) is complete
+            if aiohttp_private.requests_parsed(self) != self._heads_before:  # the head (or an error) is complete
                 timer.cancel()
                 self._head_timer = None
-        elif (waiter := self._waiter) is not None and not waiter.done() and data:
+        elif data and aiohttp_private.awaiting_request(self):
             self._arm()  # bytes of a new head on an idle kept-alive connection, not all of it
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -128,7 +128,7 @@ class Connection(web.RequestHandler):
         return response
 
     def _arm(self) -> None:
-        self._heads_before = self._request_count
+        self._heads_before = aiohttp_private.requests_parsed(self)
         self._head_timer = self._loop.call_later(self._owner.config.header_timeout, self._head_expired)
 
     def _head_expired(self) -> None:
@@ -137,10 +137,7 @@ class Connection(web.RequestHandler):
 
     def _answer(self, problem: Problem) -> None:
         """Answer ``problem`` in place of the next request and close, as aiohttp does a parser error."""
-        self._messages.append((_ErrInfo(status=problem.status, exc=problem, message=problem.detail), EMPTY_PAYLOAD))
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        aiohttp_private.queue_error(self, problem.status, problem, problem.detail)
 
 
 class Server(web.Server):

@@ -11,13 +11,12 @@ import io
 import os
 import subprocess
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from warp.device.launch import stop_process, wait_until
+from tests.harness import REPO, free_port, wait_until
+from warp.device.launch import stop_process
 
-REPO = Path(__file__).resolve().parents[2]
 HAPROXY_CFG = REPO / "deploy" / "haproxy" / "haproxy.cfg"
 
 
@@ -50,7 +49,7 @@ def server_variables(servers: list[str]) -> dict[str, str]:
     return {f"WARPZIP_SERVER_{i}": address for i, address in enumerate(servers, 1)}
 
 
-def start_haproxy(haproxy: str, free_port: Callable[[], int], tmp: Path, servers: list[str]) -> LoadBalancer:
+def start_haproxy(haproxy: str, tmp: Path, servers: list[str]) -> LoadBalancer:
     """haproxy -db (foreground, no master: one PID to stop) with the shipped file; returns once
     HAProxy answers and has checked every server at least once."""
     bind, stats = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
@@ -67,7 +66,7 @@ def start_haproxy(haproxy: str, free_port: Callable[[], int], tmp: Path, servers
         return len(rows) == len(servers) and all(row["check_status"] not in ("", "INI") for row in rows)
 
     try:
-        wait_until("haproxy to check its servers", checked, 15, log)
+        wait_until(checked, 15, "haproxy to check its servers", log)
     except BaseException:
         stop_process(proc)
         raise

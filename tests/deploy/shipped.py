@@ -4,12 +4,12 @@ shipped: the Kubernetes manifests, the compose file, and the Dockerfile's instru
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.harness import REPO
+
 DEPLOY = REPO / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 DOCKERFILE = DEPLOY / "Dockerfile"

@@ -16,10 +16,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-from lbstack import start_haproxy
+
+from tests.deploy.lbstack import start_haproxy
+from tests.harness import free_port, require_tool
+from warp.device.launch import stop_process
 
 pytestmark = pytest.mark.e2e
 
@@ -46,11 +48,11 @@ def dropping_instance() -> Iterator[str]:
 
 @pytest.mark.parametrize("instance", ["nothing listening", "drops every request"])
 def test_no_answer_from_any_instance_is_a_503_with_retry_after(
-        harness: ModuleType, tmp_path: Path, request: pytest.FixtureRequest, instance: str) -> None:
-    haproxy = harness.require_tool("haproxy")
-    address = (f"127.0.0.1:{harness.free_port()}" if instance == "nothing listening"
+        tmp_path: Path, request: pytest.FixtureRequest, instance: str) -> None:
+    haproxy = require_tool("haproxy")
+    address = (f"127.0.0.1:{free_port()}" if instance == "nothing listening"
                else request.getfixturevalue("dropping_instance"))
-    lb = start_haproxy(haproxy, harness.free_port, tmp_path, [address])
+    lb = start_haproxy(haproxy, tmp_path, [address])
     try:
         expected = "DOWN" if instance == "nothing listening" else "UP"
         assert lb.servers()["warpzip1"]["status"] == expected
@@ -61,7 +63,7 @@ def test_no_answer_from_any_instance_is_a_503_with_retry_after(
         problem = json.loads(error.read())
         stats = lb.servers()["warpzip1"]
     finally:
-        harness.stop_process(lb.proc)
+        stop_process(lb.proc)
     print(instance, "retries", stats["wretr"], "redispatches", stats["wredis"], lb.log.read_text()[-600:])
     assert error.code == 503 and error.headers["Retry-After"] == "1"
     assert error.headers["Content-Type"] == "application/problem+json"

@@ -17,13 +17,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import kubernetes_validate
 import pytest
 import yaml
-from lbstack import HAPROXY_CFG, haproxy_env, server_variables
-from shipped import (
+
+from app.config import parse_serve
+from tests.deploy.lbstack import HAPROXY_CFG, haproxy_env, server_variables
+from tests.deploy.shipped import (
     COMPOSE,
     DEPLOY,
     DOCKERFILE,
@@ -36,8 +37,8 @@ from shipped import (
     kube,
     service_env,
 )
-
-from app.config import parse_serve
+from tests.harness import require_tool, start_server
+from warp.device.launch import stop_process
 
 CORE_OBJECTS = ["deployment.yaml", "service.yaml", "pdb.yaml", "hpa.yaml", "prometheus-adapter.yaml"]
 # the oldest Kubernetes the manifests claim (docs/deploy.md) and the newest the validator knows
@@ -45,10 +46,10 @@ KUBERNETES_VERSIONS = ["1.29.0", kubernetes_validate.utils.latest_version()]
 POD_LABELS = kube("deployment.yaml")["spec"]["template"]["metadata"]["labels"]
 
 
-def venv_tool(harness: ModuleType, name: str) -> str:
+def venv_tool(name: str) -> str:
     """A binary a dev-extra package installs next to this interpreter, else one on PATH."""
     beside = Path(sys.executable).with_name(name)
-    return str(beside) if beside.exists() else str(harness.require_tool(name))
+    return str(beside) if beside.exists() else str(require_tool(name))
 
 
 def run(*argv: str, env: dict[str, str] | None = None) -> str:
@@ -158,8 +159,8 @@ def test_the_port_agrees_everywhere() -> None:
     assert warpzip_job["dns_sd_configs"][0]["port"] == port
 
 
-def test_dockerfile_is_slim_non_root_with_a_healthcheck_and_lints_clean(harness: ModuleType) -> None:
-    run(venv_tool(harness, "hadolint"), str(DOCKERFILE))
+def test_dockerfile_is_slim_non_root_with_a_healthcheck_and_lints_clean() -> None:
+    run(venv_tool("hadolint"), str(DOCKERFILE))
     instructions = dockerfile()
     runtime = [rest for keyword, rest in instructions if keyword == "FROM"][-1]
     assert runtime.split()[0].endswith("-slim"), runtime
@@ -175,17 +176,17 @@ def test_dockerfile_is_slim_non_root_with_a_healthcheck_and_lints_clean(harness:
     assert sources and all((REPO / s).exists() and s.strip("/") in allowed for s in sources), (sources, allowed)
 
 
-def test_healthcheck_command_passes_on_a_healthy_instance_only(harness: ModuleType, tmp_path: Path) -> None:
+def test_healthcheck_command_passes_on_a_healthy_instance_only(tmp_path: Path) -> None:
     """The image's HEALTHCHECK command, run here against a real instance (python = this interpreter)."""
     [healthcheck] = [rest for keyword, rest in dockerfile() if keyword == "HEALTHCHECK"]
     argv = json.loads(healthcheck.split(" CMD ", 1)[1])
     assert argv[0] == "python"
-    server = harness.start_server(tmp_path / "root", tmp_path / "server.log", "--access-log", "0")
+    server = start_server(tmp_path / "root", tmp_path / "server.log", "--access-log", "0")
     env = dict(os.environ, WARPZIP_PORT=str(server.port))
     try:
         healthy = subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True, timeout=10)
     finally:
-        harness.stop_process(server.proc)
+        stop_process(server.proc)
     gone = subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True, timeout=10)
     assert healthy.returncode == 0, healthy.stderr
     assert gone.returncode != 0
@@ -208,9 +209,9 @@ def test_compose_file_follows_the_compose_spec_and_mounts_files_that_exist() -> 
     assert services["haproxy"]["depends_on"]["warpzip"]["condition"] == "service_healthy"
 
 
-def test_compose_prometheus_config_passes_promtool(harness: ModuleType, tmp_path: Path) -> None:
+def test_compose_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     """The files laid out as compose mounts them into /etc/prometheus, then promtool check config."""
-    promtool = harness.require_tool("promtool")
+    promtool = require_tool("promtool")
     for volume in compose()["services"]["prometheus"]["volumes"]:
         source, target, *_ = volume.split(":")
         if target.startswith("/etc/prometheus/"):
@@ -220,8 +221,8 @@ def test_compose_prometheus_config_passes_promtool(harness: ModuleType, tmp_path
 
 
 @pytest.mark.parametrize("mode", ["explicit servers", "compose DNS"])
-def test_haproxy_config_is_valid(harness: ModuleType, mode: str) -> None:
-    haproxy = harness.require_tool("haproxy")
+def test_haproxy_config_is_valid(mode: str) -> None:
+    haproxy = require_tool("haproxy")
     variables = (server_variables(["127.0.0.1:1", "127.0.0.1:2"]) if mode == "explicit servers"
                  else compose()["services"]["haproxy"]["environment"])
     env = haproxy_env(**variables)

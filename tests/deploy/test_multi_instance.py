@@ -22,22 +22,22 @@ import re
 import signal
 import subprocess
 import time
-import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 import zstandard
-from lbstack import LoadBalancer, start_haproxy
-from shipped import DEPLOY, REPO, kube, service_env
 
-from tests.e2e.wrkscript import WrkResult, finish, run_wrk
-from warp.device.launch import wait_until
+from tests.deploy.lbstack import LoadBalancer, start_haproxy
+from tests.deploy.shipped import DEPLOY, REPO, kube, service_env
+from tests.harness import ServerProc, require_tool, start_server, wait_until
+from tests.harness.prometheus import Prometheus, start_prometheus
+from tests.harness.wrk import WrkResult, finish, start_wrk
+from warp.device.launch import stop_process
 
 pytestmark = pytest.mark.e2e
 
@@ -48,32 +48,23 @@ LOAD_SECONDS = 15
 STOP_AT, KILL_AT = 4.0, 8.0  # seconds into the load
 RATE = "[5s]"  # five 1 s scrapes
 
-# Every response must be a zstd frame of the body sent (magic 28 B5 2F FD, the right
-# X-Uncompressed-Length) or a 503 with Retry-After; anything else counts as bad. HAProxy sends
-# header names in lower case, so they are compared lower-cased.
+
+
 @dataclass
 class Run:
-    wrk: WrkResult
-    prometheus: str
+    wrk: WrkResult  # every response a zstd frame of the body sent or a 503 with Retry-After, else bad
+    prometheus: Prometheus
     lb: LoadBalancer
-    servers: dict[str, Any]  # pod name → the root conftest's ServerProc
+    servers: dict[str, ServerProc]  # by pod name
     body: bytes
     stop_status: int  # exit status of instance a after SIGTERM
     stopped_at: float
     ended_at: float
 
 
-def api(base: str, path: str, **params: str) -> Any:
-    with urllib.request.urlopen(f"{base}{path}?{urllib.parse.urlencode(params)}", timeout=10) as response:
-        reply = json.loads(response.read())
-    assert reply["status"] == "success", (path, params, reply)
-    return reply["data"]
-
-
-def query(base: str, expr: str, at: float) -> dict[str, float]:
+def query(prometheus: Prometheus, expr: str, at: float) -> dict[str, float]:
     """An instant query at ``at``: its series, keyed by their pod label (or "" without one)."""
-    data = api(base, "/api/v1/query", query=expr, time=f"{at:.3f}")
-    return {series["metric"].get("pod", ""): float(series["value"][1]) for series in data["result"]}
+    return {series["metric"].get("pod", ""): float(series["value"][1]) for series in prometheus.query(expr, at)}
 
 
 def prometheus_config(tmp: Path, targets: dict[str, int], haproxy_stats: str) -> Path:
@@ -94,28 +85,6 @@ def prometheus_config(tmp: Path, targets: dict[str, int], haproxy_stats: str) ->
     return path
 
 
-def start_prometheus(binary: str, harness: ModuleType, tmp: Path, config: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = harness.free_port()
-    log = tmp / "prometheus.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-                                 f"--web.listen-address=127.0.0.1:{port}"], stdout=sink, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=tmp)
-    base = f"http://127.0.0.1:{port}"
-
-    def all_up() -> bool:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        up = api(base, "/api/v1/query", query="up == 1")["result"]
-        return len(up) == len(PODS) + 1  # every instance and haproxy
-
-    try:
-        wait_until("prometheus to scrape every target", all_up, 30, log)
-    except BaseException:
-        harness.stop_process(proc)
-        raise
-    return proc, base
-
-
 def device_pid(server_pid: int) -> int:
     """The embedded device: the serve process's child running warp.device."""
     out = subprocess.run(["pgrep", "-P", str(server_pid), "-f", "warp.device"], capture_output=True, text=True)
@@ -124,8 +93,8 @@ def device_pid(server_pid: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def run(harness: ModuleType, corpus: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    haproxy, wrk, prometheus = (harness.require_tool(name) for name in ("haproxy", "wrk", "prometheus"))
+def run(corpus: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    haproxy, wrk, prometheus = (require_tool(name) for name in ("haproxy", "wrk", "prometheus"))
     tmp = tmp_path_factory.mktemp("multi-instance")
     with corpus["xml"].open("rb") as f:
         body = f.read(BODY_SIZE)
@@ -133,23 +102,24 @@ def run(harness: ModuleType, corpus: dict[str, Path], tmp_path_factory: pytest.T
 
     started: list[subprocess.Popen[Any]] = []  # stopped in reverse order, whatever happens
     try:
-        servers = {}
+        servers: dict[str, ServerProc] = {}
         with pytest.MonkeyPatch.context() as env:
             for key, value in service_env().items():  # host, port and root are overridden by flags
                 env.setenv(key, value)
             for pod in PODS:
                 (tmp / pod).mkdir()
-                servers[pod] = harness.start_server(tmp / pod / "root", tmp / pod / "server.log", "--access-log", "0")
+                servers[pod] = start_server(tmp / pod / "root", tmp / pod / "server.log", "--access-log", "0")
                 started.append(servers[pod].proc)
-        lb = start_haproxy(haproxy, harness.free_port, tmp, [f"127.0.0.1:{s.port}" for s in servers.values()])
+        lb = start_haproxy(haproxy, tmp, [f"127.0.0.1:{s.port}" for s in servers.values()])
         started.append(lb.proc)
-        prom, base = start_prometheus(
-            prometheus, harness, tmp, prometheus_config(tmp, {p: s.port for p, s in servers.items()}, lb.stats))
-        started.append(prom)
+        prom = start_prometheus(prometheus, prometheus_config(tmp, {p: s.port for p, s in servers.items()}, lb.stats),
+                                tmp)
+        started.append(prom.proc)
+        wait_until(lambda: len(prom.query("up == 1")) == len(PODS) + 1, 30,  # every instance and haproxy
+                   "prometheus to scrape every target", prom.log)
 
-        load = run_wrk(wrk, f"{lb.url}/compress?level=3", tmp / "body.bin", tmp, LOAD_SECONDS, connections=16,
-                       background=True, socket_timeout=10)
-        assert not isinstance(load, WrkResult)
+        load = start_wrk(wrk, f"{lb.url}/compress?level=3", tmp / "body.bin", LOAD_SECONDS, connections=16,
+                         socket_timeout=10)
         started.append(load)
         began = time.monotonic()
         time.sleep(STOP_AT)
@@ -160,18 +130,17 @@ def run(harness: ModuleType, corpus: dict[str, Path], tmp_path_factory: pytest.T
         os.kill(device_pid(servers["b"].proc.pid), signal.SIGKILL)  # instance b restarts it
         result = finish(load, LOAD_SECONDS + 30)
         ended_at = time.time()
-        wait_until("scrapes after the load", lambda: bool(query(base, f"timestamp(up{{pod='b'}}) > {ended_at + 1}",
-                                                                    time.time())), 10)
-        yield Run(result, base, lb, servers, body, stop_status, stopped_at, ended_at)
+        wait_until(lambda: prom.query(f"timestamp(up{{pod='b'}}) > {ended_at + 1}"), 10, "scrapes after the load")
+        yield Run(result, prom, lb, servers, body, stop_status, stopped_at, ended_at)
     finally:
         for proc in reversed(started):
-            harness.stop_process(proc)
+            stop_process(proc)
 
 
 def test_every_response_is_a_frame_or_a_503_with_retry_after(run: Run) -> None:
     wrk = run.wrk
     print(wrk.output)
-    assert wrk.badframes == 0, wrk.output
+    assert wrk.bad == 0, wrk.output
     assert wrk.ok > 0 and wrk.ok + wrk.unavailable == wrk.requests, wrk.output  # nothing else at all
     # HAProxy stayed up and retried what the instances dropped: no socket error reached the client
     assert wrk.connect == wrk.read == wrk.write == wrk.timeout == 0, wrk.output
@@ -179,8 +148,8 @@ def test_every_response_is_a_frame_or_a_503_with_retry_after(run: Run) -> None:
 
 def test_the_stopped_instance_exited_cleanly_and_the_killed_device_came_back(run: Run) -> None:
     assert run.stop_status == 0
-    wait_until("instance b to restart its device",
-               lambda: "restarting it" in run.servers["b"].log.read_text(), 10, run.servers["b"].log)
+    wait_until(lambda: "restarting it" in run.servers["b"].log.read_text(), 10, "instance b to restart its device",
+               run.servers["b"].log)
     # frames still decode through the load balancer, byte for byte
     request = urllib.request.Request(f"{run.lb.url}/compress", data=run.body, method="POST")
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -216,15 +185,15 @@ def test_dashboards_see_every_instance(run: Run) -> None:
     match = re.fullmatch(r"label_values\((.+), instance\)", variables["instance"]["query"]["query"])
     assert match, variables["instance"]
     selector = match.group(1).replace("$job", "warpzip")
-    instances = api(run.prometheus, "/api/v1/label/instance/values", **{"match[]": selector})
+    instances = run.prometheus.api("/api/v1/label/instance/values", **{"match[]": selector})
     assert sorted(instances) == sorted(f"127.0.0.1:{s.port}" for s in run.servers.values())
     # the request-rate panel sums over instances: it carries on after one of them left
     [panel] = [p for p in overview["panels"] if p["title"] == "Request rate by route and code"]
     expr = panel["targets"][0]["expr"]
     for name, value in (("$__rate_interval", RATE[1:-1]), ("$job", "warpzip"), ("$instance", ".*")):
         expr = expr.replace(name, value)
-    data = api(run.prometheus, "/api/v1/query", query=expr, time=f"{run.ended_at - 0.5:.3f}")
-    rates = {(s["metric"]["route"], s["metric"]["code"]): float(s["value"][1]) for s in data["result"]}
+    rates = {(s["metric"]["route"], s["metric"]["code"]): float(s["value"][1])
+             for s in run.prometheus.query(expr, run.ended_at - 0.5)}
     assert rates.get(("/compress", "200"), 0) > 0, rates
 
 

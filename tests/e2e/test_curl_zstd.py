@@ -12,9 +12,10 @@ import filecmp
 import os
 import subprocess
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from tests.harness import require_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -24,9 +25,9 @@ SLICE = 2 << 20
 
 
 @pytest.fixture(scope="module")
-def tools(harness: ModuleType) -> dict[str, str]:
+def tools() -> dict[str, str]:
     """The real binaries; missing ones skip locally and fail in CI (``require_tool``)."""
-    return {"curl": harness.require_tool("curl"), "zstd": harness.require_tool("zstd")}
+    return {"curl": require_tool("curl"), "zstd": require_tool("zstd")}
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,12 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import zstandard
+
+from tests.harness import start_server
+from warp.device.launch import stop_process
 
 pytestmark = pytest.mark.e2e
 
@@ -36,9 +38,9 @@ def compress(url: str, data: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_killed_device_is_restarted_and_used_again(harness: ModuleType, tmp_path: Path, workers: int) -> None:
+def test_killed_device_is_restarted_and_used_again(tmp_path: Path, workers: int) -> None:
     root = tmp_path / "root"
-    srv = harness.start_server(root, tmp_path / "server.log", "--workers", str(workers), "--access-log", "0")
+    srv = start_server(root, tmp_path / "server.log", "--workers", str(workers), "--access-log", "0")
     try:
         data = b"restart me " * 4000
         assert compress(srv.url, data) == data
@@ -59,5 +61,5 @@ def test_killed_device_is_restarted_and_used_again(harness: ModuleType, tmp_path
         assert compress(srv.url, data) == data
         assert "restarting it" in srv.log.read_text()
     finally:
-        harness.stop_process(srv.proc)
+        stop_process(srv.proc)
     assert device_pids(root) == []

@@ -5,17 +5,17 @@ after the warm-up to measure growth. The growth itself is not judged here: 15 s 
 from __future__ import annotations
 
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from bench.soak import ROLES, Settings, render, run
+from tests.harness import require_tool
 
 pytestmark = pytest.mark.e2e
 
 
-def test_soak_harness_samples_every_process_under_load(harness: ModuleType, tmp_path: Path) -> None:
-    harness.require_tool("wrk")
+def test_soak_harness_samples_every_process_under_load(tmp_path: Path) -> None:
+    require_tool("wrk")
     soak = run(Settings(duration_s=15, warmup_s=5, interval_s=1.0), tmp_path)
     print(render(soak))
     assert not soak.failures, soak.failures

@@ -6,49 +6,43 @@ from __future__ import annotations
 import json
 import urllib.request
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import zstandard
-from prometheus_client.parser import text_string_to_metric_families
-from wrkscript import WrkResult, run_wrk
+
+from tests.harness import ServerProc, require_tool
+from tests.harness.metrics import metric
+from tests.harness.wrk import run_wrk
 
 pytestmark = pytest.mark.e2e
 
 SLICE = 4096
 DURATION = 10
 
+
 def compress_200s(url: str) -> float:
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
-        text = response.read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if (sample.name == "warpzip_http_requests_total"
-                    and sample.labels == {"code": "200", "method": "POST", "route": "/compress"}):
-                return sample.value
-    return 0.0
+    return metric(url, "warpzip_http_requests_total", 0.0, code="200", method="POST", route="/compress")
 
 
-def test_wrk_compress_smoke(server, harness: ModuleType, corpus: dict[str, Path], tmp_path: Path):
-    wrk = harness.require_tool("wrk")
+def test_wrk_compress_smoke(server: ServerProc, corpus: dict[str, Path], tmp_path: Path) -> None:
+    wrk = require_tool("wrk")
     body = tmp_path / "body.bin"
     with corpus["dickens"].open("rb") as f:
         f.seek(1 << 20)
         body.write_bytes(f.read(SLICE))
     assert body.stat().st_size == SLICE
     before = compress_200s(server.url)
-    result = run_wrk(wrk, f"{server.url}/compress?level=3", body, tmp_path, DURATION)
-    assert isinstance(result, WrkResult)
+    result = run_wrk(wrk, f"{server.url}/compress?level=3", body, DURATION)
     out = result.output
     print(out)
-    non2xx, requests, connect, read, write, timeouts, badframes = (
-        result.non2xx, result.requests, result.connect, result.read, result.write, result.timeout, result.badframes)
+    non2xx, requests, connect, read, write, timeouts, bad = (
+        result.non2xx, result.requests, result.connect, result.read, result.write, result.timeout, result.bad)
     assert requests > 0, out
     assert non2xx == 0, out
     assert (connect, read, write, timeouts) == (0, 0, 0, 0), out
     assert "Socket errors" not in out, out
     assert "Non-2xx" not in out, out
-    assert badframes == 0, out
+    assert bad == 0 and result.ok == requests, out
 
     with urllib.request.urlopen(server.url + "/healthz", timeout=10) as response:
         assert response.status == 200

@@ -7,24 +7,26 @@ import random
 import socket
 import time
 from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 import pytest
 import zstandard
+
+from tests.harness import start_server
+from warp.device.launch import stop_process
 
 KEEPALIVE = 3.0
 BODY_TIMEOUT = 0.5
 
 
 @pytest.fixture(scope="module")
-def srv(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     base = tmp_path_factory.mktemp("datapath")
-    server = harness.start_server(base / "root", base / "server.log", "--access-log", "0",
+    server = start_server(base / "root", base / "server.log", "--access-log", "0",
                                   "--keepalive-timeout", str(KEEPALIVE), "--header-timeout", "2",
                                   "--body-timeout", str(BODY_TIMEOUT))
     yield server
-    harness.stop_process(server.proc)
+    stop_process(server.proc)
 
 
 def post(path: str, body: bytes, *extra: str) -> bytes:

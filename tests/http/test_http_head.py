@@ -11,26 +11,26 @@ import socket
 import time
 import urllib.request
 from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.connection import FIELD_LIMIT, MAX_HEADERS, REQUEST_LINE_LIMIT
-from warp.device.launch import wait_until
+from tests.harness import start_server
+from warp.device.launch import stop_process, wait_until
 
 HEADER_TIMEOUT = 1.0
 MAX_CONNECTIONS = 4
 
 
 @pytest.fixture(scope="module")
-def strict(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     base = tmp_path_factory.mktemp("strict")
-    srv = harness.start_server(base / "root", base / "server.log", "--header-timeout", str(HEADER_TIMEOUT),
+    srv = start_server(base / "root", base / "server.log", "--header-timeout", str(HEADER_TIMEOUT),
                                "--max-connections", str(MAX_CONNECTIONS))
     yield srv
-    harness.stop_process(srv.proc)
+    stop_process(srv.proc)
 
 
 def read_answer(sock: socket.socket, timeout: float = 10.0) -> tuple[bytes, bool]:

@@ -12,23 +12,25 @@ import json
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
-from types import ModuleType
 from typing import Any
 
 import aiohttp
 import pytest
 import zstandard
 
+from tests.harness import start_server
+from warp.device.launch import stop_process
+
 LIMIT = 1000
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory, harness: ModuleType) -> Iterator[Any]:
+def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A second server whose body limit is 1000 bytes."""
     base = tmp_path_factory.mktemp("small")
-    srv = harness.start_server(base / "root", base / "server.log", "--access-log", "0", "--max-body", str(LIMIT))
+    srv = start_server(base / "root", base / "server.log", "--access-log", "0", "--max-body", str(LIMIT))
     yield srv
-    harness.stop_process(srv.proc)
+    stop_process(srv.proc)
 
 
 def raw_exchange(srv: Any, head: bytes, timeout: float = 5.0) -> tuple[bytes, float]:

@@ -13,7 +13,6 @@ import struct
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -21,32 +20,34 @@ import zstandard
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.budget import smallest_heap
+from tests.harness import start_server
+from warp.device.launch import stop_process
 
 MIB = 1 << 20
 TIGHT_HEAP = smallest_heap(MIB)
 
 
-def start(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory, name: str, *flags: str) -> Any:
+def start(tmp_path_factory: pytest.TempPathFactory, name: str, *flags: str) -> Any:
     base = tmp_path_factory.mktemp(name)
-    return harness.start_server(base / "root", base / "server.log", "--access-log", "0", *flags)
+    return start_server(base / "root", base / "server.log", "--access-log", "0", *flags)
 
 
 @pytest.fixture(scope="module")
-def narrow(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def narrow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Two requests in progress at most."""
-    srv = start(harness, tmp_path_factory, "narrow", "--max-pending", "2")
+    srv = start(tmp_path_factory, "narrow", "--max-pending", "2")
     yield srv
-    harness.stop_process(srv.proc)
+    stop_process(srv.proc)
 
 
 @pytest.fixture
-def tight(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """1 MiB bodies, and the smallest heap the configuration check accepts for them (4 MiB less
     64 KiB: blocks of 2 MiB, 1 MiB, 512 KiB ... 64 KiB). A fresh server per test: the heap's blocks
     are carved once and kept, so its history shapes what fits later."""
-    srv = start(harness, tmp_path_factory, "tight", "--max-body", str(MIB), "--heap-size", str(TIGHT_HEAP))
+    srv = start(tmp_path_factory, "tight", "--max-body", str(MIB), "--heap-size", str(TIGHT_HEAP))
     yield srv
-    harness.stop_process(srv.proc)
+    stop_process(srv.proc)
 
 
 def scrape(url: str) -> list[Any]:
@@ -286,10 +287,10 @@ def test_client_hang_ups_are_not_server_errors(tight, call):
 
 
 @pytest.fixture(scope="module")
-def impatient(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    srv = start(harness, tmp_path_factory, "impatient", "--body-timeout", "1")
+def impatient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    srv = start(tmp_path_factory, "impatient", "--body-timeout", "1")
     yield srv
-    harness.stop_process(srv.proc)
+    stop_process(srv.proc)
 
 
 def test_slow_body_gets_408_and_frees_its_buffer(impatient, problem):

@@ -11,13 +11,13 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 import pytest
 import zstandard
 
-from tests.conftest import device_cli, process_stopped
+from tests.harness import device_cli, process_stopped, start_server
+from warp.device.launch import stop_process
 from warp.drv.zip import RESET_GRACE
 
 MIB = 1 << 20
@@ -37,17 +37,17 @@ def metric(url: str, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-def server_with_job_timeout(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory, name: str,
+def server_with_job_timeout(tmp_path_factory: pytest.TempPathFactory, name: str,
                             seconds: str) -> Iterator[Any]:
     base = tmp_path_factory.mktemp(name)
-    srv = harness.start_server(base / "root", base / "server.log", "--access-log", "0", "--job-timeout", seconds)
+    srv = start_server(base / "root", base / "server.log", "--access-log", "0", "--job-timeout", seconds)
     yield srv
-    harness.stop_process(srv.proc)
+    stop_process(srv.proc)
 
 
 @pytest.fixture(scope="module")
-def hasty(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    yield from server_with_job_timeout(harness, tmp_path_factory, "hasty", "0.5")
+def hasty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    yield from server_with_job_timeout(tmp_path_factory, "hasty", "0.5")
 
 
 def test_hung_engine_is_reset_and_the_request_still_succeeds(hasty, call) -> None:
@@ -73,12 +73,12 @@ def test_hung_engine_is_reset_and_the_request_still_succeeds(hasty, call) -> Non
 
 
 @pytest.fixture(scope="module")
-def cpu_only(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def cpu_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     base = tmp_path_factory.mktemp("cpu-only")
-    srv = harness.start_server(base / "root", base / "server.log", "--access-log", "0", "--device", "none",
+    srv = start_server(base / "root", base / "server.log", "--access-log", "0", "--device", "none",
                                "--job-timeout", "0.001")
     yield srv
-    harness.stop_process(srv.proc)
+    stop_process(srv.proc)
 
 
 def test_job_over_the_timeout_on_the_cpu_is_503_with_retry_after(cpu_only, call, problem) -> None:
@@ -94,8 +94,8 @@ def test_job_over_the_timeout_on_the_cpu_is_503_with_retry_after(cpu_only, call,
 
 
 @pytest.fixture(scope="module")
-def stoppable(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    yield from server_with_job_timeout(harness, tmp_path_factory, "stoppable", "1")
+def stoppable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    yield from server_with_job_timeout(tmp_path_factory, "stoppable", "1")
 
 
 def test_a_stopped_device_costs_a_request_one_timeout_and_healthz_nothing(stoppable, call) -> None:

@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -20,19 +19,21 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.proctree import snapshot_tree
 from bench.soak import role
+from tests.harness import REPO, start_server
 from tests.integration.fidelity import dfx
 from tests.integration.test_fidelity_sva import FORGER
 from warp import abi
+from warp.device.launch import stop_process
 from warp.dfx import Queue
 
 
 @pytest.fixture(scope="module")
-def pair(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     base = tmp_path_factory.mktemp("workers")
-    srv = harness.start_server(base / "root", base / "server.log", "--workers", "2", "--access-log", "0")
+    srv = start_server(base / "root", base / "server.log", "--workers", "2", "--access-log", "0")
     yield srv
     if srv.proc.poll() is None:
-        harness.stop_process(srv.proc)
+        stop_process(srv.proc)
 
 
 def sample(url: str, call: Any, name: str, **labels: str) -> float:
@@ -77,7 +78,7 @@ def heap_address(pid: int) -> int:
     raise AssertionError(f"no SVA heap mapped in {pid}")
 
 
-def test_a_forged_sqe_cannot_reach_a_workers_heap(pair: Any, call: Any, harness: ModuleType) -> None:
+def test_a_forged_sqe_cannot_reach_a_workers_heap(pair: Any, call: Any) -> None:
     """Another process of the same user (its own PASID) forges SQEs whose source, then destination,
     is a real address in a serving worker's heap: both fail ADDR_FAULT, the workers' queues see no
     error, and the worker goes on answering correctly (the forged SQE from two plain processes is
@@ -87,7 +88,7 @@ def test_a_forged_sqe_cannot_reach_a_workers_heap(pair: Any, call: Any, harness:
     server = pair.proc.pid
     (victim, _) = sorted(stat.pid for stat in snapshot_tree(server) if role(stat, server) == "worker")
     forger = subprocess.run([sys.executable, "-c", FORGER, str(pair.root), str(heap_address(victim) + 4096)],
-                            capture_output=True, text=True, timeout=60, cwd=harness.REPO)
+                            capture_output=True, text=True, timeout=60, cwd=REPO)
     assert forger.returncode == 0, forger.stderr
     forged = json.loads(forger.stdout)
     assert forged["pasid"] not in workers.values() and not forged["overlaps"], forged
@@ -104,7 +105,7 @@ def test_a_forged_sqe_cannot_reach_a_workers_heap(pair: Any, call: Any, harness:
         assert zstandard.decompress(reply.body) == b"intact %d " % i * 100
 
 
-def test_sigterm_stops_workers_and_device_cleanly(pair: Any, harness: ModuleType) -> None:
+def test_sigterm_stops_workers_and_device_cleanly(pair: Any) -> None:
     pair.proc.send_signal(signal.SIGTERM)
     assert pair.proc.wait(30) == 0
     assert not (pair.root / "dev" / "warp_zip-0").exists()  # the embedded device went with it

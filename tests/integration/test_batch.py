@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import zstandard
 
-from tests.conftest import DeviceProc
+from tests.harness import DeviceProc
 from warp import JobFailed, Runtime, RuntimeClosed
 from warp.cdev import DevicePaths
 from warp.dfx import Dfx, Queue

@@ -15,7 +15,7 @@ import pytest
 import zstandard
 from fidelity import attr, compress_all, wait_for
 
-from tests.conftest import DeviceProc, device_cli, process_stopped
+from tests.harness import DeviceProc, device_cli, process_stopped
 from warp import JobTimeout, Runtime, RuntimeClosed
 from warp.cdev import DevicePaths
 from warp.drv.zip import RESET_GRACE

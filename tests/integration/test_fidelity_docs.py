@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tests.conftest import REPO
+from tests.harness import REPO
 from warp import abi
 from warp.device.main import parse_args
 from warp.dfx import Dev, Engine, Queue

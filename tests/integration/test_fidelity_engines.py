@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from tests.conftest import start_device, stop_process
+from tests.harness import start_device
 from tests.integration.fidelity import RawQueue, dfx
 from warp import abi, codec
+from warp.device.launch import stop_process
 from warp.dfx import Engine, Queue
 from warp.iommu.space import AddressSpace
 

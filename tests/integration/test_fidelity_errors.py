@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DeviceProc, device_cli
+from tests.harness import DeviceProc, device_cli
 from tests.integration.fidelity import RawFile, RawQueue, attr, dfx, paths, queue_and_counters, wait_for
 from warp import abi, devices
 from warp.device.faults import ErrorLog

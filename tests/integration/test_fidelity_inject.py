@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, DeviceProc, device_cli, start_device, stop_process
+from tests.harness import REPO, DeviceProc, device_cli, start_device
 from tests.integration.fidelity import RawQueue, dfx, paths, queue_and_counters, wait_for
 from warp import abi, codec
+from warp.device.launch import stop_process
 from warp.dfx import Dev, Engine, Queue
 from warp.iommu.space import AddressSpace
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DeviceProc, start_device, stop_process
+from tests.harness import DeviceProc, start_device
 from tests.integration.fidelity import RawQueue, dfx, queue_and_counters, wait_for
 from warp import abi, codec
+from warp.device.launch import stop_process
 from warp.dfx import Queue
 from warp.iommu.space import AddressSpace
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from tests.conftest import REPO, DeviceProc, device_cli, start_device, stop_process
+from tests.harness import REPO, DeviceProc, device_cli, start_device
 from tests.integration.fidelity import RawQueue, dfx, queue_and_counters
 from warp import abi, cdev, codec
+from warp.device.launch import stop_process
 from warp.dfx import Dev, Queue
 from warp.iommu.fault import FaultCounter
 from warp.iommu.space import AddressSpace

@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tests.conftest import DeviceProc
+from tests.harness import DeviceProc
 from warp import Runtime
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from tests.conftest import DeviceProc
+from tests.harness import DeviceProc
 from tests.integration.fidelity import compress_all
 from warp import JobFailed, Runtime, RuntimeClosed, abi
 from warp.cdev import DevicePaths

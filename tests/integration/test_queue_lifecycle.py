@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DeviceProc, start_device, stop_process
+from tests.harness import DeviceProc, start_device
 from warp import abi, cdev
+from warp.device.launch import stop_process
 from warp.iommu.space import AddressSpace
 from warp.uacce import Device, QueueHandle, devices
 

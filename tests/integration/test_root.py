@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from tests.conftest import IN_CI, REPO, start_device
+from tests.harness import IN_CI, REPO, start_device
 from warp import NoDevice, Runtime
 from warp.cdev import DevicePaths
 from warp.device.launch import stop_process

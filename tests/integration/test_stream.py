@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from tests.conftest import DeviceProc
+from tests.harness import DeviceProc, require_tool
 from warp import Runtime
 from warp.stream import acompress_stream, compress_stream, cut_blocks
 
@@ -50,8 +50,8 @@ def test_async_stream_round_trips_a_corpus_file(runtime: Runtime, corpus: dict[s
     assert runtime.heap.statistics().in_use_bytes == 0
 
 
-def test_sync_stream_decodes_with_the_zstd_cli(runtime: Runtime, corpus: dict[str, Path], harness) -> None:
-    zstd = harness.require_tool("zstd")
+def test_sync_stream_decodes_with_the_zstd_cli(runtime: Runtime, corpus: dict[str, Path]) -> None:
+    zstd = require_tool("zstd")
     data = corpus["xml"].read_bytes()[: 3 << 20] + b"tail"
     stream = b"".join(compress_stream(runtime.compressor(1), [data], 1 << 20))
     out = subprocess.run([zstd, "-d", "-c"], input=stream, capture_output=True, check=True).stdout

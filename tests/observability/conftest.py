@@ -1,27 +1,20 @@
-"""Fixtures for the observability tests: the root conftest's helpers, the Grafana dashboards as
-built, and the panel queries they contain.
-
-No test directory is a package, so every conftest.py is a top-level module named ``conftest`` and
-importing one by name is ambiguous; ``harness`` returns the module pytest registered from
-tests/conftest.py, and this file's helpers are handed out as fixtures.
-"""
+"""Fixtures for the observability tests: the Grafana dashboards as built, and the panel queries
+they contain."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent.parent
+from tests.harness import REPO
+
 GRAFANA = REPO / "grafana"
 DASHBOARDS = GRAFANA / "dashboards"
-
-
 
 
 def load_build() -> ModuleType:

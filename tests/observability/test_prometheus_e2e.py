@@ -10,29 +10,25 @@ rules must be loaded, healthy and quiet.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
-import subprocess
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.e2e.wrkscript import WrkResult, run_wrk
-from warp.device.launch import wait_until
+from tests.harness import REPO, require_tool, start_server, wait_until
+from tests.harness.prometheus import Prometheus, start_prometheus
+from tests.harness.wrk import run_wrk
+from warp.device.launch import stop_process
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parent.parent.parent
 GRAFANA = REPO / "grafana"
 BODY_SIZE = 4096
 LOAD_SECONDS = 8
@@ -51,9 +47,9 @@ MUST_BE_POSITIVE = {
 
 @dataclass
 class Stack:
-    prometheus: str
+    prometheus: Prometheus
     target: str
-    load: dict[str, int]
+    requests: int  # answered under the load
 
 
 def substitute(expr: str) -> str:
@@ -62,19 +58,6 @@ def substitute(expr: str) -> str:
         expr = expr.replace("${" + name + "}", value).replace("$" + name, value)
     assert "$" not in expr, expr
     return expr
-
-
-def api(base: str, path: str, **params: str) -> Any:
-    url = f"{base}{path}?{urllib.parse.urlencode(params)}"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
-
-
-def query(base: str, expr: str) -> list[dict[str, Any]]:
-    reply = api(base, "/api/v1/query", query=expr, time=f"{time.time():.3f}")
-    assert reply["status"] == "success", (expr, reply)
-    assert reply["data"]["resultType"] == "vector", (expr, reply)
-    return list(reply["data"]["result"])
 
 
 def prometheus_config(tmp: Path, port: int) -> Path:
@@ -92,78 +75,65 @@ def prometheus_config(tmp: Path, port: int) -> Path:
     return path
 
 
-def drive_load(wrk: str, tmp: Path, url: str) -> dict[str, int]:
+def drive_load(wrk: str, tmp: Path, url: str) -> int:
+    """wrk for LOAD_SECONDS: every answer a correct frame; returns how many there were."""
     rng = random.Random(4096)
     words = b"warpzip accelerator queue doorbell interrupt engine page fault pasid zstd frame".split()
     body = tmp / "body.bin"
     body.write_bytes(b" ".join(rng.choice(words) for _ in range(BODY_SIZE))[:BODY_SIZE])
-    result = run_wrk(wrk, f"{url}/compress?level=3", body, tmp, LOAD_SECONDS, connections=16)
-    assert isinstance(result, WrkResult)
+    result = run_wrk(wrk, f"{url}/compress?level=3", body, LOAD_SECONDS, connections=16)
     errors = result.connect + result.read + result.write + result.timeout
-    assert result.requests > 0 and result.non2xx == 0 and errors == 0, result.output
-    assert result.badframes == 0, result.output
-    return {"requests": result.requests}
+    assert result.requests > 0 and result.ok == result.requests and errors == 0, result.output
+    return result.requests
 
 
 @pytest.fixture(scope="module")
-def stack(harness: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    prometheus_bin = harness.require_tool("prometheus")
-    wrk = harness.require_tool("wrk")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    prometheus_bin = require_tool("prometheus")
+    wrk = require_tool("wrk")
     tmp = tmp_path_factory.mktemp("prometheus-e2e")
-    server = harness.start_server(tmp / "root", tmp / "server.log", "--access-log", "0")
+    server = start_server(tmp / "root", tmp / "server.log", "--access-log", "0")
     prometheus = None
     try:
-        port = harness.free_port()
-        base = f"http://127.0.0.1:{port}"
-        log = tmp / "prometheus.log"
-        with log.open("wb") as sink:
-            prometheus = subprocess.Popen(
-                [prometheus_bin, f"--config.file={prometheus_config(tmp, server.port)}",
-                 f"--storage.tsdb.path={tmp / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-                stdout=sink, stderr=subprocess.STDOUT, cwd=tmp)
-
-        def ready() -> bool:
-            assert prometheus is not None and prometheus.poll() is None, log.read_text()[-3000:]
-            with urllib.request.urlopen(base + "/-/ready", timeout=2) as response:
-                return response.status == 200
+        prometheus = start_prometheus(prometheus_bin, prometheus_config(tmp, server.port), tmp)
 
         def scraped(after: float, count: int) -> bool:
-            samples = query(base, 'count_over_time(up{job="warpzip"}[1m])')
-            stamps = query(base, 'timestamp(up{job="warpzip"} == 1)')
+            assert prometheus is not None
+            samples = prometheus.query('count_over_time(up{job="warpzip"}[1m])')
+            stamps = prometheus.query('timestamp(up{job="warpzip"} == 1)')
             return bool(samples and stamps and float(samples[0]["value"][1]) >= count
                         and float(stamps[0]["value"][1]) > after)
 
-        wait_until("prometheus to be ready", ready, 30, log)
-        wait_until("the first scrapes", lambda: scraped(0, 2), 15, log)
-        load = drive_load(wrk, tmp, server.url)
+        wait_until(lambda: scraped(0, 2), 15, "the first scrapes", prometheus.log)
+        requests = drive_load(wrk, tmp, server.url)
         ended = time.time()
         # a few scrapes after the load, still well inside the 15 s rate window
-        wait_until("scrapes after the load", lambda: scraped(ended + 1, LOAD_SECONDS), 10, log)
-        yield Stack(base, f"127.0.0.1:{server.port}", load)
+        wait_until(lambda: scraped(ended + 1, LOAD_SECONDS), 10, "scrapes after the load", prometheus.log)
+        yield Stack(prometheus, f"127.0.0.1:{server.port}", requests)
     finally:
         if prometheus is not None:
-            harness.stop_process(prometheus)
-        harness.stop_process(server.proc)
+            stop_process(prometheus.proc)
+        stop_process(server.proc)
 
 
-def test_target_up(stack: Stack):
-    [up] = query(stack.prometheus, 'up{job="warpzip"}')
+def test_target_up(stack: Stack) -> None:
+    [up] = stack.prometheus.query('up{job="warpzip"}')
     assert up["metric"]["instance"] == stack.target and up["value"][1] == "1"
-    [total] = query(stack.prometheus, 'sum(warpzip_http_requests_total{route="/compress", code="200"})')
-    assert float(total["value"][1]) >= stack.load["requests"]
+    [total] = stack.prometheus.query('sum(warpzip_http_requests_total{route="/compress", code="200"})')
+    assert float(total["value"][1]) >= stack.requests
 
 
-def test_panel_query(stack: Stack, panel_target: tuple[str, dict[str, Any], dict[str, Any]]):
+def test_panel_query(stack: Stack, panel_target: tuple[str, dict[str, Any], dict[str, Any]]) -> None:
     name, panel, target = panel_target
     expr = substitute(target["expr"])
-    result = query(stack.prometheus, expr)
+    result = stack.prometheus.query(expr)
     assert result, f"{name} panel {panel['id']} {panel['title']!r} returned no series: {expr}"
     if (name, panel["id"], target["refId"]) in MUST_BE_POSITIVE:
         values = [float(series["value"][1]) for series in result]
         assert any(math.isfinite(v) and v > 0 for v in values), (panel["title"], expr, result)
 
 
-def test_variable_queries(stack: Stack, dashboards: dict[str, dict[str, Any]]):
+def test_variable_queries(stack: Stack, dashboards: dict[str, dict[str, Any]]) -> None:
     """label_values(metric{selector}, label) as Grafana runs it: /api/v1/label/<label>/values?match[]=..."""
     expected = {"job": "warpzip", "instance": stack.target}
     for dashboard in dashboards.values():
@@ -173,14 +143,13 @@ def test_variable_queries(stack: Stack, dashboards: dict[str, dict[str, Any]]):
             match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"]["query"])
             assert match, variable
             selector, label = substitute(match.group(1)), match.group(2)
-            reply = api(stack.prometheus, f"/api/v1/label/{label}/values", **{"match[]": selector})
-            assert reply["status"] == "success" and expected[label] in reply["data"], (variable["name"], reply)
+            values = stack.prometheus.api(f"/api/v1/label/{label}/values", **{"match[]": selector})
+            assert expected[label] in values, (variable["name"], values)
 
 
-def test_alert_rules_loaded_healthy_and_quiet(stack: Stack):
-    reply = api(stack.prometheus, "/api/v1/rules")
-    assert reply["status"] == "success"
-    rules = [r for group in reply["data"]["groups"] for r in group["rules"]]
+def test_alert_rules_loaded_healthy_and_quiet(stack: Stack) -> None:
+    groups = stack.prometheus.api("/api/v1/rules")["groups"]
+    rules = [r for group in groups for r in group["rules"]]
     shipped = yaml.safe_load((GRAFANA / "alerts.yml").read_text())["groups"]
     assert {r["name"] for r in rules} == {r["alert"] for group in shipped for r in group["rules"]}
     for rule in rules:

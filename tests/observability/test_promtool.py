@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.harness import require_tool
+
 REPO = Path(__file__).resolve().parent.parent.parent
 GRAFANA = REPO / "grafana"
 ALERTS = {"WarpzipDeviceIsolated", "WarpzipQueueResets", "WarpzipIopfRateHigh", "WarpzipQueueSaturated",
@@ -30,8 +32,8 @@ METRIC = re.compile(r"\b(warpzip_[a-z0-9_]+)\b")
 
 
 @pytest.fixture(scope="module")
-def promtool(harness: ModuleType) -> str:
-    return harness.require_tool("promtool")
+def promtool() -> str:
+    return require_tool("promtool")
 
 
 def run_promtool(promtool: str, *args: str, stdin: str | None = None) -> str:

@@ -7,6 +7,8 @@ Three small pieces the zip device composes:
   already in the window number at least ``isolate_strategy`` (non-zero), the new one isolates the
   device — isolation on *more than* ``isolate_strategy`` errors in an hour, as the sysfs ABI says.
   Sans-I/O with an injected clock, so the one-hour window is testable without waiting an hour.
+* :class:`Injection` — one ``inject`` request of the control socket, parsed and validated before
+  anything changes (an invalid one is refused with EINVAL and injects nothing).
 * :class:`Injected` — the faults ``warpzip device inject`` asked for: a hang deadline, a budget of
   jobs that fail with a hardware error, a slow-down factor.
 * :class:`Reclaimer` — a thread that periodically takes a fraction of every bound mapping's pages
@@ -16,23 +18,29 @@ Three small pieces the zip device composes:
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final, final
 
 import numpy as np
 
-from warp import abi
+from warp import abi, cdev
 from warp.iommu.mmu import Iommu
 
 log = logging.getLogger("warp.device")
 
 #: Exit status of an injected crash (EX_SOFTWARE).
 CRASH_STATUS: Final = 70
+#: Largest slow-down ``inject slow`` accepts.
+MAX_SLOW_FACTOR: Final = 1000.0
+#: The faults ``inject`` knows.
+FAULTS: Final = ("hang", "hw-error", "iopf-storm", "slow", "crash")
 
 
 @final
@@ -75,6 +83,44 @@ class ErrorLog:
     def _expire(self, now: float) -> None:
         while self._stamps and now - self._stamps[0] > self.window:
             self._stamps.popleft()
+
+
+@final
+@dataclass(frozen=True)
+class Injection:
+    """One validated ``inject`` request: the fault and its one argument."""
+
+    fault: str  # one of FAULTS
+    seconds: float | None = None  # hang: for this long; None = until reset
+    count: int = 1  # hw-error: this many jobs fail
+    factor: float = 1.0  # slow: engines take factor x each job's time
+
+    @classmethod
+    def parse(cls, message: cdev.Message) -> Injection:
+        """Raises ``OSError(EINVAL)`` for an unknown fault or an argument out of range (and
+        ``ValueError``/``TypeError`` for one that is no number, which the control server answers
+        EINVAL too)."""
+        fault = message.get("fault")
+        if fault == "hang":
+            seconds = message.get("seconds")
+            if seconds is None:
+                return cls(fault)
+            if not (math.isfinite(float(seconds)) and float(seconds) >= 0):
+                raise OSError(errno.EINVAL, "--seconds must be a finite number >= 0")
+            return cls(fault, seconds=float(seconds))
+        if fault == "hw-error":
+            count = int(message.get("count", 1))
+            if count < 1:
+                raise OSError(errno.EINVAL, "--count must be at least 1")
+            return cls(fault, count=count)
+        if fault == "slow":
+            factor = float(message.get("factor", 0))
+            if not 1.0 <= factor <= MAX_SLOW_FACTOR:
+                raise OSError(errno.EINVAL, f"--factor must be within 1..{MAX_SLOW_FACTOR:g}")
+            return cls(fault, factor=factor)
+        if fault in FAULTS:
+            return cls(str(fault))
+        raise OSError(errno.EINVAL, f"unknown fault {fault!r}")
 
 
 @final

@@ -1,6 +1,6 @@
 """Interrupt moderation by time: the timer half of ``--irq-coalesce`` / ``--irq-delay-us``.
 
-By count, moderation needs nothing but a counter in the engine's batch loop (``zip._serve``). By
+By count, moderation needs nothing but a counter in the engine's batch loop (``Engines._batch``). By
 time it needs a clock that fires while the engine is busy with a long job: the first unsignalled
 completion of a queue arms a deadline ``delay`` later, and whichever comes first — ``coalesce``
 completions or the deadline — raises the queue's interrupt, as NIC and QM interrupt moderation do.
@@ -21,14 +21,17 @@ from warp.dfx import Queue
 
 
 class Signalled(Protocol):
-    """What the moderator needs of a queue pair (``zip.Qp``)."""
+    """What the moderator needs of a queue pair (``qp.Qp``)."""
 
     irq_lock: threading.Lock
     irq_fd: int
     irq_count: int
     irq_deadline: int
-    closed: bool
     counters: memoryview
+
+    @property
+    def closed(self) -> bool:
+        """Whether the queue's fds are gone (read under ``irq_lock``)."""
 
 
 @final

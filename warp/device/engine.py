@@ -1,0 +1,403 @@
+"""The ZIP engines: threads that fetch doorbelled SQEs, run them and post their CQEs.
+
+What the accelerator's silicon does behind the QM driver, so no kernel file is its counterpart;
+the nearest are the SQ/CQ handling of ``drivers/crypto/hisilicon/qm.c`` (``qm_poll_req_cb``, the
+CQ-head doorbell) and ``hisi_qm_stop_qp``'s drain. Queue pairs are in :mod:`warp.device.qp`,
+errors and isolation in :mod:`warp.device.ras`.
+
+Engines share one epoll set of doorbell eventfds registered EPOLLONESHOT: a doorbelled queue goes
+to exactly one engine (so completions stay in order per queue), which fetches at most ``batch``
+SQEs, posts their CQEs, raises its interrupts (moderated by count, and by time with
+``irq_delay_us``), and — if SQEs remain — kicks the queue again so it rejoins the ready list behind
+the others (round-robin arbitration).
+
+Stopping a queue (PUT_Q or close) never loses a job: the job an engine is running finishes, and
+every SQE doorbelled but not yet fetched completes with ``QUEUE_STOPPED``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import threading
+import time
+from dataclasses import dataclass
+from typing import Final, final
+
+from warp import abi, codec
+from warp.device.irq import Moderator
+from warp.device.qp import Qp, QpState, cq_doorbell, interrupt, sq_tail, u64
+from warp.device.ras import Ras
+from warp.dfx import Dev, Dfx, Engine, Queue
+from warp.iommu.mmu import Iommu, TranslationFault
+from warp.ring import RingOverflow
+
+log = logging.getLogger("warp.device")
+
+# Plain ints for the hot path: a module global is one lookup, ``abi.W.CONSUMED`` three.
+_SQ_WORDS: Final = abi.SQ_WORDS
+_CONSUMED: Final = int(abi.W.CONSUMED)
+_PRODUCED: Final = int(abi.W.PRODUCED)
+_STATUS: Final = int(abi.W.STATUS)
+_INPUT_LEN: Final = int(abi.W.INPUT_LEN)
+_REQ_TYPE: Final = int(abi.W.REQ_TYPE)
+_LEVEL: Final = int(abi.W.LEVEL)
+_FLAGS: Final = int(abi.W.FLAGS)
+_DEST_AVAIL: Final = int(abi.W.DEST_AVAIL)
+_SRC_LO: Final = int(abi.W.SRC_LO)
+_SRC_HI: Final = int(abi.W.SRC_HI)
+_DST_LO: Final = int(abi.W.DST_LO)
+_DST_HI: Final = int(abi.W.DST_HI)
+_ZSTD: Final = int(abi.Alg.ZSTD)
+_MAX_JOB: Final = abi.MAX_JOB_BYTES
+_CHECKSUM: Final = abi.FLAG_CHECKSUM
+_OK: Final = int(abi.Status.OK)
+_SQ: Final = int(abi.DoorbellCmd.SQ)
+_KICK: Final = abi.KICK
+_STARTED: Final = QpState.STARTED
+
+#: Which per-queue DFX column counts each error status.
+_ERROR_COLUMN: Final = {
+    int(abi.Status.ADDR_FAULT): Queue.ERR_ADDR_FAULT,
+    int(abi.Status.HW_ERROR): Queue.ERR_HW,
+    int(abi.Status.DST_TOO_SMALL): Queue.ERR_DST_TOO_SMALL,
+    int(abi.Status.CORRUPT_INPUT): Queue.ERR_CORRUPT_INPUT,
+    int(abi.Status.BAD_ALG): Queue.ERR_BAD_SQE,
+    int(abi.Status.BAD_LENGTH): Queue.ERR_BAD_SQE,
+    int(abi.Status.BAD_LEVEL): Queue.ERR_BAD_SQE,
+}
+
+
+@final
+@dataclass
+class _EngineState:
+    eid: int
+    codec: codec.Codec
+    counters: memoryview  # the engine's DFX row (see u64)
+
+
+@final
+class Engines:
+    """The engine threads of one device, the doorbells they wait on, and the interrupt timer."""
+
+    def __init__(self, iommu: Iommu, dfx: Dfx, ras: Ras, engines: int, batch: int, irq_coalesce: int,
+                 irq_delay_us: int) -> None:
+        self.iommu = iommu
+        self.dfx = dfx
+        self.batch = batch
+        self.irq_coalesce = irq_coalesce
+        self.faults = ras.faults
+        self._ras = ras
+        self._dev = dfx.dev
+        self._lock = threading.Lock()
+        self._by_db: dict[int, Qp] = {}
+        self._epoll = select.epoll()
+        self._stop = threading.Event()
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # ends every engine's epoll wait at close
+        self._epoll.register(self._wake, select.EPOLLIN)
+        self._moderator = Moderator(irq_coalesce, irq_delay_us * 1000) if irq_delay_us > 0 else None
+        self._threads = [threading.Thread(target=self._run, args=(i,), name=f"engine-{i}", daemon=True)
+                         for i in range(engines)]
+        for thread in self._threads:
+            thread.start()
+
+    def start(self, qp: Qp) -> None:
+        """STARTED, and its doorbells reach the engines."""
+        qp.set_state(QpState.STARTED)
+        with self._lock:
+            self._by_db[qp.db_fd] = qp
+        self._epoll.register(qp.db_fd, select.EPOLLIN | select.EPOLLONESHOT)
+
+    def stop(self, qp: Qp) -> None:
+        """``hisi_qm_stop_qp``: no engine takes the queue again; the job an engine is running
+        finishes (the drain), and every SQE doorbelled but not fetched completes QUEUE_STOPPED."""
+        with self._lock:
+            self._by_db.pop(qp.db_fd, None)
+        try:
+            self._epoll.unregister(qp.db_fd)
+        except (OSError, ValueError):
+            pass
+        qp.set_state(QpState.STOPPED)
+        qp.halt = True  # an engine inside a batch leaves it after the current job
+        with qp.lock:
+            self._flush(qp)
+        if self._moderator is not None:
+            self._moderator.flush(qp)
+
+    def close(self) -> None:
+        self._stop.set()
+        os.eventfd_write(self._wake, 1)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if self._moderator is not None:
+            self._moderator.close()
+        self._epoll.close()
+        os.close(self._wake)
+
+    # ---- one engine ------------------------------------------------------------------------
+    def _run(self, eid: int) -> None:
+        worker = _EngineState(eid=eid, codec=codec.Codec(), counters=u64(self.dfx.engine(eid)))
+        faults = self.faults
+        while not self._stop.is_set():
+            if faults.hang_until and self._hung():
+                continue
+            try:
+                events = self._epoll.poll(0.2)
+            except (OSError, ValueError):
+                return
+            for fd, _mask in events:
+                if fd == self._wake:
+                    break
+                with self._lock:
+                    qp = self._by_db.get(fd)
+                if qp is not None:
+                    self._turn(qp, fd, worker)
+
+    def _hung(self) -> bool:
+        """An injected hang: fetch nothing (doorbells stay pending in epoll) while it lasts."""
+        faults = self.faults
+        if faults.hung():
+            self._stop.wait(min(faults.hang_until - time.monotonic(), 0.05))
+            return True
+        self._ras.end_hang()
+        return False
+
+    def _turn(self, qp: Qp, fd: int, worker: _EngineState) -> None:
+        """Serve one doorbelled queue for one batch, then rearm its doorbell."""
+        with qp.lock:
+            if qp.state is not _STARTED:
+                return
+            try:
+                kicks = os.eventfd_read(fd)
+            except BlockingIOError:
+                kicks = 0
+            if qp.device_kicks:
+                kicks = max(kicks - qp.device_kicks, 0)
+                qp.device_kicks = 0
+            if kicks:
+                qp.counters[Queue.DOORBELLS] += kicks
+            qp.latches[_KICK] = 0  # awake on this queue: doorbells need no kick
+            try:
+                more = self._serve(qp, worker, self.batch) or _doorbelled_while_idling(qp)
+            except Exception:  # a device bug must cost one queue, never the engine
+                log.exception("engine %d: queue %d disabled after an internal error", worker.eid, qp.qid)
+                qp.view.stop()
+                more = False
+            if more and qp.state is _STARTED:
+                qp.device_kicks += 1
+                os.eventfd_write(fd, 1)  # back of the ready list: round-robin
+            try:
+                self._epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
+            except (OSError, ValueError):
+                pass
+
+    def _serve(self, qp: Qp, worker: _EngineState, budget: int) -> bool:
+        """Fetch up to ``budget`` doorbelled SQEs and complete them in order; True if more wait."""
+        qp.halt = False  # before the checks: a state change after them raises it again
+        if qp.view.tx_stopped or qp.state is not _STARTED:
+            return False
+        if self.faults.hang_until and self.faults.hung():
+            return True
+        tail = sq_tail(qp.latches[_SQ], qp.qid)
+        if tail < 0:
+            return False  # no valid SQ doorbell yet
+        armed = bool(cq_doorbell(qp) & 1)
+        sq, cq = qp.sq, qp.cq
+        pending = sq.pending(tail)
+        take = min(pending, budget)
+        if not take:
+            qp.counters[Queue.SQ_PENDING] = 0
+            return False
+        if pending + (cq.tail - cq.head) % cq.depth >= sq.depth - 1:
+            qp.counters[Queue.SEND_BUSY] += 1  # the producer's next send finds the SQ full
+        return self._batch(qp, worker, take, pending, armed)
+
+    def _batch(self, qp: Qp, worker: _EngineState, take: int, pending: int, armed: bool) -> bool:
+        """Run and complete ``take`` SQEs of the ``pending`` ones; True if more wait.
+
+        Counters are summed in locals and stored once per batch (:meth:`_record`): a numpy scalar
+        update costs about as much as the rest of a small job's bookkeeping. The only per-job test
+        beyond the job itself is ``qp.halt``, which stop, isolation and fault injection raise.
+        """
+        started = time.monotonic_ns()
+        view = qp.view
+        words = view.sq
+        cqv = view.cq
+        sq, cq = qp.sq, qp.cq
+        qid = qp.qid
+        execute = self._execute
+        bytes_in = bytes_out = ok = faults = done = unsignalled = 0
+        errs: dict[int, int] | None = None
+        moderator = self._moderator
+        timed = armed and moderator is not None
+        counted = armed and moderator is None
+        coalesce = self.irq_coalesce
+        per_job = self.faults.per_job
+        try:
+            for _ in range(take):
+                if qp.halt:
+                    if qp.state is not _STARTED or view.tx_stopped or self.faults.hung():
+                        break
+                    per_job = self.faults.per_job
+                slot = sq.pop()
+                base = slot * _SQ_WORDS
+                if per_job:
+                    status, consumed, produced, job_faults = self._execute_injected(qp, words, base, worker)
+                else:
+                    status, consumed, produced, job_faults = execute(qp, words, base, worker)
+                words[base + _CONSUMED] = consumed
+                words[base + _PRODUCED] = produced
+                words[base + _STATUS] = (words[base + _STATUS] & ~0xFF) | status
+                try:
+                    cq.post(cqv, slot, qid)
+                except RingOverflow:
+                    self._dev[Dev.CQ_OVERFLOWS] += 1
+                    qp.counters[Queue.CQ_OVERFLOWS] += 1
+                    view.stop()  # QM_CQ_OVERFLOW: the queue is disabled, as qm_disable_qp
+                    return False
+                done += 1
+                if status:
+                    if errs is None:
+                        errs = {}
+                    errs[status] = errs.get(status, 0) + 1
+                else:
+                    ok += 1
+                bytes_in += consumed
+                bytes_out += produced
+                faults += job_faults
+                if counted:
+                    unsignalled += 1
+                    if unsignalled >= coalesce:
+                        interrupt(qp)
+                        unsignalled = 0
+                elif timed:
+                    assert moderator is not None
+                    moderator.completed(qp)
+        finally:
+            self._record(qp, worker, started, pending, done, ok, bytes_in, bytes_out, faults, errs, unsignalled)
+        return pending > done
+
+    @staticmethod
+    def _record(qp: Qp, worker: _EngineState, started: int, pending: int, done: int, ok: int, bytes_in: int,
+                bytes_out: int, faults: int, errs: dict[int, int] | None, unsignalled: int) -> None:
+        """Store one batch's sums in the queue's and the engine's DFX rows, and raise the
+        interrupt for completions not signalled yet (the batch end)."""
+        c = qp.counters
+        failed = done - ok
+        c[Queue.SUBMITTED] += done
+        c[Queue.COMPLETED_OK] += ok
+        c[Queue.BYTES_IN] += bytes_in
+        c[Queue.BYTES_OUT] += bytes_out
+        c[Queue.IOPF] += faults
+        c[Queue.BATCHES] += 1
+        c[Queue.SQ_PENDING] = pending - done
+        if errs is not None:
+            c[Queue.COMPLETED_ERR] += failed
+            c[Queue.ERR_BD] += failed
+            for status, count in errs.items():
+                column = _ERROR_COLUMN.get(status)
+                if column is not None:
+                    c[column] += count
+        if unsignalled:
+            interrupt(qp)
+        e = worker.counters
+        e[Engine.JOBS] += done
+        e[Engine.BATCHES] += 1
+        e[Engine.BUSY_NS] += time.monotonic_ns() - started
+        e[Engine.BYTES_IN] += bytes_in
+        if bytes_out:
+            e[Engine.BYTES_OUT] += bytes_out
+        if failed:
+            e[Engine.ERRORS] += failed
+        if faults:
+            e[Engine.IOPF] += faults
+
+    def _flush(self, qp: Qp) -> None:
+        """Complete every doorbelled SQE no engine fetched with QUEUE_STOPPED (``qp.lock`` held)."""
+        c = qp.counters
+        view = qp.view
+        tail = sq_tail(qp.latches[_SQ], qp.qid)
+        c[Queue.SQ_PENDING] = 0
+        if tail < 0:
+            return
+        cq_prio = cq_doorbell(qp)
+        words = view.sq
+        pending = qp.sq.pending(tail)
+        flushed = 0
+        for _ in range(pending):
+            slot = qp.sq.pop()
+            base = slot * _SQ_WORDS
+            words[base + _CONSUMED] = 0
+            words[base + _PRODUCED] = 0
+            words[base + _STATUS] = (words[base + _STATUS] & ~0xFF) | abi.Status.QUEUE_STOPPED
+            try:
+                qp.cq.post(view.cq, slot, qp.qid)
+            except RingOverflow:
+                lost = pending - flushed
+                self._dev[Dev.CQ_OVERFLOWS] += lost
+                c[Queue.CQ_OVERFLOWS] += lost
+                view.stop()
+                break
+            flushed += 1
+        if not flushed:
+            return
+        c[Queue.FLUSHED] += flushed
+        c[Queue.COMPLETED_ERR] += flushed
+        log.info("queue %d stopped with %d SQE(s) unfetched: completed QUEUE_STOPPED", qp.qid, flushed)
+        if cq_prio & 1:
+            if self._moderator is not None:
+                self._moderator.completed(qp, flushed)
+            else:
+                interrupt(qp)
+
+    # ---- one job ---------------------------------------------------------------------------
+    def _execute(self, qp: Qp, w: memoryview, base: int, worker: _EngineState) -> tuple[int, int, int, int]:
+        """Run the SQE at word ``base``: ``(status, consumed, produced, faults)``. Bad SQEs fail, never raise."""
+        if w[base + _REQ_TYPE] & 0xFF != _ZSTD:
+            return abi.Status.BAD_ALG, 0, 0, 0
+        length = w[base + _INPUT_LEN]
+        capacity = w[base + _DEST_AVAIL]
+        if length > _MAX_JOB or capacity > _MAX_JOB:
+            return abi.Status.BAD_LENGTH, 0, 0, 0
+        level = w[base + _LEVEL]
+        if level & 0x80000000:
+            level -= 1 << 32
+        if not abi.LEVEL_MIN <= level <= abi.LEVEL_MAX:
+            return abi.Status.BAD_LEVEL, 0, 0, 0
+        src = w[base + _SRC_LO] | w[base + _SRC_HI] << 32
+        dst = w[base + _DST_LO] | w[base + _DST_HI] << 32
+        try:
+            source, target, faults = self.iommu.translate_job(qp.mapping, src, length, dst, capacity)
+        except TranslationFault as fault:
+            return abi.Status.ADDR_FAULT, 0, 0, fault.pages
+        status, produced = worker.codec.run(qp.qc_type, qp.memory + target, capacity, qp.memory + source, length,
+                                            level, bool(w[base + _FLAGS] & _CHECKSUM))
+        return status, (length if status == _OK else 0), produced, faults
+
+    def _execute_injected(self, qp: Qp, w: memoryview, base: int,
+                          worker: _EngineState) -> tuple[int, int, int, int]:
+        """A job while faults are injected: it may hit a hardware error, or take ``factor`` x its time."""
+        if self.faults.take_hw_error():
+            self._ras.hw_error(qp)
+            return abi.Status.HW_ERROR, 0, 0, 0
+        factor = self.faults.slow_factor
+        if factor == 1.0:
+            return self._execute(qp, w, base, worker)
+        started = time.monotonic()
+        result = self._execute(qp, w, base, worker)
+        self._stop.wait((factor - 1.0) * (time.monotonic() - started))
+        return result
+
+
+def _doorbelled_while_idling(qp: Qp) -> bool:
+    """Going idle: ask for kicks again, then look at the latch once more, for a doorbell
+    rung while the word still said "awake" (the other half of :func:`warp.abi.fence`)."""
+    latches = qp.latches
+    latches[_KICK] = 1
+    abi.fence()
+    tail = sq_tail(latches[_SQ], qp.qid)
+    if tail < 0 or qp.state is not _STARTED or qp.view.tx_stopped or not qp.sq.pending(tail):
+        return False
+    latches[_KICK] = 0
+    return True

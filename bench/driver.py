@@ -22,9 +22,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import corpus, plots, proctree, wrk
+from bench import plots, proctree, wrk
+from bench.bodies import PROFILES, Profile, body_paths, describe, materialise, parse_profiles
 from bench.report import Meta, Role, Row, render_markdown, to_json
 from bench.server import DEFAULT_SERVERS, SERVERS, RunningServer, ServerFailed, ServerSpec
+from warp.tool.corpus import CORPUS_DIR, SLICE_OFFSET
+from warp.tool.units import human_size
 
 DEFAULT_SIZES = "4k,64k,1m"
 DEFAULT_CONNECTIONS = "32"
@@ -32,7 +35,7 @@ DEFAULT_LOADS = (f"{DEFAULT_SIZES}@{DEFAULT_CONNECTIONS}", "4k,64k@256")
 """Every size at the usual concurrency, then the small sizes overloaded (eight times the
 connections), where the p99s part: about five minutes for the default servers."""
 
-Cell = tuple[corpus.Profile, int]
+Cell = tuple[Profile, int]
 """One table: a body profile under a connection count."""
 
 
@@ -61,7 +64,7 @@ def parse_loads(values: Sequence[str]) -> list[Cell]:
         if not at:
             raise ValueError(f"a load is SIZES@CONNECTIONS, e.g. 4k,64k@256; got {value!r}")
         counts_here = parse_connections([counts])
-        cells += [(profile, count) for profile in corpus.parse_profiles([sizes]) for count in counts_here]
+        cells += [(profile, count) for profile in parse_profiles([sizes]) for count in counts_here]
     return list(dict.fromkeys(cells))
 
 
@@ -93,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--loads", nargs="+", metavar="SIZES@CONNECTIONS",
                         help=f"tables to measure (default: {' '.join(DEFAULT_LOADS)})")
     parser.add_argument("--sizes", nargs="+", help=f"instead of --loads, with --connections: any of "
-                        f"{', '.join(corpus.PROFILES)} (default {DEFAULT_SIZES})")
+                        f"{', '.join(PROFILES)} (default {DEFAULT_SIZES})")
     parser.add_argument("--connections", nargs="+", help="instead of --loads, with --sizes: e.g. 1,4,16,32,64,128,256 "
                         f"for a sweep (default {DEFAULT_CONNECTIONS})")
     parser.add_argument("--duration", type=int, default=10, help="measured seconds per table row")
@@ -102,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS-run.md"), help="markdown report")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--plots", type=Path, help="write PNG plots here (needs matplotlib)")
-    parser.add_argument("--corpus", type=Path, default=corpus.CORPUS_DIR, help="directory of Silesia *.bz2")
+    parser.add_argument("--corpus", type=Path, default=CORPUS_DIR, help="directory of Silesia *.bz2")
     return parser
 
 
@@ -120,7 +123,7 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def host_meta(argv: Sequence[str], load: Load, profiles: Sequence[corpus.Profile]) -> Meta:
+def host_meta(argv: Sequence[str], load: Load, profiles: Sequence[Profile]) -> Meta:
     """Where and how this run is made, for the report's header."""
     wrk_banner = _command_output(["wrk", "-v"]).splitlines()
     return Meta(
@@ -133,14 +136,14 @@ def host_meta(argv: Sequence[str], load: Load, profiles: Sequence[corpus.Profile
         level=load.level,
         duration_s=load.duration_s,
         warmup_s=load.warmup_s,
-        corpus=f"Silesia corpus slices from offset {corpus.human_size(corpus.SLICE_OFFSET)}: "
-        + "; ".join(f"{profile.label} = {corpus.describe(profile)}" for profile in profiles),
+        corpus=f"Silesia corpus slices from offset {human_size(SLICE_OFFSET)}: "
+        + "; ".join(f"{profile.label} = {describe(profile)}" for profile in profiles),
     )
 
 
 def measure(
     server: RunningServer,
-    profile: corpus.Profile,
+    profile: Profile,
     bodies: list[Path],
     connections: int,
     load: Load,
@@ -173,16 +176,16 @@ def run_server(spec: ServerSpec, cells: Sequence[Cell], load: Load, scratch: Pat
     """All rows of one server, each profile verified once before its first row; whatever it could
     not measure is a FAILED row saying why."""
     rows: list[Row] = []
-    problems: dict[corpus.Profile, str | None] = {}
+    problems: dict[Profile, str | None] = {}
 
-    def fail(profile: corpus.Profile, count: int, reason: str) -> Row:
+    def fail(profile: Profile, count: int, reason: str) -> Row:
         return Row(spec.name, spec.role, profile.label, count, profile.mean_size, failure=reason)
 
     try:
         with RunningServer(spec, scratch) as server:
             server.wait_ready()
             for profile, count in cells:
-                bodies = corpus.body_paths(profile, scratch)
+                bodies = body_paths(profile, scratch)
                 if profile not in problems:
                     try:
                         server.verify(load.level, [path.read_bytes() for path in dict.fromkeys(bodies)])
@@ -233,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="warpzip-bench-") as scratch_name:
         scratch = Path(scratch_name)
-        corpus.materialise(profiles, scratch, args.corpus)
+        materialise(profiles, scratch, args.corpus)
         for spec in servers:
             print(f"{spec.name}:", file=sys.stderr, flush=True)
             rows += run_server(spec, cells, load, scratch)

@@ -30,7 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import corpus, proctree, wrk
+from bench import proctree, wrk
+from bench.bodies import PROFILES, body_paths, materialise
 from bench.server import SERVERS, RunningServer, ServerFailed
 
 MIB = 1 << 20
@@ -103,9 +104,9 @@ def sample(server_pid: int, seconds: float) -> Sample:
 def run(settings: Settings, scratch: Path, progress: bool = False) -> Soak:
     """One soak against a fresh server in ``scratch``; every process it started is gone on return."""
     soak = Soak(settings)
-    profile = corpus.PROFILES["mixed"]
-    corpus.materialise([profile], scratch)
-    paths = corpus.body_paths(profile, scratch)
+    profile = PROFILES["mixed"]
+    materialise([profile], scratch)
+    paths = body_paths(profile, scratch)
     bodies = [path.read_bytes() for path in dict.fromkeys(paths)]
     try:
         with RunningServer(SERVERS[settings.server], scratch) as server, \

@@ -45,7 +45,8 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:  # run as a script, grafana/ is sys.path[0]; bench lives at the root
     sys.path.insert(0, str(REPO))
 
-from bench.corpus import CORPUS_DIR, Profile, Slice, materialise  # noqa: E402
+from bench.bodies import Profile, Slice, materialise  # noqa: E402
+from warp.tool.corpus import CORPUS_DIR  # noqa: E402
 from warp.device.launch import stop_process, wait_until  # noqa: E402
 
 Json = dict[str, Any]

@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from bench import corpus, plots, proctree, wrk
+from bench import bodies, plots, proctree, wrk
 from bench import server as server_module
 from bench.driver import DEFAULT_LOADS, build_parser, choose_loads, parse_connections, parse_loads, parse_servers
 from bench.report import Meta, Role, Row, ratios_to_best_peer, ratios_to_echo_floor, render_markdown, to_json
 from bench.server import REPO_ROOT, SERVERS, RunningServer, ServerSpec, check_answer, check_echo
+from warp.tool.corpus import CORPUS_DIR
 
 WRK_STDOUT = """\
 Running 2s test @ http://127.0.0.1:8080/compress?level=3
@@ -170,13 +171,13 @@ def test_json_carries_derived_numbers() -> None:
 
 
 def test_cli_lists_are_parsed() -> None:
-    labels = [profile.label for profile in corpus.parse_profiles(["256,4KiB", "mixed", "4k"])]
+    labels = [profile.label for profile in bodies.parse_profiles(["256,4KiB", "mixed", "4k"])]
     assert labels == ["256 B", "4 KiB", "mixed"]
     assert parse_connections(["1,4", "16"]) == [1, 4, 16]
     assert [spec.name for spec in parse_servers(["inline,executor"])] == ["inline", "executor"]
     assert [(p.label, c) for p, c in parse_loads(["4k,1m@32", "4k@1,32"])] == [
         ("4 KiB", 32), ("1 MiB", 32), ("4 KiB", 1)]
-    for bad in (lambda: corpus.parse_profiles(["3k"]), lambda: parse_connections(["0"]),
+    for bad in (lambda: bodies.parse_profiles(["3k"]), lambda: parse_connections(["0"]),
                 lambda: parse_loads(["4k"]), lambda: parse_loads(["4k@0"])):
         with pytest.raises(ValueError):
             bad()
@@ -211,11 +212,11 @@ def test_only_warpzip_runs_a_device_and_only_peers_set_the_bar() -> None:
 
 
 def test_mixed_profile_is_described_and_averaged() -> None:
-    mixed = corpus.PROFILES["mixed"]
+    mixed = bodies.PROFILES["mixed"]
     assert len(mixed.slices) == 13
     assert mixed.mean_size == pytest.approx((4 * (256 + 4096 + 65536) + 1024 * 1024) / 13)
-    assert corpus.describe(mixed).endswith("dickens/mr/x-ray/xml at 64 KiB, dickens at 1 MiB (round-robin)")
-    assert corpus.describe(corpus.PROFILES["4k"]) == "dickens at 4 KiB"
+    assert bodies.describe(mixed).endswith("dickens/mr/x-ray/xml at 64 KiB, dickens at 1 MiB (round-robin)")
+    assert bodies.describe(bodies.PROFILES["4k"]) == "dickens at 4 KiB"
 
 
 def test_process_tree_from_parent_map() -> None:
@@ -283,10 +284,10 @@ def test_stop_kills_a_tree_that_ignores_sigterm(tmp_path: Path, monkeypatch: pyt
 @pytest.mark.e2e
 def test_wrk_sends_bodies_round_robin(inline_2proc: RunningServer, tmp_path: Path) -> None:
     require(shutil.which("wrk") is not None, "wrk")
-    bodies = [tmp_path / "small", tmp_path / "large"]
-    bodies[0].write_bytes(b"s" * 100)  # answered with ~140 bytes
-    bodies[1].write_bytes(os.urandom(50_000))  # incompressible: answered with ~50,150 bytes
-    measured = wrk.run(inline_2proc.url(3), 2, 1, bodies)
+    paths = [tmp_path / "small", tmp_path / "large"]
+    paths[0].write_bytes(b"s" * 100)  # answered with ~140 bytes
+    paths[1].write_bytes(os.urandom(50_000))  # incompressible: answered with ~50,150 bytes
+    measured = wrk.run(inline_2proc.url(3), 2, 1, paths)
     assert measured.requests > 0
     assert (measured.non2xx, measured.errors) == (0, 0)
     assert 20_000 < measured.bytes / measured.requests < 30_000  # half of each, not all of one
@@ -295,7 +296,7 @@ def test_wrk_sends_bodies_round_robin(inline_2proc: RunningServer, tmp_path: Pat
 @pytest.mark.e2e
 def test_driver_smoke_run(tmp_path: Path) -> None:
     require(shutil.which("wrk") is not None, "wrk")
-    require(corpus.CORPUS_DIR.is_dir(), f"the corpus at {corpus.CORPUS_DIR}")
+    require(CORPUS_DIR.is_dir(), f"the corpus at {CORPUS_DIR}")
     out, report = tmp_path / "run.md", tmp_path / "run.json"
     argv = "--servers warpzip,inline,executor,echo --sizes 4k --duration 2 --warmup 0 --connections 4".split()
     argv += ["--out", str(out), "--json", str(report)]

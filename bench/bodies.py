@@ -1,37 +1,17 @@
-"""Request bodies: slices of the Silesia corpus, cut at run time into a temporary directory.
+"""Request bodies: named mixes of Silesia corpus slices, written at run time into a directory.
 
-Real files, not random bytes: random data is incompressible, so zstd takes its fast path and the
-benchmark would measure the wrong thing. The corpus ships bzip2-compressed in ``shared/`` and must
-never be committed decompressed, hence slices made on demand, reading only the prefix needed.
+The corpus itself (where it is, how a slice is read) is :mod:`warp.tool.corpus`, shared with
+``warpzip bench device``; this module only says which slices a request body profile sends.
 """
 
 from __future__ import annotations
 
-import bz2
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-
-def find_corpus() -> Path:
-    """The Silesia corpus: ``$WARPZIP_CORPUS``, else ``shared/corpus`` beside the repository or
-    beside any directory above it (CI clones the repository elsewhere on the same machine), else
-    the workplace's ``/work/shared/corpus``."""
-    override = os.environ.get("WARPZIP_CORPUS")
-    if override:
-        return Path(override)
-    for parent in Path(__file__).resolve().parents[1:]:
-        candidate = parent / "shared" / "corpus"
-        if candidate.is_dir():
-            return candidate
-    return Path("/work/shared/corpus")
-
-
-CORPUS_DIR = find_corpus()
-
-SLICE_OFFSET = 1024 * 1024
-"""Skip file headers (DICOM, licence text) that do not compress like the rest of the file."""
+from warp.tool.corpus import CORPUS_DIR, SLICE_OFFSET, read_slice
+from warp.tool.units import human_size
 
 FIXED_SOURCE = "dickens"
 """Fixed-size profiles use English text, the typical body an HTTP compression service sees."""
@@ -63,14 +43,6 @@ class Profile:
     def mean_size(self) -> float:
         """Mean body size, the factor from requests per second to input bytes per second."""
         return sum(piece.size for piece in self.slices) / len(self.slices)
-
-
-def human_size(size: int) -> str:
-    """``256 B``, ``4 KiB``, ``1 MiB``: the way sizes are named in the report."""
-    for unit, name in ((MIB, "MiB"), (KIB, "KiB")):
-        if size >= unit and size % unit == 0:
-            return f"{size // unit} {name}"
-    return f"{size} B"
 
 
 def _fixed(size: int) -> Profile:
@@ -129,9 +101,7 @@ def materialise(profiles: Sequence[Profile], directory: Path, corpus: Path = COR
     for piece in (piece for profile in profiles for piece in profile.slices):
         needed[piece.source] = max(needed.get(piece.source, 0), piece.size)
     for source, size in needed.items():
-        with bz2.open(corpus / f"{source}.bz2", "rb") as stream:
-            stream.seek(SLICE_OFFSET)
-            data = stream.read(size)
+        data = read_slice(corpus / f"{source}.bz2", size)
         if len(data) < size:
             raise ValueError(f"{source}.bz2 is too short for a {size}-byte slice at {SLICE_OFFSET}")
         for piece in (piece for profile in profiles for piece in profile.slices):

@@ -1,0 +1,7 @@
+"""``python -m warp.tool.bench``: the same as ``warpzip bench device``."""
+
+import sys
+
+from warp.tool.bench.command import main
+
+sys.exit(main())

@@ -16,7 +16,6 @@ import pytest
 from tests.harness import DeviceProc, device_cli
 from tests.integration.fidelity import RawFile, RawQueue, attr, dfx, paths, queue_and_counters, wait_for
 from warp import abi, devices
-from warp.device.faults import ErrorLog
 from warp.dfx import Dev, Queue
 from warp.iommu.space import AddressSpace
 from warp.uacce import QueueHandle
@@ -31,37 +30,6 @@ def space() -> Iterator[AddressSpace]:
     s.prefault(MIB, MIB)
     yield s
     s.close()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_error_log_isolates_on_more_than_threshold_errors_per_hour() -> None:
-    """qm_hw_err_isolate: errors older than an hour drop out; the error that finds at least
-    ``threshold`` others in the window isolates; threshold 0 never does; a write clears the list."""
-    clock = Clock()
-    log = ErrorLog(clock)
-    assert not any(log.record() for _ in range(100)), "isolate_strategy 0 never isolates"
-    log.set_threshold(2)
-    assert log.in_window() == 0, "a valid write starts a fresh list"
-    assert [log.record(), log.record(), log.record()] == [False, False, True]
-    log.set_threshold(2)
-    log.record()
-    clock.now += 1800
-    log.record()
-    clock.now += 1801  # the first error is now more than an hour old
-    assert log.in_window() == 1
-    assert not log.record()
-    assert log.record()
-    for bad in (-1, abi.ISOLATE_STRATEGY_MAX + 1):
-        with pytest.raises(ValueError):
-            log.set_threshold(bad)
-    log.set_threshold(abi.ISOLATE_STRATEGY_MAX)
 
 
 def write_strategy(root: Path, text: str) -> None:

@@ -150,7 +150,8 @@ class Server(web.Server):
 
     def __init__(self, plain: web.Server, app: web.Application, config: Config, **protocol: Any) -> None:
         loop = asyncio.get_running_loop()
-        super().__init__(plain.request_handler, request_factory=plain.request_factory, loop=loop, **protocol)
+        super().__init__(self._handle, request_factory=plain.request_factory, loop=loop, **protocol)
+        self._app_handler = plain.request_handler
         self.runtime: Runtime = app[RUNTIME]  # opened by the app's cleanup context, which has run
         self.config = config
         self.metrics: Metrics = app[METRICS]
@@ -163,6 +164,21 @@ class Server(web.Server):
         self._drained = asyncio.Event()
         self._protocol = protocol
         self.event_loop = loop
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The application, with the errors aiohttp raises outside any route — a target no route
+        can match (``OPTIONS *``, ``CONNECT host:443``), an ``Expect`` refused before the body —
+        answered as problems too. One frame per request on aiohttp's path, not a middleware."""
+        try:
+            return await self._app_handler(request)
+        except (Problem, web.HTTPException) as exc:
+            if isinstance(exc, web.HTTPException) and exc.status < 400:
+                raise
+            problem = exc if isinstance(exc, Problem) else errors.from_http(request, exc)
+            self.metrics.count_refused(problem.status)
+            response = errors.response(problem)
+            response.force_close()  # the body, if any, was not read
+            return response
 
     def __call__(self) -> DataPath:  # type: ignore[override]  # the protocol factory aiohttp hands to the loop
         return DataPath(self)

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from app.api import compress, errors, health, index, metrics
+from app.api import compress, errors, health, index, metrics, problems
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Instrument = Callable[[str, Handler], Handler]
@@ -25,13 +25,22 @@ RESOURCES: dict[str, tuple[str, Handler]] = {
     "/healthz": ("GET", health.handle_healthz),
     "/device": ("GET", health.handle_device),
     "/metrics": ("GET", metrics.handle),
+    "/problems": ("GET", problems.handle_index),
+    "/problems/{slug}": ("GET", problems.handle),
 }
 
 
 def routes(app: web.Application, instrument: Instrument) -> None:
+    """Each resource with its method (HEAD wherever GET is: aiohttp sends the head without the
+    body), a 405 for the others, and a 404 for every other path."""
     router = app.router
     for path, (method, handler) in RESOURCES.items():
-        router.add_route(method, path, instrument(path, handler))
+        wrapped = instrument(path, handler)
+        if method == "POST":
+            router.add_route(method, path, wrapped, expect_handler=compress.expect_continue)
+        else:
+            router.add_route(method, path, wrapped)
+            router.add_route("HEAD", path, wrapped)
         allowed = "GET, HEAD" if method == "GET" else method
         router.add_route("*", path, instrument(path, errors.method_not_allowed(allowed)))
     router.add_route("*", "/{tail:.*}", instrument("unmatched", errors.not_found))

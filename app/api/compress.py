@@ -10,11 +10,13 @@ drift apart.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Mapping
 from typing import Final
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion11
 
 from app.api import body
 from app.api.errors import Problem
@@ -34,14 +36,17 @@ DIRECTIONS: Final = {"/compress": "compress", "/decompress": "decompress"}
 JOB_ERRORS: Final = (JobFailed, JobTimeout, RuntimeClosed, HeapExhausted)
 
 
+PARAMETERS: Final = {"compress": frozenset({"level", "checksum"}), "decompress": frozenset()}
+_INTEGER: Final = re.compile(r"-?[0-9]{1,4}")  # ASCII only: int() would also take "1_0" and "١٠"
+
+
 def parse_level(raw: str | None) -> int:
     if raw is None:
         return 3
-    try:
-        level = int(raw)
-    except ValueError:
+    if not _INTEGER.fullmatch(raw):
         raise Problem(400, "bad-level", f"level must be an integer from {abi.LEVEL_MIN} to {abi.LEVEL_MAX}, "
-                      f"got {raw!r}") from None
+                      f"got {raw!r}")
+    level = int(raw)
     if not abi.LEVEL_MIN <= level <= abi.LEVEL_MAX:
         raise Problem(400, "bad-level", f"level must be from {abi.LEVEL_MIN} to {abi.LEVEL_MAX}, got {level}")
     return level
@@ -56,7 +61,12 @@ def parse_flag(raw: str | None, name: str) -> bool:
 
 
 def session_for(direction: str, query: Mapping[str, str], runtime: Runtime, config: Config) -> Session:
-    """The session a request asks for, from its query; :class:`Problem` 400 for a bad parameter."""
+    """The session a request asks for, from its query; :class:`Problem` 400 for a bad parameter or
+    one the resource does not take (a misspelt ``lvl=5`` must not compress at the default level)."""
+    for name in query:
+        if name not in PARAMETERS[direction]:
+            known = ", ".join(sorted(PARAMETERS[direction])) or "none"
+            raise Problem(400, "bad-parameter", f"unknown query parameter {name!r} (/{direction} takes {known})")
     if direction == "compress":
         return runtime.compressor(parse_level(query.get("level")), parse_flag(query.get("checksum"), "checksum"))
     return runtime.decompressor(config.max_body)
@@ -122,12 +132,30 @@ async def _transform(request: web.Request, direction: str) -> web.StreamResponse
         raise overloaded(admission.limit)
     try:
         src, size = await _read_body(request, runtime, bodies, config.max_body, config.body_timeout)
+        if not size and direction == "decompress":
+            src.release()
+            raise Problem(400, "empty-body", "the body is empty; send a zstd frame")
         result = await run_job(session, src, size, direction, runtime, metrics)
         uncompressed = size if direction == "compress" else len(result)
         return await body.send_result(request, result, CONTENT_TYPES[direction],
                                       {"X-Uncompressed-Length": str(uncompressed)})
     finally:
         admission.leave()
+
+
+async def expect_continue(request: web.Request) -> None:
+    """``Expect: 100-continue`` on /compress or /decompress: refuse now what would be refused once
+    the body arrived (a bad parameter, a Content-Encoding, a declared length over ``--max-body``),
+    so that a client such as curl does not send megabytes to read a 413; else ``100 Continue``."""
+    if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
+        raise web.HTTPExpectationFailed()  # answered as the problem "expectation-failed"
+    app = request.app
+    session_for(DIRECTIONS[request.path], request.query, app[RUNTIME], app[CONFIG])
+    body.check_encoding(request)
+    body.check_length(request, app[CONFIG].max_body)
+    if request.version == HttpVersion11:
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # as aiohttp's own: the response proper has not started
 
 
 async def _read_body(request: web.Request, runtime: Runtime, bodies: Bodies, limit: int,

@@ -16,12 +16,14 @@ from typing import Final
 from aiohttp import web
 
 CONTENT_TYPE: Final = "application/problem+json"
-TYPE_BASE: Final = "https://warpzip.dev/problems/"
+TYPE_BASE: Final = "/problems/"
+"""Problem types are relative URIs: each leads to ``GET /problems/<type>`` on the service that
+answered (:mod:`app.api.problems`), which says what it means and what to do."""
 log = logging.getLogger("warpzip")
 
 TITLES: Final = {
     400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-    413: "Content Too Large", 414: "URI Too Long", 415: "Unsupported Media Type",
+    413: "Content Too Large", 414: "URI Too Long", 415: "Unsupported Media Type", 417: "Expectation Failed",
     431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
 }
 
@@ -81,12 +83,21 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
-        slug = {404: "not-found", 405: "method-not-allowed", 413: "body-too-large"}.get(exc.status, "http-error")
-        detail = {404: f"no resource at {request.path}",
-                  405: f"{request.method} is not allowed here; use {headers.get('Allow', 'another method')}",
-                  413: "the request body is larger than the service accepts"}.get(exc.status, exc.reason)
-        return response(Problem(exc.status, slug, detail, headers))
+        return response(from_http(request, exc))
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return response(internal())
+
+
+def from_http(request: web.BaseRequest, exc: web.HTTPException) -> Problem:
+    """The problem for an HTTP error aiohttp raised itself (an unroutable target such as
+    ``OPTIONS *``, a body over its limit, an ``Expect`` it does not know)."""
+    headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+    slug = {404: "not-found", 405: "method-not-allowed", 413: "body-too-large",
+            417: "expectation-failed"}.get(exc.status, "http-error")
+    detail = {404: f"no resource at {request.path or request.raw_path}",
+              405: f"{request.method} is not allowed here; use {headers.get('Allow', 'another method')}",
+              413: "the request body is larger than the service accepts",
+              417: f"Expect: {request.headers.get('Expect', '')!r} is not supported; only 100-continue is",
+              }.get(exc.status, exc.reason)
+    return Problem(exc.status, slug, detail, headers)

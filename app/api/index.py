@@ -11,6 +11,7 @@ POST /decompress                      zstd frame(s) -> original bytes
 GET  /healthz                         200 when the service can compress, JSON with the device state
 GET  /device                          JSON view of the device, queues and PASIDs
 GET  /metrics                         Prometheus metrics
+GET  /problems                        what each error type means (every GET also answers HEAD)
 
 example: curl --data-binary @file http://HOST/compress | zstd -d
 """

@@ -1,0 +1,79 @@
+"""``GET /problems/{type}``: what each problem type means and what to do about it.
+
+Every problem document's ``type`` is a relative URI, ``/problems/<type>`` (RFC 9457 §3.1.1: resolved
+against the request's URI), so it leads to this resource on the service that answered: the type's
+title, when it happens and what the client should do. docs/problems.md is the same table
+(tests/unit/test_problems.py keeps them in step), and every type the code raises is registered
+here (the same test greps for them).
+"""
+
+from __future__ import annotations
+
+from typing import Final, NamedTuple
+
+from aiohttp import web
+
+from app.api.errors import Problem
+
+
+class Kind(NamedTuple):
+    status: int
+    meaning: str
+    action: str
+
+
+RETRY: Final = "retry after the `Retry-After` seconds, on this instance or another"
+
+KINDS: Final[dict[str, Kind]] = {
+    "bad-request": Kind(400, "the request is not valid HTTP/1.1 (the parser's reason is in `detail`)",
+                        "fix the client"),
+    "bad-level": Kind(400, "`level` is not an integer (ASCII digits, optional minus) within -7..22",
+                      "send a level from -7 to 22, or none for 3"),
+    "bad-checksum": Kind(400, "`checksum` is neither 0 nor 1", "send 0 or 1"),
+    "bad-parameter": Kind(400, "a query parameter this resource does not know (`detail` names it)",
+                          "remove it; /compress takes `level` and `checksum`, /decompress none"),
+    "corrupt-frame": Kind(400, "the body of /decompress is not a valid zstd frame (or is truncated)",
+                          "send the complete output of /compress or of `zstd`"),
+    "empty-body": Kind(400, "/decompress got an empty body; a zstd frame is never empty (`zstd -d` refuses "
+                       "empty input too)", "send a frame"),
+    "not-found": Kind(404, "no resource at this path", "see `GET /` for the API"),
+    "method-not-allowed": Kind(405, "the resource exists but not for this method", "use a method from `Allow`"),
+    "header-timeout": Kind(408, "the request head did not arrive within `--header-timeout`",
+                           "send the head at once; the connection is closed"),
+    "body-timeout": Kind(408, "the body did not arrive within `--body-timeout`",
+                         "send the body at a steady pace, or in a shorter request"),
+    "body-too-large": Kind(413, "the body is over `--max-body` (announced or as it arrived)",
+                           "send less, or ask the operator to raise `--max-body`"),
+    "output-too-large": Kind(413, "the decompressed output would be over `--max-body` (a decompression "
+                             "bomb is stopped here)", "decompress it elsewhere, or in parts"),
+    "uri-too-long": Kind(414, "the request line is over 4094 bytes", "shorten the target"),
+    "unsupported-encoding": Kind(415, "the body has a `Content-Encoding` other than identity; the service "
+                                 "compresses exactly what it receives", "send the body without an encoding"),
+    "expectation-failed": Kind(417, "an `Expect` other than `100-continue`", "send `Expect: 100-continue` or none"),
+    "header-too-large": Kind(431, "a header field is over 8190 bytes", "shorten it"),
+    "too-many-headers": Kind(431, "more than 128 header fields", "send fewer"),
+    "http-error": Kind(400, "another HTTP error aiohttp raised (status and reason in the document)",
+                       "read `detail`"),
+    "internal": Kind(500, "the server failed; its log has the traceback", "retry; report it if it persists"),
+    "engine-error": Kind(500, "the accelerator failed the job in a way the cpu could not recover",
+                         "retry; report it if it persists"),
+    "overloaded": Kind(503, "the worker has `--max-pending` requests in progress, `--max-connections` "
+                       "connections, or no SVA heap left for this body", RETRY),
+    "timeout": Kind(503, "the job did not finish within `--job-timeout`", RETRY),
+    "no-instance": Kind(503, "the load balancer (the shipped HAProxy) found no healthy warpzip instance", RETRY),
+    "shutting-down": Kind(503, "the server is stopping and the job could not finish before "
+                          "`--shutdown-timeout`", RETRY),
+}
+
+
+async def handle(request: web.Request) -> web.Response:
+    slug = request.match_info["slug"]
+    kind = KINDS.get(slug)
+    if kind is None:
+        raise Problem(404, "not-found", f"no problem type {slug!r}; GET /problems lists them")
+    return web.Response(text=f"{slug} ({kind.status})\n\n{kind.meaning}.\n\nWhat to do: {kind.action}.\n")
+
+
+async def handle_index(request: web.Request) -> web.Response:
+    return web.Response(text="".join(f"/problems/{slug:<22} {kind.status}  {kind.meaning}\n"
+                                     for slug, kind in KINDS.items()))

@@ -1,6 +1,6 @@
 """Hardware errors, isolation policy, injected faults and the memory-pressure simulator.
 
-Three small pieces the zip device composes:
+Small pieces the device's RAS (:mod:`warp.device.ras`) and the zip device compose:
 
 * :class:`ErrorLog` — the isolation policy of the HiSilicon QM (reference §1.5, ``qm_hw_err_isolate``):
   every hardware error is time-stamped; errors older than an hour are dropped; when the errors

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,14 +69,29 @@ def command(url: str, connections: int, duration_s: int) -> list[str]:
     ]
 
 
+BODY_VARIABLES = ("WRK_BODY", "WRK_BODIES", "WRK_REQUESTS")
+"""What ``post.lua`` reads its bodies from; an environment sets exactly one of them."""
+
+
 def body_env(bodies: list[Path]) -> dict[str, str]:
     """Environment for ``post.lua``: one body in ``WRK_BODY``, several in ``WRK_BODIES``."""
-    env = {key: value for key, value in os.environ.items() if key not in ("WRK_BODY", "WRK_BODIES")}
+    env = _without_bodies()
     if len(bodies) == 1:
         env["WRK_BODY"] = str(bodies[0])
     else:
         env["WRK_BODIES"] = ":".join(str(path) for path in bodies)
     return env
+
+
+def requests_env(requests: Sequence[tuple[str, Path]]) -> dict[str, str]:
+    """Environment for ``post.lua``: bodies sent round-robin, each to its own URL path, in
+    ``WRK_REQUESTS`` (one ``<url path> <body path>`` line each)."""
+    return _without_bodies() | {"WRK_REQUESTS": "\n".join(f"{path} {body}" for path, body in requests)}
+
+
+def _without_bodies() -> dict[str, str]:
+    """This process's environment without any body variable it may have inherited."""
+    return {key: value for key, value in os.environ.items() if key not in BODY_VARIABLES}
 
 
 def run(url: str, connections: int, duration_s: int, bodies: list[Path]) -> WrkResult:

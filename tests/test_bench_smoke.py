@@ -90,6 +90,13 @@ def test_body_env_uses_one_variable_per_mode(tmp_path: Path) -> None:
     assert wrk.body_env([one, two])["WRK_BODIES"] == f"{one}:{two}"
 
 
+def test_requests_env_routes_each_body(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WRK_BODY", "/stale")
+    env = wrk.requests_env([("/compress?level=3", tmp_path / "a"), ("/decompress", tmp_path / "b")])
+    assert env["WRK_REQUESTS"] == f"/compress?level=3 {tmp_path / 'a'}\n/decompress {tmp_path / 'b'}"
+    assert "WRK_BODY" not in env and "WRK_BODIES" not in env
+
+
 def test_ratio_is_against_the_best_peer_under_the_same_load() -> None:
     rows = [
         row("warpzip", 3000, Role.WARPZIP),
@@ -291,6 +298,21 @@ def test_wrk_sends_bodies_round_robin(inline_2proc: RunningServer, tmp_path: Pat
     assert measured.requests > 0
     assert (measured.non2xx, measured.errors) == (0, 0)
     assert 20_000 < measured.bytes / measured.requests < 30_000  # half of each, not all of one
+
+
+@pytest.mark.e2e
+def test_wrk_sends_each_request_to_its_own_path(inline_2proc: RunningServer, tmp_path: Path) -> None:
+    """``WRK_REQUESTS``: one body to /compress, the other to a path the server does not serve."""
+    require(shutil.which("wrk") is not None, "wrk")
+    body = tmp_path / "body"
+    body.write_bytes(b"s" * 100)
+    base = inline_2proc.url(3).split("/compress")[0]
+    with subprocess.Popen(wrk.command(base, 2, 1), stdout=subprocess.PIPE, text=True,
+                          env=wrk.requests_env([("/compress?level=3", body), ("/nowhere", body)])) as proc:
+        out, _ = proc.communicate(timeout=60)
+    measured = wrk.parse_output(out)
+    assert measured.requests > 0 and measured.errors == 0
+    assert abs(measured.non2xx - measured.requests / 2) <= 2  # the 404s: every other request
 
 
 @pytest.mark.e2e

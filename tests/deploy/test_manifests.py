@@ -29,7 +29,6 @@ from tests.deploy.shipped import (
     DEPLOY,
     DOCKERFILE,
     KUBERNETES,
-    REPO,
     compose,
     container,
     dockerfile,
@@ -37,7 +36,7 @@ from tests.deploy.shipped import (
     kube,
     service_env,
 )
-from tests.harness import require_tool, start_server
+from tests.harness import REPO, require_tool, start_server
 from warp.device.launch import stop_process
 
 CORE_OBJECTS = ["deployment.yaml", "service.yaml", "pdb.yaml", "hpa.yaml", "prometheus-adapter.yaml"]

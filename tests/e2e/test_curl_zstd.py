@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import require_tool
+from tests.harness import ServerProc, require_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -72,21 +72,24 @@ CASES = ([(name, level) for name in CORPUS_NAMES for level in (1, 3, 19)]
 
 
 @pytest.mark.parametrize(("name", "level"), CASES, ids=[f"{n}-L{lv}" for n, lv in CASES])
-def test_curl_compress_zstd_decompress(server, tools, files, tmp_path, name, level):
+def test_curl_compress_zstd_decompress(server: ServerProc, tools: dict[str, str], files: dict[str, Path],
+                                       tmp_path: Path, name: str, level: int) -> None:
     out = tmp_path / "roundtrip"
     curl_into_zstd(tools, f"{server.url}/compress?level={level}", files[name], out)
     assert_same(files[name], out)
 
 
 @pytest.mark.parametrize("name", ["xml", "x-ray-2MiB", "empty", "one-byte"])
-def test_curl_chunked_upload(server, tools, files, tmp_path, name):
+def test_curl_chunked_upload(server: ServerProc, tools: dict[str, str], files: dict[str, Path], tmp_path: Path,
+                             name: str) -> None:
     out = tmp_path / "roundtrip"
     curl_into_zstd(tools, f"{server.url}/compress?checksum=1", files[name], out,
                    "-H", "Transfer-Encoding: chunked")
     assert_same(files[name], out)
 
 
-def test_curl_response_headers(server, tools, files, tmp_path):
+def test_curl_response_headers(server: ServerProc, tools: dict[str, str], files: dict[str, Path],
+                               tmp_path: Path) -> None:
     """What curl sees: 200, application/zstd, the original length, a frame the zstd CLI can test."""
     src = files["dickens-2MiB"]
     frame = tmp_path / "dickens.zst"
@@ -105,7 +108,8 @@ def test_curl_response_headers(server, tools, files, tmp_path):
 
 @pytest.mark.parametrize("name", ["mr", "xml-2MiB", "one-byte", "empty"])
 @pytest.mark.parametrize("mode", ["file", "stream"])
-def test_zstd_cli_frames_decompress_through_the_service(server, tools, files, tmp_path, name, mode):
+def test_zstd_cli_frames_decompress_through_the_service(server: ServerProc, tools: dict[str, str], files: dict[str,
+                                                        Path], tmp_path: Path, name: str, mode: str) -> None:
     """``zstd -c file`` declares the content size; ``zstd -c < file`` (a pipe) does not."""
     frame = tmp_path / "cli.zst"
     with frame.open("wb") as sink:
@@ -120,7 +124,7 @@ def test_zstd_cli_frames_decompress_through_the_service(server, tools, files, tm
     assert_same(files[name], out)
 
 
-def test_curl_fail_on_bad_level(server, tools, files):
+def test_curl_fail_on_bad_level(server: ServerProc, tools: dict[str, str], files: dict[str, Path]) -> None:
     """``--fail`` makes a rejected request an exit status, so a pipeline notices."""
     result = subprocess.run([tools["curl"], "-sS", "--fail", "-o", os.devnull, "--data-binary",
                              f"@{files['one-byte']}", f"{server.url}/compress?level=99"],
@@ -129,7 +133,8 @@ def test_curl_fail_on_bad_level(server, tools, files):
     assert b"400" in result.stderr
 
 
-def test_curl_compressed_leaves_the_frame_alone(server, tools, files, tmp_path):
+def test_curl_compressed_leaves_the_frame_alone(server: ServerProc, tools: dict[str, str], files: dict[str, Path],
+                                                tmp_path: Path) -> None:
     """``curl --compressed`` asks for a Content-Encoding; the service answers the zstd frame as the
     body itself (application/zstd, no Content-Encoding), so curl passes it through untouched."""
     out = tmp_path / "out"

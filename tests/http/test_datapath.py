@@ -7,12 +7,11 @@ import random
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import zstandard
 
-from tests.harness import start_server
+from tests.harness import ServerProc, start_server
 from warp.device.launch import stop_process
 
 KEEPALIVE = 3.0
@@ -20,7 +19,7 @@ BODY_TIMEOUT = 0.5
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     base = tmp_path_factory.mktemp("datapath")
     server = start_server(base / "root", base / "server.log", "--access-log", "0",
                                   "--keepalive-timeout", str(KEEPALIVE), "--header-timeout", "2",
@@ -57,11 +56,11 @@ def unzstd(frame: bytes) -> bytes:
     return zstandard.ZstdDecompressor().decompress(frame)
 
 
-def connect(srv: Any) -> socket.socket:
+def connect(srv: ServerProc) -> socket.socket:
     return socket.create_connection(("127.0.0.1", srv.port), timeout=10)
 
 
-def test_pipelined_requests_of_both_paths_are_answered_in_order(srv):
+def test_pipelined_requests_of_both_paths_are_answered_in_order(srv: ServerProc) -> None:
     """Two compressions and a GET in one segment: the GET moves the connection to aiohttp, which
     must answer only after the data path answered the requests before it."""
     bodies = [random.Random(i).randbytes(3000) + b"x" * 5000 for i in range(2)]
@@ -79,7 +78,7 @@ def test_pipelined_requests_of_both_paths_are_answered_in_order(srv):
     assert answers[0][1]["x-uncompressed-length"] == "8000"
 
 
-def test_a_body_that_arrives_in_pieces_is_received_whole(srv):
+def test_a_body_that_arrives_in_pieces_is_received_whole(srv: ServerProc) -> None:
     body = random.Random(3).randbytes(200_000)
     request = post("/compress?level=1", body)
     with connect(srv) as sock:
@@ -91,7 +90,7 @@ def test_a_body_that_arrives_in_pieces_is_received_whole(srv):
     assert unzstd(frame) == body
 
 
-def test_a_head_in_pieces_is_served_by_aiohttp_and_the_connection_stays_usable(srv):
+def test_a_head_in_pieces_is_served_by_aiohttp_and_the_connection_stays_usable(srv: ServerProc) -> None:
     body = b"pieces " * 500
     request = post("/compress", body)
     with connect(srv) as sock:
@@ -105,7 +104,7 @@ def test_a_head_in_pieces_is_served_by_aiohttp_and_the_connection_stays_usable(s
     assert unzstd(first[2]) == body and unzstd(second[2]) == body
 
 
-def test_connection_close_is_honoured(srv):
+def test_connection_close_is_honoured(srv: ServerProc) -> None:
     with connect(srv) as sock:
         sock.sendall(post("/compress", b"bye " * 100, "Connection: close"))
         pending = bytearray()
@@ -115,7 +114,7 @@ def test_connection_close_is_honoured(srv):
     assert unzstd(frame) == b"bye " * 100
 
 
-def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout(srv):
+def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout(srv: ServerProc) -> None:
     with connect(srv) as sock:
         sock.sendall(post("/compress", b"idle " * 100))
         read_response(sock, bytearray())
@@ -124,7 +123,7 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout(srv
         assert KEEPALIVE * 0.9 <= time.monotonic() - started < KEEPALIVE + 5
 
 
-def test_a_stalled_body_on_a_kept_alive_connection_gets_408_at_the_body_timeout(srv):
+def test_a_stalled_body_on_a_kept_alive_connection_gets_408_at_the_body_timeout(srv: ServerProc) -> None:
     """The body deadline is earlier than the idle deadline the connection's timer was set for:
     the 408 must come at --body-timeout, not when the keep-alive timer would have fired."""
     with connect(srv) as sock:
@@ -140,7 +139,7 @@ def test_a_stalled_body_on_a_kept_alive_connection_gets_408_at_the_body_timeout(
     assert BODY_TIMEOUT * 0.9 <= elapsed < BODY_TIMEOUT + 1.0, elapsed
 
 
-def test_a_connection_that_sends_nothing_gets_408(srv, problem):
+def test_a_connection_that_sends_nothing_gets_408(srv: ServerProc) -> None:
     with connect(srv) as sock:
         data = b""
         while chunk := sock.recv(65536):
@@ -150,7 +149,7 @@ def test_a_connection_that_sends_nothing_gets_408(srv, problem):
     assert b"header-timeout" in document
 
 
-def test_a_refused_parameter_goes_to_aiohttp_and_its_400_keeps_the_connection(srv):
+def test_a_refused_parameter_goes_to_aiohttp_and_its_400_keeps_the_connection(srv: ServerProc) -> None:
     with connect(srv) as sock:
         pending = bytearray()
         sock.sendall(post("/compress?level=99", b"x" * 1000))
@@ -161,7 +160,7 @@ def test_a_refused_parameter_goes_to_aiohttp_and_its_400_keeps_the_connection(sr
     assert status == b"HTTP/1.1 200 OK" and unzstd(frame) == b"y" * 1000
 
 
-def test_a_client_that_leaves_mid_body_frees_its_buffer(srv):
+def test_a_client_that_leaves_mid_body_frees_its_buffer(srv: ServerProc) -> None:
     with connect(srv) as sock:
         sock.sendall(post("/compress", b"z" * 100_000)[:30_000])
         time.sleep(0.2)
@@ -175,7 +174,7 @@ def test_a_client_that_leaves_mid_body_frees_its_buffer(srv):
     assert 'warpzip_http_requests_total{code="499",method="POST",route="/compress"}' in text
 
 
-def metrics_text(srv: Any) -> str:
+def metrics_text(srv: ServerProc) -> str:
     with connect(srv) as sock:
         sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         _, _, body = read_response(sock, bytearray())

@@ -15,6 +15,8 @@ import aiohttp
 import pytest
 import zstandard
 
+from tests.harness import ServerProc
+
 N = 64
 
 
@@ -56,7 +58,7 @@ async def _compress_all(url: str, bodies: list[bytes], levels: list[int]) -> lis
 
 
 @pytest.mark.parametrize("round_", range(3))
-def test_64_concurrent_compress_requests_get_their_own_frame(server, round_):
+def test_64_concurrent_compress_requests_get_their_own_frame(server: ServerProc, round_: int) -> None:
     bodies = [make_body(i + 100 * round_) for i in range(N)]
     assert len(set(bodies)) == N
     levels = [[1, 3, -5, 6, 0][i % 5] for i in range(N)]
@@ -71,7 +73,7 @@ def test_64_concurrent_compress_requests_get_their_own_frame(server, round_):
         assert unzstd(frame) == bodies[i], f"request {i} got someone else's bytes"
 
 
-def test_concurrent_compress_and_decompress_mixed(server):
+def test_concurrent_compress_and_decompress_mixed(server: ServerProc) -> None:
     bodies = [make_body(500 + i) for i in range(N)]
     frames = [zstandard.ZstdCompressor(level=1).compress(b) for b in bodies]
 
@@ -91,7 +93,7 @@ def test_concurrent_compress_and_decompress_mixed(server):
         assert got == bodies[i], f"{route} request {i} got someone else's bytes"
 
 
-def test_slow_reader_is_not_overwritten_by_later_requests(server):
+def test_slow_reader_is_not_overwritten_by_later_requests(server: ServerProc) -> None:
     """A client that does not read its 4 MiB response for a while, while 32 others churn the buffer
     pool: its bytes must still be its own when it finally reads them."""
     body = random.Random(7).randbytes(4 << 20)

@@ -9,23 +9,23 @@ import http.client
 import json
 import socket
 import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.connection import FIELD_LIMIT, MAX_HEADERS, REQUEST_LINE_LIMIT
-from tests.harness import start_server
-from warp.device.launch import stop_process, wait_until
+from tests.harness import ServerProc, start_server, wait_until
+from tests.harness.http import call, check_problem
+from tests.harness.metrics import metric
+from warp.device.launch import stop_process
 
 HEADER_TIMEOUT = 1.0
 MAX_CONNECTIONS = 4
 
 
 @pytest.fixture(scope="module")
-def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     base = tmp_path_factory.mktemp("strict")
     srv = start_server(base / "root", base / "server.log", "--header-timeout", str(HEADER_TIMEOUT),
                                "--max-connections", str(MAX_CONNECTIONS))
@@ -57,23 +57,24 @@ def check_raw_problem(data: bytes, status: int, slug: str) -> dict[str, Any]:
 # --- parser limits as problem documents -------------------------------------------------------------
 
 
-def test_request_line_over_the_limit_is_414(strict, call, problem):
-    doc = problem(call(strict.url, "GET", "/healthz?pad=" + "a" * REQUEST_LINE_LIMIT), 414, strict.root)
+def test_request_line_over_the_limit_is_414(strict: ServerProc) -> None:
+    doc = check_problem(call(strict.url, "GET", "/healthz?pad=" + "a" * REQUEST_LINE_LIMIT), 414, strict.root)
     assert doc["type"].endswith("/uri-too-long") and str(REQUEST_LINE_LIMIT) in doc["detail"]
 
 
-def test_header_field_over_the_limit_is_431(strict, call, problem):
-    doc = problem(call(strict.url, "GET", "/healthz", headers={"X-Big": "b" * (FIELD_LIMIT + 1)}), 431, strict.root)
+def test_header_field_over_the_limit_is_431(strict: ServerProc) -> None:
+    reply = call(strict.url, "GET", "/healthz", headers={"X-Big": "b" * (FIELD_LIMIT + 1)})
+    doc = check_problem(reply, 431, strict.root)
     assert doc["type"].endswith("/header-too-large") and str(FIELD_LIMIT) in doc["detail"]
 
 
-def test_too_many_header_fields_is_431(strict, call, problem):
+def test_too_many_header_fields_is_431(strict: ServerProc) -> None:
     headers = {f"X-Field-{i}": "1" for i in range(MAX_HEADERS + 1)}
-    doc = problem(call(strict.url, "GET", "/healthz", headers=headers), 431, strict.root)
+    doc = check_problem(call(strict.url, "GET", "/healthz", headers=headers), 431, strict.root)
     assert doc["type"].endswith("/too-many-headers")
 
 
-def test_malformed_head_is_a_400_problem(strict):
+def test_malformed_head_is_a_400_problem(strict: ServerProc) -> None:
     with socket.create_connection(("127.0.0.1", strict.port), timeout=10) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
         data, closed = read_answer(sock)
@@ -81,7 +82,7 @@ def test_malformed_head_is_a_400_problem(strict):
     check_raw_problem(data, 400, "bad-request")
 
 
-def test_a_head_just_within_the_limits_is_served(strict, call):
+def test_a_head_just_within_the_limits_is_served(strict: ServerProc) -> None:
     padding = "a" * (REQUEST_LINE_LIMIT - len("/healthz?pad=") - 100)
     headers = {f"X-Field-{i}": "1" for i in range(MAX_HEADERS - 10)} | {"X-Big": "b" * (FIELD_LIMIT - 100)}
     assert call(strict.url, "GET", "/healthz?pad=" + padding, headers=headers).status == 200
@@ -90,7 +91,7 @@ def test_a_head_just_within_the_limits_is_served(strict, call):
 # --- the head deadline -------------------------------------------------------------------------------
 
 
-def test_slow_head_gets_408_and_is_closed_while_others_are_served(strict, call):
+def test_slow_head_gets_408_and_is_closed_while_others_are_served(strict: ServerProc) -> None:
     """Slowloris on the headers: a byte every 0.2 s keeps the connection busy but never completes the
     head; at --header-timeout it gets 408 problem+json and is closed. A client on a kept-alive
     connection, idle for longer than the timeout between its requests, is served throughout."""
@@ -134,7 +135,7 @@ def answer_now(sock: socket.socket) -> bytes:
     return data
 
 
-def test_a_later_head_on_a_kept_alive_connection_has_a_deadline_too(strict):
+def test_a_later_head_on_a_kept_alive_connection_has_a_deadline_too(strict: ServerProc) -> None:
     with socket.create_connection(("127.0.0.1", strict.port), timeout=10) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         first = sock.recv(65536)
@@ -149,13 +150,13 @@ def test_a_later_head_on_a_kept_alive_connection_has_a_deadline_too(strict):
 # --- the connection limit ----------------------------------------------------------------------------
 
 
-def test_connections_over_the_limit_get_503_until_one_closes(strict, call, problem):
+def test_connections_over_the_limit_get_503_until_one_closes(strict: ServerProc) -> None:
     held = [http.client.HTTPConnection("127.0.0.1", strict.port, timeout=10) for _ in range(MAX_CONNECTIONS)]
     try:
         for conn in held:  # a request each, so every one is open on the server before the next test
             conn.request("GET", "/healthz")
             assert conn.getresponse().read()
-        doc = problem(reply := call(strict.url, "GET", "/healthz"), 503, strict.root)
+        doc = check_problem(reply := call(strict.url, "GET", "/healthz"), 503, strict.root)
         assert doc["type"].endswith("/overloaded") and reply.headers["Retry-After"] == "1"
     finally:
         held.pop().close()
@@ -173,18 +174,13 @@ def test_connections_over_the_limit_get_503_until_one_closes(strict, call, probl
 
 
 def refused(url: str, code: str) -> float:
-    """``warpzip_http_requests_total`` for what the connection answered itself with ``code``."""
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
-        text = response.read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "warpzip_http_requests_total" and sample.labels == {
-                    "route": "-", "method": "-", "code": code}:
-                return float(sample.value)
-    return 0.0
+    """``warpzip_http_requests_total`` for what the connection answered itself with ``code`` (it
+    never reached a route, so route and method are "-")."""
+    return metric(url, "warpzip_http_requests_total", 0.0, route="-", method="-", code=code)
 
 
-def test_answers_of_the_connection_are_counted(strict, call):
+def test_answers_of_the_connection_are_counted(strict: ServerProc) -> None:
     before = refused(strict.url, "431")
-    call(strict.url, "GET", "/healthz", headers={"X-Big": "b" * (FIELD_LIMIT + 1)})
-    wait_until("the 431 to be counted", lambda: refused(strict.url, "431") == before + 1, 10)
+    reply = call(strict.url, "GET", "/healthz", headers={"X-Big": "b" * (FIELD_LIMIT + 1)})
+    check_problem(reply, 431, strict.root)
+    wait_until(lambda: refused(strict.url, "431") == before + 1, 10, "the 431 to be counted, once")

@@ -7,6 +7,9 @@ import os
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.harness import ServerProc
+from tests.harness.http import call, check_problem
+
 DEVICE_ATTRS = {"name", "api", "flags", "algorithms", "available_instances", "isolate", "isolate_strategy",
                 "region_mmio_size", "region_dus_size", "node_id"}
 
@@ -20,19 +23,20 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return out
 
 
-def scrape(call, url):  # type: ignore[no-untyped-def]
+def scrape(url: str) -> str:
+    """/metrics as text, checking it is served as text (not as a problem document)."""
     reply = call(url, "GET", "/metrics")
     assert reply.status == 200
     assert reply.content_type == "text/plain"
     return reply.body.decode()
 
 
-def compress_200s(call, url) -> float:  # type: ignore[no-untyped-def]
+def compress_200s(url) -> float:  # type: ignore[no-untyped-def]
     key = ("warpzip_http_requests_total", frozenset({"code": "200", "method": "POST", "route": "/compress"}.items()))
-    return samples(scrape(call, url)).get(key, 0.0)
+    return samples(scrape(url)).get(key, 0.0)
 
 
-def test_index_is_text(server, call):
+def test_index_is_text(server: ServerProc) -> None:
     reply = call(server.url, "GET", "/")
     assert reply.status == 200
     assert reply.content_type == "text/plain"
@@ -42,7 +46,7 @@ def test_index_is_text(server, call):
     assert f"127.0.0.1:{server.port}" in text  # the example names the host the client used
 
 
-def test_healthz(server, call):
+def test_healthz(server: ServerProc) -> None:
     reply = call(server.url, "GET", "/healthz")
     assert reply.status == 200
     assert reply.content_type == "application/json"
@@ -53,7 +57,7 @@ def test_healthz(server, call):
     assert doc["fallback_jobs"] == 0
 
 
-def test_device(server, call):
+def test_device(server: ServerProc) -> None:
     reply = call(server.url, "GET", "/device")
     assert reply.status == 200
     assert reply.content_type == "application/json"
@@ -80,7 +84,7 @@ def test_device(server, call):
     assert {q["sqn"] for q in mine} <= started_qids
 
 
-def test_device_counts_jobs(server, call):
+def test_device_counts_jobs(server: ServerProc) -> None:
     def compress_jobs() -> int:
         queues = call(server.url, "GET", "/device").json()["devices"][0]["queues"]
         return sum(q["completed_ok"] for q in queues if q["qc_type"] == "compress")
@@ -91,9 +95,9 @@ def test_device_counts_jobs(server, call):
     assert compress_jobs() == before + 3
 
 
-def test_metrics_exposition(server, call):
+def test_metrics_exposition(server: ServerProc) -> None:
     assert call(server.url, "POST", "/compress", b"warm up" * 100).status == 200
-    text = scrape(call, server.url)
+    text = scrape(server.url)
     for name in ("warpzip_http_requests_total", "warpzip_queue_sq_depth", "warpzip_device_jobs_completed_total",
                  "warpzip_build_info"):
         assert name in text, name
@@ -104,28 +108,28 @@ def test_metrics_exposition(server, call):
                for (name, labels), value in found.items())
 
 
-def test_metrics_are_text_not_problem(server, call):
+def test_metrics_are_text_not_problem(server: ServerProc) -> None:
     assert not call(server.url, "GET", "/metrics").body.startswith(b"{")
 
 
-def test_compress_counter_rises_by_n(server, call):
+def test_compress_counter_rises_by_n(server: ServerProc) -> None:
     n = 7
-    before = compress_200s(call, server.url)
+    before = compress_200s(server.url)
     for i in range(n):
         assert call(server.url, "POST", f"/compress?level={i}", os.urandom(100 * i)).status == 200
-    assert compress_200s(call, server.url) == before + n
+    assert compress_200s(server.url) == before + n
 
 
-def test_errors_are_counted_by_code(server, call):
+def test_errors_are_counted_by_code(server: ServerProc) -> None:
     key = ("warpzip_http_requests_total", frozenset({"code": "400", "method": "POST", "route": "/compress"}.items()))
-    before = samples(scrape(call, server.url)).get(key, 0.0)
+    before = samples(scrape(server.url)).get(key, 0.0)
     assert call(server.url, "POST", "/compress?level=99", b"x").status == 400
     assert call(server.url, "POST", "/compress?checksum=9", b"x").status == 400
-    assert samples(scrape(call, server.url))[key] == before + 2
+    assert samples(scrape(server.url))[key] == before + 2
 
 
 @pytest.mark.parametrize("path", ["/", "/healthz", "/device", "/metrics"])
-def test_post_to_read_only_resource_is_405(server, call, problem, path):
+def test_post_to_read_only_resource_is_405(server: ServerProc, path: str) -> None:
     reply = call(server.url, "POST", path, b"x")
-    problem(reply, 405, server.root)
+    check_problem(reply, 405, server.root)
     assert "GET" in reply.headers["Allow"]

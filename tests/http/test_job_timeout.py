@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 import zstandard
 
-from tests.harness import device_cli, process_stopped, start_server
+from tests.harness import ServerProc, device_cli, process_stopped, start_server, wait_until
+from tests.harness.http import call, check_problem
+from tests.harness.metrics import metric
 from warp.device.launch import stop_process
 from warp.drv.zip import RESET_GRACE
 
@@ -29,16 +31,8 @@ def healthz(url: str) -> dict[str, Any]:
     return doc
 
 
-def metric(url: str, name: str) -> float:
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
-
-
 def server_with_job_timeout(tmp_path_factory: pytest.TempPathFactory, name: str,
-                            seconds: str) -> Iterator[Any]:
+                            seconds: str) -> Iterator[ServerProc]:
     base = tmp_path_factory.mktemp(name)
     srv = start_server(base / "root", base / "server.log", "--access-log", "0", "--job-timeout", seconds)
     yield srv
@@ -46,11 +40,11 @@ def server_with_job_timeout(tmp_path_factory: pytest.TempPathFactory, name: str,
 
 
 @pytest.fixture(scope="module")
-def hasty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def hasty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     yield from server_with_job_timeout(tmp_path_factory, "hasty", "0.5")
 
 
-def test_hung_engine_is_reset_and_the_request_still_succeeds(hasty, call) -> None:
+def test_hung_engine_is_reset_and_the_request_still_succeeds(hasty: ServerProc) -> None:
     body = os.urandom(2000) * 8
     assert call(hasty.url, "POST", "/compress", body).status == 200  # queues open, device healthy
     assert device_cli(hasty.root, "inject", "hang").returncode == 0  # until reset
@@ -73,7 +67,7 @@ def test_hung_engine_is_reset_and_the_request_still_succeeds(hasty, call) -> Non
 
 
 @pytest.fixture(scope="module")
-def cpu_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def cpu_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     base = tmp_path_factory.mktemp("cpu-only")
     srv = start_server(base / "root", base / "server.log", "--access-log", "0", "--device", "none",
                                "--job-timeout", "0.001")
@@ -81,24 +75,22 @@ def cpu_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     stop_process(srv.proc)
 
 
-def test_job_over_the_timeout_on_the_cpu_is_503_with_retry_after(cpu_only, call, problem) -> None:
+def test_job_over_the_timeout_on_the_cpu_is_503_with_retry_after(cpu_only: ServerProc) -> None:
     body = os.urandom(1 << 16) * 16  # 1 MiB at level 19 takes far longer than a millisecond
     reply = call(cpu_only.url, "POST", "/compress?level=19", body)
-    doc = problem(reply, 503, cpu_only.root)
+    doc = check_problem(reply, 503, cpu_only.root)
     assert doc["type"].endswith("timeout"), doc
     assert reply.headers["Retry-After"] == "1"
-    deadline = time.monotonic() + 10
-    while metric(cpu_only.url, "warpzip_sva_heap_in_use_bytes") != 0:  # back once the thread ends
-        assert time.monotonic() < deadline, "the timed-out job's buffers did not come back"
-        time.sleep(0.1)
+    wait_until(lambda: metric(cpu_only.url, "warpzip_sva_heap_in_use_bytes") == 0, 10,  # once the thread ends
+               "the timed-out job's buffers to come back")
 
 
 @pytest.fixture(scope="module")
-def stoppable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def stoppable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     yield from server_with_job_timeout(tmp_path_factory, "stoppable", "1")
 
 
-def test_a_stopped_device_costs_a_request_one_timeout_and_healthz_nothing(stoppable, call) -> None:
+def test_a_stopped_device_costs_a_request_one_timeout_and_healthz_nothing(stoppable: ServerProc) -> None:
     """``kill -STOP`` on the device (issue 15, item 5): a request waits one --job-timeout (plus
     the reset's grace) and is answered from the cpu; /healthz and later requests never wait on the
     device; after SIGCONT the worker moves back onto it and no buffer stays held."""
@@ -108,10 +100,7 @@ def test_a_stopped_device_costs_a_request_one_timeout_and_healthz_nothing(stoppa
     (pid,) = map(int, out.stdout.split())
     os.kill(pid, signal.SIGSTOP)
     try:
-        deadline = time.monotonic() + 10
-        while not process_stopped(pid):
-            assert time.monotonic() < deadline, "the device did not stop"
-            time.sleep(0.01)
+        wait_until(lambda: process_stopped(pid), 10, "the device to stop")
         started = time.monotonic()
         reply = call(stoppable.url, "POST", "/compress", body)
         assert reply.status == 200 and zstandard.decompress(reply.body) == body
@@ -124,8 +113,7 @@ def test_a_stopped_device_costs_a_request_one_timeout_and_healthz_nothing(stoppa
             time.sleep(0.25)
     finally:
         os.kill(pid, signal.SIGCONT)
-    deadline = time.monotonic() + 20
-    while healthz(stoppable.url)["driver"] != "zip" or metric(stoppable.url, "warpzip_sva_heap_in_use_bytes"):
-        assert time.monotonic() < deadline, "the worker did not come back onto the device with its heap free"
-        time.sleep(0.2)
+    wait_until(lambda: healthz(stoppable.url)["driver"] == "zip"
+               and metric(stoppable.url, "warpzip_sva_heap_in_use_bytes") == 0, 20,
+               "the worker to come back onto the device with its heap free")
     assert zstandard.decompress(call(stoppable.url, "POST", "/compress", body).body) == body

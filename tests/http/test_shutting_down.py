@@ -13,9 +13,10 @@ from aiohttp.test_utils import TestServer
 from app.config import Config
 from app.keys import RUNTIME
 from app.server import create_app
+from tests.harness.http import call, check_problem
 
 
-def test_a_job_after_the_runtime_closed_is_503_shutting_down(tmp_path: Path, call: Any, problem: Any) -> None:
+def test_a_job_after_the_runtime_closed_is_503_shutting_down(tmp_path: Path) -> None:
     async def main() -> Any:
         app = create_app(Config(root=tmp_path / "root", device="none", access_log=False))
         async with TestServer(app, host="127.0.0.1") as server:
@@ -25,6 +26,6 @@ def test_a_job_after_the_runtime_closed_is_503_shutting_down(tmp_path: Path, cal
                                                                      b"x" * 1000)
 
     reply = asyncio.run(main())
-    doc = problem(reply, 503, tmp_path)
+    doc = check_problem(reply, 503, tmp_path)
     assert doc["type"].endswith("shutting-down"), doc
     assert reply.headers["Retry-After"] == "1"

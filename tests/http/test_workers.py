@@ -11,15 +11,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import zstandard
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.proctree import snapshot_tree
 from bench.soak import role
-from tests.harness import REPO, start_server
+from tests.harness import REPO, ServerProc, start_server
+from tests.harness.http import call
+from tests.harness.metrics import metric
 from tests.integration.fidelity import dfx
 from tests.integration.test_fidelity_sva import FORGER
 from warp import abi
@@ -28,7 +28,7 @@ from warp.dfx import Queue
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     base = tmp_path_factory.mktemp("workers")
     srv = start_server(base / "root", base / "server.log", "--workers", "2", "--access-log", "0")
     yield srv
@@ -36,34 +36,24 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         stop_process(srv.proc)
 
 
-def sample(url: str, call: Any, name: str, **labels: str) -> float:
-    text = call(url, "GET", "/metrics").body.decode()
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                total += s.value
-    return total
-
-
-def test_totals_over_both_workers_never_go_backwards(pair: Any, call: Any) -> None:
-    before = sample(pair.url, call, "warpzip_http_requests_total", route="/compress", code="200")
+def test_totals_over_both_workers_never_go_backwards(pair: ServerProc) -> None:
+    before = metric(pair.url, "warpzip_http_requests_total", 0.0, route="/compress", code="200")
     for i in range(40):
         reply = call(pair.url, "POST", "/compress", b"worker %d " % i * 50)  # a fresh connection each time
         assert reply.status == 200
         assert zstandard.decompress(reply.body) == b"worker %d " % i * 50
     seen = []
     for _ in range(25):  # the worker that answers is current, the other at most a second behind
-        seen.append(sample(pair.url, call, "warpzip_http_requests_total", route="/compress", code="200"))
+        seen.append(metric(pair.url, "warpzip_http_requests_total", 0.0, route="/compress", code="200"))
         time.sleep(0.1)
     assert seen == sorted(seen), f"a counter went backwards: {seen}"
     assert seen[-1] == before + 40, seen
-    jobs = [sample(pair.url, call, "warpzip_queue_jobs_submitted_total", driver="zip") for _ in range(6)]
+    jobs = [metric(pair.url, "warpzip_queue_jobs_submitted_total", driver="zip") for _ in range(6)]
     assert jobs == sorted(jobs) and jobs[-1] >= 40, jobs
-    assert sample(pair.url, call, "warpzip_device_up") == 1
+    assert metric(pair.url, "warpzip_device_up") == 1
 
 
-def test_each_worker_has_its_own_pasid_and_queues(pair: Any, call: Any) -> None:
+def test_each_worker_has_its_own_pasid_and_queues(pair: ServerProc) -> None:
     device = call(pair.url, "GET", "/device").json()["devices"][0]
     started = [q for q in device["queues"] if q["state"] == "STARTED"]
     assert len(started) == 8  # two compress and two decompress queues per worker (--queues 2)
@@ -78,7 +68,7 @@ def heap_address(pid: int) -> int:
     raise AssertionError(f"no SVA heap mapped in {pid}")
 
 
-def test_a_forged_sqe_cannot_reach_a_workers_heap(pair: Any, call: Any) -> None:
+def test_a_forged_sqe_cannot_reach_a_workers_heap(pair: ServerProc) -> None:
     """Another process of the same user (its own PASID) forges SQEs whose source, then destination,
     is a real address in a serving worker's heap: both fail ADDR_FAULT, the workers' queues see no
     error, and the worker goes on answering correctly (the forged SQE from two plain processes is
@@ -105,7 +95,7 @@ def test_a_forged_sqe_cannot_reach_a_workers_heap(pair: Any, call: Any) -> None:
         assert zstandard.decompress(reply.body) == b"intact %d " % i * 100
 
 
-def test_sigterm_stops_workers_and_device_cleanly(pair: Any) -> None:
+def test_sigterm_stops_workers_and_device_cleanly(pair: ServerProc) -> None:
     pair.proc.send_signal(signal.SIGTERM)
     assert pair.proc.wait(30) == 0
     assert not (pair.root / "dev" / "warp_zip-0").exists()  # the embedded device went with it

@@ -44,18 +44,18 @@ def run_promtool(promtool: str, *args: str, stdin: str | None = None) -> str:
     return output
 
 
-def test_check_config(promtool: str):
+def test_check_config(promtool: str) -> None:
     out = run_promtool(promtool, "check", "config", "--lint=all", "--lint-fatal", "grafana/prometheus.yml")
     assert "SUCCESS: 1 rule files found" in out, out
     assert f"SUCCESS: {len(ALERTS)} rules found" in out, out
 
 
-def test_check_rules(promtool: str):
+def test_check_rules(promtool: str) -> None:
     out = run_promtool(promtool, "check", "rules", "--lint=all", "--lint-fatal", "grafana/alerts.yml")
     assert f"SUCCESS: {len(ALERTS)} rules found" in out, out
 
 
-def test_test_rules(promtool: str):
+def test_test_rules(promtool: str) -> None:
     out = run_promtool(promtool, "test", "rules", "grafana/alerts.test.yml")
     assert "SUCCESS" in out and "FAILED" not in out, out
 
@@ -77,10 +77,10 @@ def scrape_after_traffic(url: str) -> str:
     except urllib.error.HTTPError as exc:
         assert exc.code == 404
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
-        return response.read().decode()
+        return str(response.read().decode())
 
 
-def test_check_metrics_on_live_exposition(server: Any, promtool: str):
+def test_check_metrics_on_live_exposition(server: Any, promtool: str) -> None:
     text = scrape_after_traffic(server.url)
     assert 'warpzip_http_requests_total{code="200",method="POST",route="/compress"}' in text
     out = run_promtool(promtool, "check", "metrics", stdin=text)
@@ -91,7 +91,7 @@ def exposed_names(text: str) -> set[str]:
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 
-def test_every_referenced_metric_is_exposed(server: Any, dashboards: dict[str, dict[str, Any]]):
+def test_every_referenced_metric_is_exposed(server: Any, dashboards: dict[str, dict[str, Any]]) -> None:
     """Dashboards and alerts only use metric names the running service really exposes."""
     exposed = exposed_names(scrape_after_traffic(server.url))
     exprs = [t["expr"] for d in dashboards.values() for p in d["panels"] for t in p.get("targets", [])]
@@ -105,7 +105,7 @@ def test_every_referenced_metric_is_exposed(server: Any, dashboards: dict[str, d
 
 # ---- dashboards -------------------------------------------------------------------------------------
 
-def test_dashboards_match_build_script(build: ModuleType):
+def test_dashboards_match_build_script(build: ModuleType) -> None:
     rendered = build.render()
     assert set(rendered) == set(UIDS)
     for name, text in rendered.items():
@@ -116,7 +116,7 @@ def test_dashboards_match_build_script(build: ModuleType):
     assert check.returncode == 0, check.stderr
 
 
-def test_dashboard_identity_and_variables(dashboards: dict[str, dict[str, Any]]):
+def test_dashboard_identity_and_variables(dashboards: dict[str, dict[str, Any]]) -> None:
     assert set(dashboards) == set(UIDS)
     for name, dashboard in dashboards.items():
         assert dashboard["uid"] == UIDS[name]
@@ -133,7 +133,7 @@ def test_dashboard_identity_and_variables(dashboards: dict[str, dict[str, Any]])
         assert variables["instance"]["includeAll"] and variables["instance"]["allValue"] == ".*"
 
 
-def test_panel_ids_and_layout(dashboards: dict[str, dict[str, Any]]):
+def test_panel_ids_and_layout(dashboards: dict[str, dict[str, Any]]) -> None:
     for name, dashboard in dashboards.items():
         ids = [p["id"] for p in dashboard["panels"]]
         assert ids == sorted(set(ids)), f"{name}: panel ids must be unique and in order: {ids}"
@@ -142,7 +142,7 @@ def test_panel_ids_and_layout(dashboards: dict[str, dict[str, Any]]):
             assert 0 <= pos["x"] and pos["x"] + pos["w"] <= 24 and pos["h"] > 0, (name, p["title"], pos)
 
 
-def test_every_panel_has_unit_and_description(panels: list[tuple[str, dict[str, Any]]]):
+def test_every_panel_has_unit_and_description(panels: list[tuple[str, dict[str, Any]]]) -> None:
     assert len(panels) >= 20
     for name, panel in panels:
         where = f"{name} panel {panel['id']} {panel.get('title')!r}"
@@ -156,7 +156,7 @@ def test_every_panel_has_unit_and_description(panels: list[tuple[str, dict[str, 
             assert target["datasource"] == DATASOURCE, where
 
 
-def test_every_rate_uses_rate_interval(panels: list[tuple[str, dict[str, Any]]]):
+def test_every_rate_uses_rate_interval(panels: list[tuple[str, dict[str, Any]]]) -> None:
     checked = 0
     for name, panel in panels:
         for target in panel["targets"]:
@@ -171,7 +171,7 @@ def test_every_rate_uses_rate_interval(panels: list[tuple[str, dict[str, Any]]])
 
 # ---- prometheus, alerts, provisioning, compose --------------------------------------------------------
 
-def test_scrape_config():
+def test_scrape_config() -> None:
     config = yaml.safe_load((GRAFANA / "prometheus.yml").read_text())
     assert config["global"]["scrape_interval"] == "5s"
     assert config["rule_files"] == ["alerts.yml"]
@@ -180,7 +180,7 @@ def test_scrape_config():
     assert job["static_configs"][0]["targets"] == ["127.0.0.1:8080"]
 
 
-def test_alert_rules_shape():
+def test_alert_rules_shape() -> None:
     rules = [r for g in yaml.safe_load((GRAFANA / "alerts.yml").read_text())["groups"] for r in g["rules"]]
     assert {r["alert"] for r in rules} == ALERTS
     for rule in rules:
@@ -191,7 +191,7 @@ def test_alert_rules_shape():
     assert isolated["expr"].strip() == "warpzip_device_isolated == 1"
 
 
-def test_every_alert_has_firing_and_quiet_cases():
+def test_every_alert_has_firing_and_quiet_cases() -> None:
     tests = yaml.safe_load((GRAFANA / "alerts.test.yml").read_text())
     assert tests["rule_files"] == ["alerts.yml"]
     firing: set[str] = set()
@@ -202,7 +202,7 @@ def test_every_alert_has_firing_and_quiet_cases():
     assert firing == ALERTS and quiet == ALERTS, (firing, quiet)
 
 
-def test_grafana_provisioning_and_compose():
+def test_grafana_provisioning_and_compose() -> None:
     datasource = yaml.safe_load((GRAFANA / "provisioning/datasources/prometheus.yml").read_text())
     [ds] = datasource["datasources"]
     assert ds["uid"] == "warpzip-prometheus" and ds["type"] == "prometheus"

@@ -18,26 +18,26 @@ def head(*lines: str, request_line: str = "POST /compress HTTP/1.1") -> Head | N
     return parse(raw, REQUEST_LINE_LIMIT, FIELD_LIMIT, MAX_HEADERS)
 
 
-def test_a_plain_post_is_served_here():
+def test_a_plain_post_is_served_here() -> None:
     parsed = head("Host: x", "Content-Length: 4096", "Content-Type: application/octet-stream")
     assert parsed is not None
     assert (parsed.route, parsed.length, parsed.keep_alive, parsed.query) == ("/compress", 4096, True, b"")
     assert parsed.target == b"/compress"
 
 
-def test_query_parameters_first_one_wins():
+def test_query_parameters_first_one_wins() -> None:
     parsed = head("Content-Length: 1", request_line="POST /decompress?level=5&checksum=1&level=7 HTTP/1.1")
     assert parsed is not None and parsed.route == "/decompress"
     assert parsed.params() == {"level": "5", "checksum": "1"}
 
 
 @pytest.mark.parametrize("value", ["close", "keep-alive, close", " Close "])
-def test_connection_close_ends_the_connection_after_the_answer(value):
+def test_connection_close_ends_the_connection_after_the_answer(value: str) -> None:
     parsed = head("Content-Length: 10", f"Connection:{value}")
     assert parsed is not None and not parsed.keep_alive
 
 
-def test_whitespace_around_values_is_optional():
+def test_whitespace_around_values_is_optional() -> None:
     parsed = head("Content-Length:\t12 ")
     assert parsed is not None and parsed.length == 12
 
@@ -67,11 +67,11 @@ def test_whitespace_around_values_is_optional():
     (("Content-Length: 10\nX: y",), "POST /compress HTTP/1.1"),                # bare LF
     (("Content-Length : 10",), "POST /compress HTTP/1.1"),                     # space before the colon
 ])
-def test_anything_else_goes_to_aiohttp(lines, request_line):
+def test_anything_else_goes_to_aiohttp(lines: tuple[str, ...], request_line: str) -> None:
     assert head(*lines, request_line=request_line) is None
 
 
-def test_heads_past_aiohttp_limits_go_to_aiohttp_for_its_414_and_431():
+def test_heads_past_aiohttp_limits_go_to_aiohttp_for_its_414_and_431() -> None:
     long_target = "POST /compress?" + "a" * REQUEST_LINE_LIMIT + " HTTP/1.1"
     assert head("Content-Length: 1", request_line=long_target) is None
     assert head("Content-Length: 1", "X: " + "v" * FIELD_LIMIT) is None
@@ -79,7 +79,7 @@ def test_heads_past_aiohttp_limits_go_to_aiohttp_for_its_414_and_431():
     assert head("Content-Length: 1", *[f"X-{i}: v" for i in range(MAX_HEADERS - 1)]) is not None
 
 
-def test_response_head_carries_aiohttps_fields():
+def test_response_head_carries_aiohttps_fields() -> None:
     raw = response_head(200, "OK", "application/zstd", 12, {"X-Uncompressed-Length": "40"}, False,
                         "Wed, 02 Dec 2026 12:00:00 GMT", "srv")
     assert raw == (b"HTTP/1.1 200 OK\r\nContent-Type: application/zstd\r\nContent-Length: 12\r\n"

@@ -8,11 +8,10 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
-from tests.harness import DeviceProc
+from tests.harness import REPO, DeviceProc, wait_until
 from warp import Runtime
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def info(root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -24,30 +23,42 @@ def test_info_shows_a_live_device_under_load(device: DeviceProc) -> None:
     rt = Runtime(device.root, driver="zip", heap_size=32 << 20)
     stop = threading.Event()
     data = b"under load " * 3000
+    done = [0]
 
     def load() -> None:
         comp = rt.compressor(3)
         while not stop.is_set():
             comp.compress(data).release()
+            done[0] += 1
 
     worker = threading.Thread(target=load)
     worker.start()
+    snapshots: list[dict[str, Any]] = []
     try:
+        wait_until(lambda: done[0] > 0, 10, "the first job")
         for _ in range(3):  # several snapshots while jobs run
-            doc = json.loads(info(device.root, "--json").stdout)
+            completed = info(device.root, "--json")
+            assert completed.returncode == 0, completed.stderr
+            (dev,) = json.loads(completed.stdout)
+            snapshots.append(dev)
+        text = info(device.root)
     finally:
         stop.set()
         worker.join()
-    (dev,) = doc
-    assert dev["sysfs"]["api"] == "warp_zip_v1" and dev["sysfs"]["algorithms"] == ["zstd"]
-    started = [q for q in dev["queues"] if q["state"] == "STARTED"]
-    assert {q["qc_type"] for q in started} == {"compress", "decompress"}
-    assert len({q["pasid"] for q in started}) == 1 and started[0]["pasid"] >= 1
-    assert any(q["submitted"] > 0 and q["completed_ok"] > 0 and q["batches"] > 0 for q in started)
-    assert sum(e["jobs"] for e in dev["engines"]) > 0 and any(e["busy_ns"] > 0 for e in dev["engines"])
-    text = info(device.root)
+        rt.close()
+    for dev in snapshots:  # every one shows the device as it serves
+        assert dev["sysfs"]["api"] == "warp_zip_v1" and dev["sysfs"]["algorithms"] == ["zstd"]
+        started = [q for q in dev["queues"] if q["state"] == "STARTED"]
+        assert {q["qc_type"] for q in started} == {"compress", "decompress"}
+        assert len({q["pasid"] for q in started}) == 1 and started[0]["pasid"] >= 1
+        assert any(q["submitted"] > 0 and q["completed_ok"] > 0 and q["batches"] > 0 for q in started)
+        assert sum(e["jobs"] for e in dev["engines"]) > 0 and any(e["busy_ns"] > 0 for e in dev["engines"])
+    # live counters, not one stale copy: each snapshot counts at least the jobs of the one before
+    submitted = [sum(q["submitted"] for q in dev["queues"]) for dev in snapshots]
+    engine_jobs = [sum(e["jobs"] for e in dev["engines"]) for dev in snapshots]
+    assert submitted == sorted(submitted) and submitted[-1] > submitted[0], submitted
+    assert engine_jobs == sorted(engine_jobs) and engine_jobs[-1] > engine_jobs[0], engine_jobs
     assert text.returncode == 0 and "warp_zip-0: api warp_zip_v1" in text.stdout and "STARTED" in text.stdout
-    rt.close()
 
 
 def test_info_without_a_device_says_so(tmp_path: Path) -> None:

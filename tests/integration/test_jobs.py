@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -188,16 +189,26 @@ def test_device_death_falls_back_to_cpu_without_losing_jobs(device: DeviceProc) 
 
 
 def test_cancelled_jobs_return_their_buffers(runtime: Runtime) -> None:
+    """Jobs cancelled while the engine still works on them: every caller gets CancelledError at
+    once, and their buffers come back when the engine is done with them (not before: the device
+    may still write into them)."""
     async def main() -> None:
-        comp = runtime.compressor(19)
+        comp = runtime.compressor(19)  # 200 kB of noise at level 19: tens of ms per job on an engine
         tasks = [asyncio.ensure_future(comp.acompress(os.urandom(200_000))) for _ in range(8)]
-        await asyncio.sleep(0.01)
+        deadline = time.monotonic() + 10
+        while runtime.statistics().drivers[0].submitted < len(tasks):
+            assert time.monotonic() < deadline, "the jobs never reached the device"
+            await asyncio.sleep(0.001)
+        # in flight now: on the device, not completed, holding heap; cancelled in this same tick
+        assert runtime.statistics().drivers[0].completed < len(tasks)
+        assert runtime.heap.statistics().in_use_bytes > 0
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for _ in range(200):  # the engine finishes them; the driver frees their buffers then
-            if runtime.heap.statistics().in_use_bytes == 0:
-                return
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(o, asyncio.CancelledError) for o in outcomes), outcomes
+        deadline = time.monotonic() + 10
+        while runtime.heap.statistics().in_use_bytes:  # the engine finishes them; the driver frees then
+            assert time.monotonic() < deadline, "cancelled jobs kept their buffers"
             await asyncio.sleep(0.05)
 
     asyncio.run(main())

@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, final
 
 from app import budget
 from warp import cdev
+from warp.tool.units import parse_size
 
 
 def default_workers() -> int:
@@ -53,28 +54,42 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _env(name: str, default: object) -> str:
-    return os.environ.get(f"WARPZIP_{name.upper()}", str(default))
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
     return value
 
 
+def _size(text: str) -> int:
+    """Bytes, with an optional binary suffix: ``1048576``, ``64k``, ``64KiB``, ``1M``, ``1GiB``."""
+    try:
+        return parse_size(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (a byte count, or 64k, 64KiB, 1M, 1GiB)") from None
+
+
 def _port(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"not a TCP port: {text}")
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
     return value
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
     return value
 
 
@@ -84,7 +99,11 @@ def _bool(text: str) -> bool:
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise argparse.ArgumentTypeError(f"not a boolean: {text}")
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r} (1/0, true/false, yes/no, on/off)")
+
+
+def _level(text: str) -> str:
+    return text.upper()
 
 
 #: Every serve option: (field of Config, value parser, choices, help). The flag is ``--field``
@@ -99,10 +118,10 @@ OPTIONS: tuple[tuple[str, Callable[[str], object], tuple[str, ...] | None, str],
      "--root; none: cpu driver only"),
     ("engines", _positive, None, "engines of the embedded device"),
     ("queues", _positive, None, "hardware queues per worker and direction"),
-    ("max_body", _positive, None, "largest request body in bytes"),
+    ("max_body", _size, None, "largest request body (bytes, or with a suffix: 64M, 1GiB)"),
     ("max_pending", _positive, None, "requests in progress per worker before 503"),
     ("max_connections", _positive, None, "open connections per worker before a new one gets 503"),
-    ("heap_size", _positive, None, "SVA heap per worker in bytes"),
+    ("heap_size", _size, None, "SVA heap per worker (bytes, or 512M, 1G)"),
     ("shutdown_timeout", _seconds, None, "seconds to finish in-flight requests on SIGTERM"),
     ("header_timeout", _seconds, None, "seconds a client may take to send a request head (line and headers) "
      "before a 408"),
@@ -112,29 +131,41 @@ OPTIONS: tuple[tuple[str, Callable[[str], object], tuple[str, ...] | None, str],
      "queues and re-runs their jobs on the cpu; past it on the cpu the request gets 503"),
     ("access_log", _bool, None, "log every request (off by default, as gunicorn: a log line costs a sixth of a "
      "small request; Prometheus has the request counts and latencies)"),
-    ("log_level", str, ("DEBUG", "INFO", "WARNING", "ERROR"), "logging threshold"),
+    ("log_level", _level, ("DEBUG", "INFO", "WARNING", "ERROR"), "logging threshold (any case)"),
 )
 
 
-def serve_parser() -> argparse.ArgumentParser:
+def serve_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The parser of ``warpzip serve``, its defaults taken from ``WARPZIP_*`` in ``environ``; a bad
+    variable is an error that names the variable, not the flag."""
+    env = os.environ if environ is None else environ
     defaults = Config()
     p = _Parser(prog="warpzip serve", description="Serve POST /compress on the simulated accelerator. "
                 "Every flag can also be set with the WARPZIP_<FLAG> environment variable "
-                "(for example WARPZIP_PORT=8081, WARPZIP_MAX_BODY=1048576).")
+                "(for example WARPZIP_PORT=8081, WARPZIP_MAX_BODY=64M).")
     for field, kind, choices, text in OPTIONS:
-        p.add_argument("--" + field.replace("_", "-"), type=kind, choices=choices,
-                       default=_env(field, getattr(defaults, field)),
-                       help=f"{text} (WARPZIP_{field.upper()}; default %(default)s)")
+        flag, variable = "--" + field.replace("_", "-"), "WARPZIP_" + field.upper()
+        default = getattr(defaults, field)
+        if variable in env:
+            try:
+                default = kind(env[variable])
+            except argparse.ArgumentTypeError as exc:
+                p.error(f"{variable}: {exc}")
+            if choices is not None and default not in choices:
+                p.error(f"{variable}: invalid choice {env[variable]!r} (choose from {', '.join(choices)})")
+        if kind is _bool:  # --access-log, --access-log 1|0, --no-access-log
+            p.add_argument(flag, type=kind, nargs="?", const=True, default=default,
+                           help=f"{text} (--no-{flag[2:]} turns it off; {variable}; default %(default)s)")
+            p.add_argument(f"--no-{flag[2:]}", dest=field, action="store_false", help=argparse.SUPPRESS)
+        else:
+            p.add_argument(flag, type=kind, choices=choices, default=default,
+                           help=f"{text} ({variable}; default %(default)s)")
     return p
 
 
-def parse_serve(argv: list[str]) -> Config:
-    parser = serve_parser()
+def parse_serve(argv: list[str], environ: Mapping[str, str] | None = None) -> Config:
+    parser = serve_parser(environ)
     ns = parser.parse_args(argv)
-    for field, _kind, choices, _text in OPTIONS:  # argparse checks choices on flags, not on defaults
-        if choices is not None and getattr(ns, field) not in choices:
-            parser.error(f"argument --{field.replace('_', '-')}: invalid choice {getattr(ns, field)!r} "
-                         f"(WARPZIP_{field.upper()}; choose from {', '.join(choices)})")
     ns.heap_size = (ns.heap_size + 4095) // 4096 * 4096
     if not budget.fits(ns.heap_size, ns.max_body):
         parser.error(f"--heap-size {ns.heap_size} cannot hold one --max-body {ns.max_body} request and its "

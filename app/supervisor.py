@@ -3,7 +3,7 @@
 A device that exits (crash, SIGKILL, OOM) is started again under the same root, with a backoff
 that doubles up to ``MAX_BACKOFF`` while restarts keep failing. Meanwhile the workers run on the
 cpu driver; each worker's runtime probes for the device once a second and moves back to it
-(``warp.session.Runtime.driver``), so no request waits for the restart.
+(``warp.runtime.Runtime.driver``), so no request waits for the restart.
 
 A worker of ``--workers N`` that exits while the service is not stopping (crash, SIGKILL, the OOM
 killer) is replaced by a freshly forked one — its own address space, PASID and queues — at once

@@ -5,7 +5,8 @@ through SVA, and run compression sessions on them — or on the cpu driver when 
 """
 
 from warp.errors import DeviceLost, HeapExhausted, JobFailed, JobTimeout, NoDevice, RuntimeClosed, WarpError
-from warp.session import Compressor, Decompressor, Result, Runtime
+from warp.runtime import Result, Runtime
+from warp.session import Compressor, Decompressor
 from warp.stream import acompress_stream, compress_stream
 from warp.uacce import Device, devices
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 import enum
 import mmap
 import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, final
+from typing import Final, Generic, TypeVar, final
 
 import numpy as np
 import numpy.typing as npt
 
 from warp import shm
-from warp.iommu.fault import COUNTER_COLUMNS
+from warp.iommu.fault import COUNTER_COLUMNS, SERVICE_BUCKETS, FaultCounter
 
 MAGIC: Final = 0x5741_5250_4446_5801  # "WARPDFX" v1
 COLUMNS: Final = 32
@@ -95,6 +97,50 @@ ROW_FAULTS: Final = 2
 ROW_QUEUES: Final = 3
 
 
+Column = TypeVar("Column", bound=enum.IntEnum)
+
+
+@final
+@dataclass(frozen=True)
+class Counters(Generic[Column]):
+    """One row of counters as plain integers, read by its column enum (``row[Queue.IOPF]``)."""
+
+    values: tuple[int, ...]
+
+    def __getitem__(self, column: Column) -> int:
+        return self.values[column]
+
+    def named(self, columns: Iterable[Column]) -> dict[str, int]:
+        """``columns`` by lower-case name, for JSON."""
+        return {column.name.lower(): self.values[column] for column in columns}
+
+
+@final
+@dataclass(frozen=True)
+class DfxSnapshot:
+    """Every DFX counter at one moment: what readers (``warpzip info``, ``GET /device``, the
+    Prometheus collector, the bench) use instead of the file's rows. Each counter is one aligned
+    word, read once; the record is not atomic across counters, as debugfs is not."""
+
+    device: Counters[Dev]
+    faults: Counters[FaultCounter]
+    queues: tuple[Counters[Queue], ...]  # by qid
+    engines: tuple[Counters[Engine], ...]  # by engine id
+
+    @property
+    def fault_histogram(self) -> tuple[int, ...]:
+        """I/O page-fault service times: a count per bucket of ``SERVICE_BUCKETS``, then +Inf."""
+        start = FaultCounter.HIST0
+        return self.faults.values[start:start + len(SERVICE_BUCKETS) + 1]
+
+    def queues_in_use(self) -> Iterator[tuple[int, Counters[Queue]]]:
+        """``(qid, counters)`` of the queues bound now or that ever fetched a job: readers list
+        only these, so their output grows with the queues used, not with the device's 64."""
+        for qid, row in enumerate(self.queues):
+            if row[Queue.STATE] or row[Queue.SUBMITTED]:
+                yield qid, row
+
+
 @final
 class Dfx:
     """Row-addressed view of the DFX file."""
@@ -139,6 +185,15 @@ class Dfx:
     def engine(self, eid: int) -> npt.NDArray[np.uint64]:
         return self._row(ROW_QUEUES + self.queues + eid)
 
+    def snapshot(self) -> DfxSnapshot:
+        """Every counter now, as a record (one copy of the table)."""
+        rows: list[list[int]] = self.table.tolist()
+        queues = rows[ROW_QUEUES:ROW_QUEUES + self.queues]
+        engines = rows[ROW_QUEUES + self.queues:ROW_QUEUES + self.queues + self.engines]
+        return DfxSnapshot(device=Counters(tuple(rows[ROW_DEV])), faults=Counters(tuple(rows[ROW_FAULTS])),
+                           queues=tuple(Counters(tuple(row)) for row in queues),
+                           engines=tuple(Counters(tuple(row)) for row in engines))
+
     def _row(self, row: int) -> npt.NDArray[np.uint64]:
         view: npt.NDArray[np.uint64] = self.table[row]
         return view
@@ -147,3 +202,13 @@ class Dfx:
         """Unmap now if no row view is still referenced; otherwise the last view unmaps it."""
         del self.table
         shm.unmap(self._map)
+
+
+def read_snapshot(path: Path) -> DfxSnapshot:
+    """Map the DFX file at ``path`` read-only, take a snapshot, unmap. Raises ``OSError`` when
+    there is no file and ``ValueError`` when it is not a DFX file."""
+    dfx = Dfx(path, 0, 0, create=False)
+    try:
+        return dfx.snapshot()
+    finally:
+        dfx.close()

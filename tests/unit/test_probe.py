@@ -9,7 +9,8 @@ import time
 from typing import Any, cast
 
 from warp.errors import NoDevice
-from warp.probe import PROBE_BACKOFF_MAX, PROBE_INTERVAL, Prober
+from warp.failover import PROBE_BACKOFF_MAX, PROBE_INTERVAL, Failover
+from warp.probe import Prober
 
 
 class FakeDriver:
@@ -48,7 +49,7 @@ class Clock:
 
 def test_a_device_that_does_not_answer_is_probed_with_backoff_and_an_answer_resets_it() -> None:
     device, clock = Device(down=TimeoutError), Clock()
-    prober = Prober(device.open, clock)
+    prober = Prober(device.open, Failover(clock))
     assert prober.take(background=False) is None and device.calls == 1
     waits = []
     for _ in range(8):
@@ -67,7 +68,7 @@ def test_a_device_that_does_not_answer_is_probed_with_backoff_and_an_answer_rese
 
 def test_an_absent_or_restarting_device_is_looked_for_every_interval() -> None:
     device, clock = Device(down=NoDevice), Clock()
-    prober = Prober(device.open, clock)
+    prober = Prober(device.open, Failover(clock))
     for _ in range(5):
         assert prober.take(background=False) is None
         assert prober.interval == PROBE_INTERVAL

@@ -65,6 +65,12 @@ class Job:
         if self.finished:
             self._free()
 
+    def rearm(self, dst: Buffer) -> None:
+        """Ready the job for another attempt on another driver, writing into ``dst``: the same
+        destination, or a fresh one when the device that let the job down may still write the old."""
+        self.dst = dst
+        self.finished, self.future, self.status, self.produced, self.error = False, None, -1, 0, None
+
     def discard(self) -> None:
         """Free the buffers of a job no driver was given (a batch that failed while loading)."""
         self._free()
@@ -76,10 +82,31 @@ class Job:
 
 @final
 @dataclass(frozen=True)
+class QueueStats:
+    """A snapshot of one hardware queue of this process (``GET /device`` lists them)."""
+
+    sqn: int
+    pasid: int
+    direction: abi.QcType
+    alive: bool
+    sq_used: int  # SQEs written and not yet completed
+    pending: int  # jobs waiting for SQ space (or for the end of the loop tick)
+    submitted: int
+    completed: int
+    failed: int
+    doorbells: int
+
+
+@final
+@dataclass(frozen=True)
 class DriverStats:
-    """A snapshot of one driver's counters (trio-style frozen record)."""
+    """A snapshot of one driver's counters (trio-style frozen record): what readers (metrics,
+    ``/healthz``, ``/device``) use instead of the driver's attributes."""
 
     name: str
+    alive: bool
+    #: The uacce device the driver runs on; None for the cpu.
+    device: str | None
     queues: int
     sq_depth: int
     sq_capacity: int
@@ -87,6 +114,8 @@ class DriverStats:
     completed: int
     failed: int
     doorbells: int
+    #: Per hardware queue (empty for the cpu, whose workers are threads, not queues).
+    per_queue: tuple[QueueStats, ...] = ()
 
 
 class Driver(Protocol):

@@ -87,7 +87,7 @@ class CpuDriver:
 
     def statistics(self) -> DriverStats:
         with self._lock:
-            return DriverStats(name=self.name, queues=self._threads, sq_depth=self._inflight,
+            return DriverStats(name=self.name, alive=True, device=None, queues=self._threads, sq_depth=self._inflight,
                                sq_capacity=self._threads, submitted=self.submitted, completed=self.completed,
                                failed=self.failed, doorbells=0)
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from typing import Final, final
 
 from warp import abi, uacce
-from warp.drv.base import DriverStats, Job
+from warp.drv.base import DriverStats, Job, QueueStats
 from warp.errors import DeviceLost, JobTimeout
 from warp.iommu.space import AddressSpace
 from warp.ring import CqConsumer, SqProducer
@@ -284,6 +284,11 @@ class ZipQueue:
             self.lost_reason.let_go()  # the device answered the PUT_Q or is gone: it writes nothing now
         self.handle.close()
 
+    def statistics(self) -> QueueStats:
+        return QueueStats(sqn=self.handle.sqn, pasid=self.handle.pasid, direction=self.direction, alive=self.alive,
+                          sq_used=self.sq.used, pending=len(self.pending), submitted=self.submitted,
+                          completed=self.completed, failed=self.failed, doorbells=self.doorbells)
+
     def fail_over(self) -> None:
         """The device does not answer the reset: fail the jobs now (their re-runs get fresh
         destinations) instead of after ``CONTROL_TIMEOUT``; the PUT_Q goes on in its thread."""
@@ -362,10 +367,14 @@ class ZipDriver:
 
     def statistics(self) -> DriverStats:
         queues = self.all_queues()
-        return DriverStats(name=self.name, queues=len(queues), sq_depth=sum(q.sq.used for q in queues),
+        per_queue = tuple(q.statistics() for q in queues)
+        return DriverStats(name=self.name, alive=self._alive, device=self.device.name, queues=len(queues),
+                           sq_depth=sum(q.sq_used for q in per_queue),
                            sq_capacity=sum(q.sq.depth - 1 for q in queues),
-                           submitted=sum(q.submitted for q in queues), completed=sum(q.completed for q in queues),
-                           failed=sum(q.failed for q in queues), doorbells=sum(q.doorbells for q in queues))
+                           submitted=sum(q.submitted for q in per_queue),
+                           completed=sum(q.completed for q in per_queue),
+                           failed=sum(q.failed for q in per_queue), doorbells=sum(q.doorbells for q in per_queue),
+                           per_queue=per_queue)
 
     def close(self) -> None:
         for queue in self.all_queues():

@@ -47,7 +47,7 @@ def _bench(argv: list[str]) -> int:
 
 
 def _info(argv: list[str]) -> int:
-    from app.inspect import describe
+    from app.device_info import describe
 
     parser = argparse.ArgumentParser(prog="warpzip info", description="Show uacce devices under a runtime root.")
     parser.add_argument("--root", type=Path, default=cdev.default_root())

@@ -32,7 +32,8 @@ from app.budget import Bodies
 from app.config import Config
 from app.connection import Runner
 from app.keys import ADMISSION, BODIES, CONFIG, METRICS, RUNTIME
-from app.metrics import Metrics, use_shared_directory
+from app.metrics import Metrics
+from app.snapshot_files import use_shared_directory
 from app.supervisor import BOOT_FAILED, DeviceSupervisor, WorkerPool
 from warp import Runtime
 from warp.device.launch import DeviceStartError

@@ -1,4 +1,4 @@
-"""Per-worker request and runtime statistics, and their merge across worker processes (sans I/O).
+"""Per-worker request and runtime figures (a tally), and their merge across worker processes (sans I/O).
 
 The request path only adds to plain dicts here (well under a microsecond); prometheus-client's
 instruments cost several microseconds per update in multiprocess mode, which at tens of thousands
@@ -63,7 +63,7 @@ SPECS: Final[Mapping[str, Spec]] = {
 
 
 @final
-class WorkerStats:
+class Tally:
     """One worker's figures. Not thread-safe: the event loop is its only writer."""
 
     def __init__(self) -> None:

@@ -2,37 +2,44 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+# `make run` installs what serving needs; the test, lint and bench targets add the dev extras
+# (pytest, mypy, matplotlib, the deploy validators ...).
+SERVE_STAMP := $(VENV)/.installed-serve
+DEV_STAMP   := $(VENV)/.installed-dev
 
 .PHONY: install run test lint bench soak clean
 
-install: $(STAMP)
+install: $(SERVE_STAMP)
 
-$(STAMP): pyproject.toml
+$(SERVE_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $(SERVE_STAMP)
+
+$(DEV_STAMP): $(SERVE_STAMP)
 	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(DEV_STAMP)
 
 run: install
 	$(PY) -m app serve --host 127.0.0.1 --port 8080
 
-test: install
+test: $(DEV_STAMP)
 	$(PY) -m pytest -q
 
-lint: install
+lint: $(DEV_STAMP)
 	$(PY) -m mypy
 	$(PY) -m ruff check
 
 # warpzip (default flags), the inline, inline-2proc and executor peers and the echo floor; 4k, 64k,
 # 1m at 32 connections, then 4k and 64k at 256 (overload): about 5 minutes. Custom runs:
 # `$(PY) -m bench --help` (--servers, --loads, or --sizes with --connections).
-bench: install
+bench: $(DEV_STAMP)
 	$(PY) -m bench --out BENCHMARKS-run.md --json docs/bench/run.json --plots docs/bench
 
 # Memory soak: wrk -c64 for SOAK_DURATION seconds, fails if the processes' RSS grew > 10% after warm-up.
 SOAK_DURATION ?= 600
-soak: install
+soak: $(DEV_STAMP)
 	$(PY) -m bench.soak --duration $(SOAK_DURATION)
 
 clean:

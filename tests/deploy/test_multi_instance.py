@@ -32,6 +32,7 @@ import pytest
 import yaml
 import zstandard
 
+from grafana.panels import VARIABLES, substitute
 from tests.deploy.lbstack import LoadBalancer, start_haproxy
 from tests.deploy.shipped import DEPLOY, kube, service_env
 from tests.harness import REPO, ServerProc, require_tool, start_server, wait_until
@@ -189,9 +190,7 @@ def test_dashboards_see_every_instance(run: Run) -> None:
     assert sorted(instances) == sorted(f"127.0.0.1:{s.port}" for s in run.servers.values())
     # the request-rate panel sums over instances: it carries on after one of them left
     [panel] = [p for p in overview["panels"] if p["title"] == "Request rate by route and code"]
-    expr = panel["targets"][0]["expr"]
-    for name, value in (("$__rate_interval", RATE[1:-1]), ("$job", "warpzip"), ("$instance", ".*")):
-        expr = expr.replace(name, value)
+    expr = substitute(panel["targets"][0]["expr"], VARIABLES | {"__rate_interval": RATE[1:-1]})
     rates = {(s["metric"]["route"], s["metric"]["code"]): float(s["value"][1])
              for s in run.prometheus.query(expr, run.ended_at - 0.5)}
     assert rates.get(("/compress", "200"), 0) > 0, rates

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.server import free_port as free_port  # re-exported: the one copy, shared with bench and grafana
 from warp.device.launch import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,14 +41,6 @@ def require_tool(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now (another process could take it first; unlikely here)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, log: Path | None = None) -> None:
@@ -134,7 +126,7 @@ def start_server(root: Path, log: Path, *extra: str, timeout: float = 30.0) -> S
     def healthy() -> bool:
         assert proc.poll() is None, f"server exited with {proc.returncode}: {log.read_text()[-2000:]}"
         with urllib.request.urlopen(url + "/healthz", timeout=1) as response:
-            return response.status == 200
+            return bool(response.status == 200)
 
     try:
         wait_until(healthy, timeout, "the server to become healthy", log)

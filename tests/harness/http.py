@@ -29,7 +29,7 @@ class Reply:
         return json.loads(self.body)
 
 
-def request(url: str, method: str = "GET", path: str = "/", body: bytes | None = None,
+def call(url: str, method: str = "GET", path: str = "/", body: bytes | None = None,
             headers: Mapping[str, str] | None = None, timeout: float = 60.0) -> Reply:
     """One request on a fresh connection; 4xx/5xx are returned, never raised."""
     parts = urlsplit(url)

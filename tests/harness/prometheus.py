@@ -48,7 +48,7 @@ def start_prometheus(binary: str, config: Path, tmp: Path) -> Prometheus:
     def ready() -> bool:
         assert proc.poll() is None, log.read_text()[-3000:]
         with urllib.request.urlopen(prometheus.url + "/-/ready", timeout=2) as response:
-            return response.status == 200
+            return bool(response.status == 200)
 
     try:
         wait_until(ready, 30, "prometheus to be ready", log)

@@ -152,6 +152,10 @@ def test_without_pressure_a_warm_queue_does_not_fault(device: DeviceProc, space:
             run_job(q, space)
             time.sleep(0.02)
         assert int(counters.queue(q.sqn)[Queue.IOPF]) == warm
+        # the same counter does move once the pages are taken away: it was live all along
+        assert device_cli(device.root, "inject", "iopf-storm").returncode == 0
+        run_job(q, space)
+        assert int(counters.queue(q.sqn)[Queue.IOPF]) > warm
 
 
 def test_iopf_storm_reclaims_everything_once(device: DeviceProc, space: AddressSpace) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from grafana.panels import iter_panels
 from tests.harness import REPO
 
 GRAFANA = REPO / "grafana"
@@ -29,13 +29,6 @@ def load_build() -> ModuleType:
 def load_dashboards() -> dict[str, dict[str, Any]]:
     """The committed dashboards: file name → parsed JSON."""
     return {path.name: json.loads(path.read_text()) for path in sorted(DASHBOARDS.glob("*.json"))}
-
-
-def iter_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every panel, including panels nested in collapsed rows."""
-    for panel in dashboard.get("panels", []):
-        yield panel
-        yield from panel.get("panels", [])
 
 
 def panel_targets() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:

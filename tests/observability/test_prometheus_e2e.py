@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from grafana.panels import VARIABLES, substitute
 from tests.harness import REPO, require_tool, start_server, wait_until
 from tests.harness.prometheus import Prometheus, start_prometheus
 from tests.harness.wrk import run_wrk
@@ -52,12 +53,9 @@ class Stack:
     requests: int  # answered under the load
 
 
-def substitute(expr: str) -> str:
-    """What Grafana sends for this query with job=warpzip, instance=All and a 1 s scrape interval."""
-    for name, value in (("__rate_interval", RATE_INTERVAL), ("job", "warpzip"), ("instance", ".*")):
-        expr = expr.replace("${" + name + "}", value).replace("$" + name, value)
-    assert "$" not in expr, expr
-    return expr
+def grafana_sends(expr: str) -> str:
+    """The query as Grafana sends it with job=warpzip, instance=All and a 1 s scrape interval."""
+    return substitute(expr, VARIABLES | {"__rate_interval": RATE_INTERVAL})
 
 
 def prometheus_config(tmp: Path, port: int) -> Path:
@@ -125,7 +123,7 @@ def test_target_up(stack: Stack) -> None:
 
 def test_panel_query(stack: Stack, panel_target: tuple[str, dict[str, Any], dict[str, Any]]) -> None:
     name, panel, target = panel_target
-    expr = substitute(target["expr"])
+    expr = grafana_sends(target["expr"])
     result = stack.prometheus.query(expr)
     assert result, f"{name} panel {panel['id']} {panel['title']!r} returned no series: {expr}"
     if (name, panel["id"], target["refId"]) in MUST_BE_POSITIVE:
@@ -142,7 +140,7 @@ def test_variable_queries(stack: Stack, dashboards: dict[str, dict[str, Any]]) -
                 continue
             match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"]["query"])
             assert match, variable
-            selector, label = substitute(match.group(1)), match.group(2)
+            selector, label = grafana_sends(match.group(1)), match.group(2)
             values = stack.prometheus.api(f"/api/v1/label/{label}/values", **{"match[]": selector})
             assert expected[label] in values, (variable["name"], values)
 

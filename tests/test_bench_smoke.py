@@ -24,6 +24,7 @@ from bench import server as server_module
 from bench.driver import DEFAULT_LOADS, build_parser, choose_loads, parse_connections, parse_loads, parse_servers
 from bench.report import Meta, Role, Row, ratios_to_best_peer, ratios_to_echo_floor, render_markdown, to_json
 from bench.server import REPO_ROOT, SERVERS, RunningServer, ServerSpec, check_answer, check_echo
+from tests.harness import wait_until
 from warp.tool.corpus import CORPUS_DIR
 
 WRK_STDOUT = """\
@@ -280,10 +281,11 @@ def test_stop_kills_a_tree_that_ignores_sigterm(tmp_path: Path, monkeypatch: pyt
     stubborn = "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); os.fork(); time.sleep(60)"
     spec = ServerSpec("stubborn", lambda _port, _scratch: [sys.executable, "-c", stubborn], Role.PEER)
     server = RunningServer(spec, tmp_path)
-    tree: set[proctree.ProcessKey] = set()
-    while len(tree) < 2:  # wait for the fork
+    try:
+        wait_until(lambda: len(proctree.snapshot_tree(server.process.pid)) == 2, 10, "the fork")
         tree = {stat.key for stat in proctree.snapshot_tree(server.process.pid)}
-    server.stop()
+    finally:
+        server.stop()
     assert server.process.returncode == -signal.SIGKILL
     assert proctree.kill_tree(tree) == []
 

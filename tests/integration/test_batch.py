@@ -12,7 +12,7 @@ import pytest
 import zstandard
 
 from tests.harness import DeviceProc
-from warp import JobFailed, Runtime, RuntimeClosed
+from warp import JobFailed, Result, Runtime, RuntimeClosed
 from warp.cdev import DevicePaths
 from warp.dfx import Dfx, Queue
 
@@ -38,7 +38,7 @@ def device_doorbells(device: DeviceProc) -> int:
         dfx.close()
 
 
-def frames_of(results: list) -> list[bytes]:
+def frames_of(results: list[Result]) -> list[bytes]:
     frames = [bytes(r.view) for r in results]
     for r in results:
         r.release()

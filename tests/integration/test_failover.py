@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from fidelity import attr, compress_all, wait_for
 
 from tests.harness import DeviceProc, device_cli, process_stopped
-from warp import JobTimeout, Runtime, RuntimeClosed
+from tests.integration.fidelity import attr, compress_all, wait_for
+from warp import JobTimeout, Result, Runtime, RuntimeClosed
 from warp.cdev import DevicePaths
 from warp.drv.zip import RESET_GRACE
 
@@ -192,7 +192,7 @@ def test_closing_the_runtime_ends_waiting_jobs_with_runtime_closed(device: Devic
     try:
         assert device_cli(device.root, "inject", "hang").returncode == 0
 
-        async def main() -> list[BaseException | object]:
+        async def main() -> list[Result | BaseException]:
             comp = rt.compressor(3)
             waiting = [asyncio.create_task(comp.acompress(os.urandom(500) * 4)) for _ in range(6)]
             await asyncio.sleep(0.3)  # every job is in the hung SQ now

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import errno
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import DeviceProc, start_device
+from tests.harness import DeviceProc, start_device, wait_until
 from warp import abi, cdev
 from warp.device.launch import stop_process
 from warp.iommu.space import AddressSpace
@@ -69,15 +68,6 @@ def small_device(tmp_path: Path) -> Iterator[DeviceProc]:
 
 def paths_of(dev: DeviceProc) -> cdev.DevicePaths:
     return cdev.DevicePaths(dev.root, "warp_zip-0")
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def errno_of(exc: pytest.ExceptionInfo[OSError]) -> int:
@@ -149,7 +139,7 @@ def test_instances_run_out_and_come_back(small_device: DeviceProc, space: Addres
     b.close()
     c.close()
     a.close()
-    assert wait_for(lambda: Device.read(paths).available_instances == 2), "closing must return every queue"
+    wait_until(lambda: Device.read(paths).available_instances == 2, 5, "closing to return every queue")
 
 
 def test_queue_handle_sets_up_a_started_queue(device: DeviceProc, space: AddressSpace) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 
 import pytest
@@ -63,6 +63,7 @@ def test_leaving_early_returns_every_buffer(runtime: Runtime) -> None:
         stream = acompress_stream(runtime.compressor(19), [bytes(range(256)) * 40_000], 1 << 20, window=4)
         async for _frame in stream:
             break
+        assert isinstance(stream, AsyncGenerator)  # what acompress_stream is, behind its AsyncIterator type
         await stream.aclose()
         for _ in range(200):
             if runtime.heap.statistics().in_use_bytes == 0:

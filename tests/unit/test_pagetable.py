@@ -26,7 +26,7 @@ def test_cpu_write_populates_exactly_the_touched_pages(space: AddressSpace) -> N
     space.write(4096 + 10, b"x" * 5000)  # pages 1 and 2
     missing = set(pagetable.missing_pages(space.page_table, 0, 4 * 4096, write=True))
     assert missing == {0, 3}
-    assert space.view[4096 + 10:4096 + 15] == b"xxxxx"
+    assert bytes(space.view[4096 + 10:4096 + 15]) == b"xxxxx"
 
 
 def test_reclaim_then_refault(space: AddressSpace) -> None:

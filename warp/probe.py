@@ -55,7 +55,7 @@ class Prober:
 
     @property
     def interval(self) -> float:
-        """The wait before the next probe after this one fails (for ``statistics`` and tests)."""
+        """The wait between the last probe and the next (:attr:`Failover.interval`)."""
         with self._lock:
             return self._failover.interval
 

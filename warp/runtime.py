@@ -214,7 +214,8 @@ class Runtime:
         try:
             if exc is not None and (lost is None or not first):
                 raise exc
-            if first and self._retry_on_cpu(job, lost):
+            if first and self._failover.rerun(job.status, lost is not None):
+                self._rearm_for_cpu(job, lost)
                 self._attempt(self.cpu, job, done, first=False)
                 return
             outcome: Result | BaseException = self._result(job)
@@ -242,7 +243,7 @@ class Runtime:
                 if self._expiry(driver) is not Expiry.RESET or not isinstance(driver, ZipDriver):
                     raise
                 self._take_out(driver).close()  # the reset, in line: no loop to keep going
-            again = [job for job in jobs if self._retry_on_cpu(job, _lost_by(job, lost))]
+            again = self._reruns(jobs, lost)
             if again:
                 self.cpu.run(again, self.timeout)
         except BaseException:
@@ -283,15 +284,23 @@ class Runtime:
         else:
             driver.close()
 
-    def _retry_on_cpu(self, job: Job, lost: DeviceLost | None) -> bool:
-        """Decide after the first attempt (:meth:`Failover.rerun`), and make the job ready to run
-        again if it must.
+    def _reruns(self, jobs: list[Job], lost: DeviceLost | None) -> list[Job]:
+        """The jobs of a sync batch that run again on the cpu (:meth:`Failover.rerun`), made
+        ready to; ``lost`` is the batch's loss, if the device lost it."""
+        again = []
+        for job in jobs:
+            why = _lost_by(job, lost)
+            if self._failover.rerun(job.status, why is not None):
+                self._rearm_for_cpu(job, why)
+                again.append(job)
+        return again
+
+    def _rearm_for_cpu(self, job: Job, lost: DeviceLost | None) -> None:
+        """Make a job the failover policy re-runs ready for the cpu.
 
         A device that is alive may still write the old destination: it is kept out of the pool
         until the device lets go of the queue (answers its PUT_Q, or dies), and the re-run gets a
         fresh one."""
-        if not self._failover.rerun(job.status, lost is not None):
-            return False
         if self.closed:  # the close failed the job over; there is no cpu left to re-run it on
             raise RuntimeClosed("the runtime closed with the job in flight")
         dst = job.dst
@@ -302,7 +311,6 @@ class Runtime:
                 self._quarantine = [held for held in self._quarantine if held.held] + [lost]
         self.fallback_jobs += 1
         job.rearm(dst)
-        return True
 
     def _expiry(self, driver: Driver) -> Expiry:
         return self._failover.expiry(on_cpu=driver is self.cpu, on_device_in_use=driver is self.zip)

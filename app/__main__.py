@@ -5,18 +5,56 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Mapping
+from importlib import metadata
 from pathlib import Path
+from typing import Final
 
 from warp import cdev
+
+COMMANDS: Final = {
+    "serve": "serve POST /compress and /decompress over HTTP on the (embedded) accelerator",
+    "device": "run the simulated uacce accelerator, or command a running one (inject, reset)",
+    "info": "show the uacce devices, queues and engines under a runtime root",
+    "bench": "benchmark the device engines (bench device) or the HTTP service against peers (bench http)",
+}
+BENCHES: Final = {
+    "device": "the device engines against inline zstd, in uadk_tool's layout",
+    "http": "the HTTP service against aiohttp peers with wrk (what `make bench` runs)",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    commands = {"serve": _serve, "device": _device, "info": _info, "bench": _bench}
-    if not args or args[0] not in commands:
-        sys.stderr.write("usage: warpzip {serve|device|info|bench} [--help]\n")
+    parser = _dispatcher("warpzip", "zstd compression on a simulated uacce accelerator.", COMMANDS, version=True)
+    if not args:
+        parser.print_help(sys.stderr)
         return 2
-    return commands[args[0]](args[1:])
+    command = parser.parse_args(args[:1]).command  # -h, --version and unknown commands end here
+    run: dict[str, Callable[[list[str]], int]] = {"serve": _serve, "device": _device, "info": _info,
+                                                   "bench": _bench}
+    return run[command](args[1:])
+
+
+def _dispatcher(prog: str, description: str, commands: Mapping[str, str],
+                version: bool = False) -> argparse.ArgumentParser:
+    """A parser that only chooses the command (its own parser reads the rest): ``--help`` lists
+    every command with its line and exits 0, an unknown one is an error with status 2."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     epilog=f"'{prog} COMMAND --help' shows the options of a command.")
+    if version:
+        parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    choices = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, text in commands.items():
+        choices.add_parser(name, help=text, add_help=False)
+    return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("warpzip")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def _serve(argv: list[str]) -> int:
@@ -34,16 +72,17 @@ def _device(argv: list[str]) -> int:
 
 def _bench(argv: list[str]) -> int:
     """``bench device ...``: warp.tool.bench (uadk_tool benchmark); ``bench http ...``: bench.driver."""
-    if argv and argv[0] == "device":
+    parser = _dispatcher("warpzip bench", "Benchmarks; each answers one question (see README).", BENCHES)
+    if not argv:
+        parser.print_help(sys.stderr)
+        return 2
+    if parser.parse_args(argv[:1]).command == "device":
         from warp.tool.bench import main as device_bench
 
         return device_bench(argv[1:])
-    if argv and argv[0] == "http":
-        from bench.driver import main as http_bench
+    from bench.driver import main as http_bench
 
-        return http_bench(argv[1:])
-    sys.stderr.write("usage: warpzip bench {device|http} [--help]\n")
-    return 2
+    return http_bench(argv[1:])
 
 
 def _info(argv: list[str]) -> int:

@@ -17,7 +17,7 @@ def table(name: str) -> list[list[str]]:
     """The rows (cells stripped, header and rule skipped) of the table after ``<!-- table:name -->``."""
     lines = DOC.read_text().splitlines()
     start = lines.index(f"<!-- table:{name} -->") + 1
-    rows = []
+    rows: list[list[str]] = []
     for line in lines[start:]:
         if not line.startswith("|"):
             if rows:

@@ -290,4 +290,6 @@ def test_warpzip_bench_dispatch(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as on_device:
         warpzip(["bench", "device", "--help"])
     assert on_device.value.code == 0 and "--sweep-depth" in capsys.readouterr().out
-    assert warpzip(["bench"]) == 2 and "bench {device|http}" in capsys.readouterr().err
+    assert warpzip(["bench"]) == 2
+    usage = capsys.readouterr().err
+    assert "device" in usage and "http" in usage

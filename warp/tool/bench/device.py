@@ -44,16 +44,19 @@ _CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
 
 def snapshot(dfx: Dfx, qids: Sequence[int]) -> DeviceCounters:
-    """The DFX counters a run reads: its own queues' summed, the fault handler's and every engine's."""
+    """The DFX counters a run reads, from one snapshot: its own queues' summed, the fault
+    handler's and every engine's."""
+    now = dfx.snapshot()
+    queues = [now.queues[q] for q in qids]
     return DeviceCounters(
-        iopf=sum(int(dfx.queue(q)[Queue.IOPF]) for q in qids),
-        queue_jobs=sum(int(dfx.queue(q)[Queue.SUBMITTED]) for q in qids),
-        fault_pages=int(dfx.faults[FaultCounter.PAGES_OK]),
-        engine_busy_ns=tuple(int(dfx.engine(e)[Engine.BUSY_NS]) for e in range(dfx.engines)),
-        engine_jobs=tuple(int(dfx.engine(e)[Engine.JOBS]) for e in range(dfx.engines)),
-        batches=sum(int(dfx.queue(q)[Queue.BATCHES]) for q in qids),
-        interrupts=sum(int(dfx.queue(q)[Queue.INTERRUPTS]) for q in qids),
-        doorbells=sum(int(dfx.queue(q)[Queue.DOORBELLS]) for q in qids))
+        iopf=sum(q[Queue.IOPF] for q in queues),
+        queue_jobs=sum(q[Queue.SUBMITTED] for q in queues),
+        fault_pages=now.faults[FaultCounter.PAGES_OK],
+        engine_busy_ns=tuple(e[Engine.BUSY_NS] for e in now.engines),
+        engine_jobs=tuple(e[Engine.JOBS] for e in now.engines),
+        batches=sum(q[Queue.BATCHES] for q in queues),
+        interrupts=sum(q[Queue.INTERRUPTS] for q in queues),
+        doorbells=sum(q[Queue.DOORBELLS] for q in queues))
 
 
 def settled(dfx: Dfx, qids: Sequence[int], before: DeviceCounters, jobs: int, wait: float = 1.0) -> DeviceCounters:
@@ -82,7 +85,7 @@ def open_runtime(root: Path, queues: int, prefault: bool, used: set[int], attemp
     for _ in range(attempts):
         rt = Runtime(root, driver="zip", queues=queues, prefault=prefault)
         assert rt.zip is not None  # driver="zip" raises NoDevice otherwise
-        pasids = {q.handle.pasid for q in rt.zip.all_queues()}
+        pasids = {q.pasid for q in rt.zip.statistics().per_queue}
         if not pasids & used:
             used.update(pasids)
             return rt
@@ -103,8 +106,10 @@ def measure_device(root: Path, opts: Options, blocks: Sequence[bytes], depth: in
     dfx: Dfx | None = None
     try:
         assert rt.zip is not None  # driver="zip" raises NoDevice otherwise
-        qids = [q.handle.sqn for q in rt.zip.all_queues()]
-        dfx = Dfx(rt.zip.device.paths.dfx, 0, 0, create=False)
+        driver = rt.zip.statistics()
+        assert driver.device is not None  # the zip driver is always on a device
+        qids = [q.sqn for q in driver.per_queue]
+        dfx = Dfx(cdev.DevicePaths(root, driver.device).dfx, 0, 0, create=False)
         comp = rt.compressor(opts.level)
         label = device_label(opts.mode, depth, prefault)
         tally = Tally()
@@ -122,9 +127,10 @@ def measure_device(root: Path, opts: Options, blocks: Sequence[bytes], depth: in
         cpu = time.process_time_ns() - cpu0
         after = settled(dfx, qids, before, tally.jobs + tally.errors)
         device_cpu = process_cpu_ns(pid) - device_cpu0
-        heap = rt.heap.statistics()
+        used = rt.statistics()
         extra: dict[str, Any] = {
-            "heap_prefaults": heap.misses, "heap_warm_allocs": heap.hits, "fallback_jobs": rt.fallback_jobs,
+            "heap_prefaults": used.heap.misses, "heap_warm_allocs": used.heap.hits,
+            "fallback_jobs": used.fallback_jobs,
             "verified": _verify(blocks[0], tally.first_frame),
             "error_statuses": tally.statuses,
         }

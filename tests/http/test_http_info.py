@@ -5,25 +5,16 @@ from __future__ import annotations
 import os
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import ServerProc
 from tests.harness.http import call, check_problem
+from tests.harness.metrics import metric
 
 DEVICE_ATTRS = {"name", "api", "flags", "algorithms", "available_instances", "isolate", "isolate_strategy",
                 "region_mmio_size", "region_dus_size", "node_id"}
 
 
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of a Prometheus text exposition, keyed by (name, labels)."""
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return out
-
-
-def scrape(url: str) -> str:
+def metrics_text(url: str) -> str:
     """/metrics as text, checking it is served as text (not as a problem document)."""
     reply = call(url, "GET", "/metrics")
     assert reply.status == 200
@@ -31,9 +22,8 @@ def scrape(url: str) -> str:
     return reply.body.decode()
 
 
-def compress_200s(url) -> float:  # type: ignore[no-untyped-def]
-    key = ("warpzip_http_requests_total", frozenset({"code": "200", "method": "POST", "route": "/compress"}.items()))
-    return samples(scrape(url)).get(key, 0.0)
+def compress_answers(url: str, code: str) -> float:
+    return metric(url, "warpzip_http_requests_total", 0.0, code=code, method="POST", route="/compress")
 
 
 def test_index_is_text(server: ServerProc) -> None:
@@ -97,15 +87,13 @@ def test_device_counts_jobs(server: ServerProc) -> None:
 
 def test_metrics_exposition(server: ServerProc) -> None:
     assert call(server.url, "POST", "/compress", b"warm up" * 100).status == 200
-    text = scrape(server.url)
+    text = metrics_text(server.url)
     for name in ("warpzip_http_requests_total", "warpzip_queue_sq_depth", "warpzip_device_jobs_completed_total",
                  "warpzip_build_info"):
         assert name in text, name
     assert "warpzip_device_iopf_total" in text or "warpzip_iopf_pages_total" in text
-    found = samples(text)  # parses: the exposition is well-formed
-    assert any(name == "warpzip_build_info" and value == 1 for (name, _), value in found.items())
-    assert any(name == "warpzip_device_jobs_completed_total" and dict(labels).get("status") == "ok" and value >= 1
-               for (name, labels), value in found.items())
+    assert metric(server.url, "warpzip_build_info") == 1  # parsed: the exposition is well-formed
+    assert metric(server.url, "warpzip_device_jobs_completed_total", status="ok") >= 1
 
 
 def test_metrics_are_text_not_problem(server: ServerProc) -> None:
@@ -114,18 +102,17 @@ def test_metrics_are_text_not_problem(server: ServerProc) -> None:
 
 def test_compress_counter_rises_by_n(server: ServerProc) -> None:
     n = 7
-    before = compress_200s(server.url)
+    before = compress_answers(server.url, "200")
     for i in range(n):
         assert call(server.url, "POST", f"/compress?level={i}", os.urandom(100 * i)).status == 200
-    assert compress_200s(server.url) == before + n
+    assert compress_answers(server.url, "200") == before + n
 
 
 def test_errors_are_counted_by_code(server: ServerProc) -> None:
-    key = ("warpzip_http_requests_total", frozenset({"code": "400", "method": "POST", "route": "/compress"}.items()))
-    before = samples(scrape(server.url)).get(key, 0.0)
+    before = compress_answers(server.url, "400")
     assert call(server.url, "POST", "/compress?level=99", b"x").status == 400
     assert call(server.url, "POST", "/compress?checksum=9", b"x").status == 400
-    assert samples(scrape(server.url))[key] == before + 2
+    assert compress_answers(server.url, "400") == before + 2
 
 
 @pytest.mark.parametrize("path", ["/", "/healthz", "/device", "/metrics"])

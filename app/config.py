@@ -44,6 +44,13 @@ class Config:
     keepalive_timeout: float = 75.0
     access_log: bool = False
     log_level: str = "INFO"
+    log_format: str = "text"
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+
+    @property
+    def trusted_proxies(self) -> frozenset[str]:
+        """The addresses whose ``X-Forwarded-For`` the access log believes (``*``: any)."""
+        return frozenset(part.strip() for part in self.forwarded_allow_ips.split(",") if part.strip())
 
 
 class _Parser(argparse.ArgumentParser):
@@ -132,6 +139,9 @@ OPTIONS: tuple[tuple[str, Callable[[str], object], tuple[str, ...] | None, str],
     ("access_log", _bool, None, "log every request (off by default, as gunicorn: a log line costs a sixth of a "
      "small request; Prometheus has the request counts and latencies)"),
     ("log_level", _level, ("DEBUG", "INFO", "WARNING", "ERROR"), "logging threshold (any case)"),
+    ("log_format", str, ("text", "json"), "log lines as text, or one JSON object per line"),
+    ("forwarded_allow_ips", str, None, "comma-separated proxy addresses whose X-Forwarded-For the access log "
+     "believes ('*': any; '': none)"),
 )
 
 

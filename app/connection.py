@@ -34,7 +34,7 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 
-from app import aiohttp_private
+from app import aiohttp_private, logs
 from app.admission import Admission
 from app.api import body, compress, errors
 from app.api.errors import Problem
@@ -160,6 +160,7 @@ class Server(web.Server):
         self.open = 0
         self.stopping = False
         self.bodies: Bodies = app[BODIES]  # what bodies still arriving hold of the heap
+        self.trusted_proxies = config.trusted_proxies
         self.datapaths: set[DataPath] = set()
         self._drained = asyncio.Event()
         self._protocol = protocol
@@ -225,7 +226,8 @@ class Runner(web.AppRunner):
         # auto_decompress=False: a Content-Encoding body is answered 415 by the handler, never
         # inflated (or rejected as text/plain by the parser) behind its back.
         self.protocol: dict[str, Any] = {"access_log": access_log, "auto_decompress": False,
-                                         "keepalive_timeout": config.keepalive_timeout}
+                                         "keepalive_timeout": config.keepalive_timeout,
+                                         "access_log_class": logs.access_logger(config.trusted_proxies)}
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()  # starts the app (its cleanup_ctx) and freezes it

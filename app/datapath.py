@@ -330,7 +330,7 @@ class DataPath(asyncio.BufferedProtocol):
         server = self._server
         server.metrics.end(request.head.route, "POST", request.status, request.started)
         if server.access_log is not None:
-            request.log(server.access_log, self._peer)
+            request.log(server.access_log, self._peer, server.trusted_proxies)
         self._request = None
         if not keep_phase:
             self._idle()

@@ -9,6 +9,7 @@ import time
 from typing import final
 
 from app import head as heads
+from app import logs
 from app.api import compress
 from warp import Result
 
@@ -30,11 +31,12 @@ class Request:
         self.job_started = 0.0
         self.sent = 0
 
-    def log(self, access_log: logging.Logger, peer: str) -> None:
-        """aiohttp's default access line (address, request line, status, body bytes) plus the
-        seconds taken."""
-        access_log.info('%s "POST %s HTTP/1.1" %d %d %.6f', peer, self.head.target.decode("ascii"), self.status,
-                        self.sent, time.perf_counter() - self.started)
+    def log(self, access_log: logging.Logger, peer: str, trusted: frozenset[str]) -> None:
+        """The access line (:func:`app.logs.access`), as aiohttp's path writes it too."""
+        forwarded = self.head.forwarded_for
+        remote = logs.client(peer, forwarded.decode("latin-1") if forwarded else None, trusted)
+        logs.access(access_log, remote, "POST", self.head.target.decode("ascii"), self.status, self.sent,
+                    time.perf_counter() - self.started)
 
 
 def release_when_sent(result: Result, transport: asyncio.Transport, delay: float = 0.001) -> None:

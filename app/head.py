@@ -40,16 +40,19 @@ _NOT_OURS: Final = frozenset({b"transfer-encoding", b"expect", b"content-encodin
 
 @final
 class Head:
-    """A request the data path serves: its route, raw query, declared body length, keep-alive."""
+    """A request the data path serves: its route, raw query, declared body length, keep-alive,
+    and the ``X-Forwarded-For`` a proxy added (for the access log; :func:`app.logs.client`)."""
 
-    __slots__ = ("route", "query", "length", "keep_alive", "target")
+    __slots__ = ("route", "query", "length", "keep_alive", "target", "forwarded_for")
 
-    def __init__(self, route: str, query: bytes, length: int, keep_alive: bool, target: bytes) -> None:
+    def __init__(self, route: str, query: bytes, length: int, keep_alive: bool, target: bytes,
+                 forwarded_for: bytes | None = None) -> None:
         self.route = route
         self.query = query
         self.length = length
         self.keep_alive = keep_alive
         self.target = target
+        self.forwarded_for = forwarded_for
 
     def params(self) -> dict[str, str]:
         """The query's parameters, the first of a repeated name winning (as aiohttp's ``query.get``)."""
@@ -75,16 +78,18 @@ def parse(head: bytes | bytearray | memoryview, max_line: int, max_field: int, m
     fields = _fields(lines[1:], max_field)
     if fields is None:
         return None
-    length, keep_alive = fields
+    length, keep_alive, forwarded_for = fields
     if not length:  # no body, or an empty one: rare, and aiohttp's rules for it apply
         return None
-    return Head(start[1].decode("ascii"), start[2] or b"", length, keep_alive, line[5:-9])
+    return Head(start[1].decode("ascii"), start[2] or b"", length, keep_alive, line[5:-9], forwarded_for)
 
 
-def _fields(lines: list[bytes], max_field: int) -> tuple[int | None, bool] | None:
-    """The declared length and keep-alive of a head's field lines; ``None`` if one is not ours."""
+def _fields(lines: list[bytes], max_field: int) -> tuple[int | None, bool, bytes | None] | None:
+    """The declared length, keep-alive and X-Forwarded-For of a head's field lines; ``None`` if
+    one is not ours."""
     length: int | None = None
     keep_alive = True
+    forwarded_for: bytes | None = None
     for field in lines:
         if len(field) > max_field:
             return None
@@ -102,9 +107,11 @@ def _fields(lines: list[bytes], max_field: int) -> tuple[int | None, bool] | Non
             if b"upgrade" in options:
                 return None
             keep_alive = keep_alive and b"close" not in options
+        elif name == b"x-forwarded-for":
+            forwarded_for = match[2].strip(b" \t") if forwarded_for is None else forwarded_for + b"," + match[2]
         elif name in _NOT_OURS:
             return None
-    return length, keep_alive
+    return length, keep_alive, forwarded_for
 
 
 def response_head(status: int, reason: str, content_type: str, length: int, extra: Mapping[str, str],

@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import uvloop
 from aiohttp import web
 
-from app import api
+from app import api, logs
 from app.admission import Admission
 from app.api import errors
 from app.budget import Bodies
@@ -73,7 +72,7 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _run_worker(config: Config, listener: socket.socket) -> int:
     app = create_app(config)
-    runner = Runner(app, config, logging.getLogger("aiohttp.access") if config.access_log else None)
+    runner = Runner(app, config, logs.ACCESS if config.access_log else None)
     try:
         await runner.setup()
         await web.SockSite(runner, listener, backlog=BACKLOG).start()
@@ -119,9 +118,22 @@ def listen(config: Config) -> socket.socket:
     return sock
 
 
+def url(config: Config) -> str:
+    """The address to tell the operator, as a browser or curl takes it (an IPv6 host in brackets)."""
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return f"http://{host}:{config.port}"
+
+
+def _device_line(config: Config) -> str:
+    if config.device == "embedded":
+        return f"embedded device, {config.engines} engines"
+    if config.device == "external":
+        return "external device"
+    return "no device: the cpu driver only"
+
+
 def serve(config: Config) -> int:
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        stream=sys.stderr)
+    logs.configure(config.log_level, config.log_format)
     metrics_dir = Path(tempfile.mkdtemp(prefix="warpzip-metrics-"))
     use_shared_directory(metrics_dir)
     try:
@@ -149,8 +161,8 @@ def _serve_on(config: Config, listener: socket.socket) -> int:
             log.error("%s", exc)
             return 1
     try:
-        log.info("warpzip serving on http://%s:%d (device %s, root %s, engines %d, workers %d)",
-                 config.host, config.port, config.device, config.root, config.engines, config.workers)
+        log.info("warpzip serving on %s (%s, root %s, workers %d)", url(config), _device_line(config),
+                 config.root, config.workers)
         if config.workers == 1:
             return run_worker(config, listener)
         # The parent stops listening as it stops its workers: new connections are refused then.

@@ -82,7 +82,7 @@ def _bench(argv: list[str]) -> int:
         return device_bench(argv[1:])
     from bench.driver import main as http_bench
 
-    return http_bench(argv[1:])
+    return http_bench(argv[1:], prog="warpzip bench http")
 
 
 def _info(argv: list[str]) -> int:

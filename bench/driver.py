@@ -89,8 +89,8 @@ def parse_servers(values: Sequence[str]) -> list[ServerSpec]:
     return [SERVERS[name] for name in names]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--servers", nargs="+", default=[",".join(DEFAULT_SERVERS)],
                         help=f"default {','.join(DEFAULT_SERVERS)}; any of {', '.join(SERVERS)}")
     parser.add_argument("--loads", nargs="+", metavar="SIZES@CONNECTIONS",
@@ -212,9 +212,10 @@ def _progress(row: Row) -> Row:
     return row
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m bench") -> int:
+    """``make bench`` (``python -m bench``) and ``warpzip bench http`` (named ``prog`` in its usage)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
         servers = parse_servers(args.servers)

@@ -46,7 +46,8 @@ def test_version() -> None:
     assert done.returncode == 0 and done.stdout.strip() == f"warpzip {metadata.version('warpzip')}"
 
 
-@pytest.mark.parametrize("command", [["serve"], ["device"], ["info"], ["bench"], ["bench", "device"]])
+@pytest.mark.parametrize("command", [["serve"], ["device"], ["info"], ["bench"], ["bench", "device"],
+                                     ["bench", "http"]])
 def test_every_command_has_its_own_help(command: list[str]) -> None:
     done = warpzip(*command, "--help")
     assert done.returncode == 0, done.stderr

@@ -184,8 +184,7 @@ class UacceCore:
     def _write_strategy(self, text: str) -> None:
         path = self.paths.sysfs / "isolate_strategy"
         with self._sysfs_lock:
-            write_attr(path, text, MODE_RW)
-            st = path.stat()
+            st = write_attr(path, text, MODE_RW)
         self._strategy_sig = (st.st_ino, st.st_mtime_ns, st.st_size)
         self._strategy_odd = None
 
@@ -331,10 +330,17 @@ class UacceCore:
                 qf.mapping = None
 
 
-def write_attr(path: Path, value: str, mode: int = MODE_RO) -> None:
-    """Replace an attribute file atomically, so readers never see it half written."""
+def write_attr(path: Path, value: str, mode: int = MODE_RO) -> os.stat_result:
+    """Replace an attribute file atomically, so readers never see it half written.
+
+    Returns the stat of what was written, taken before the rename (which keeps inode, mtime and
+    size): a stat after it could already see a user's write that followed, and the core would
+    take that write for its own and never look at it.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.unlink(missing_ok=True)  # a read-only leftover would refuse the write for a non-root owner
     tmp.write_text(value + "\n")
     os.chmod(tmp, mode)
+    st = tmp.stat()
     os.replace(tmp, path)
+    return st

@@ -16,6 +16,7 @@ timeout on the cpu fails with :class:`JobTimeout`. The rules are :mod:`warp.fail
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,12 +83,12 @@ class RuntimeStats:
 class Runtime:
     """One process's accelerator runtime: SVA heap, queues on a device, the cpu fallback."""
 
-    def __init__(self, root: Path | None = None, *, driver: str = "auto", queues: int = 1,
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, driver: str = "auto", queues: int = 1,
                  heap_size: int = DEFAULT_HEAP, prefault: bool = True, cpu_threads: int = 2,
                  timeout: float = DEFAULT_TIMEOUT, doorbell_batch: int = DOORBELL_BATCH) -> None:
         if driver not in ("auto", "zip", "cpu"):
             raise ValueError("driver must be auto, zip or cpu")
-        self.root = root or cdev.default_root()
+        self.root = Path(root) if root is not None else cdev.default_root()
         self.timeout = timeout
         self.space = AddressSpace(heap_size)
         self.heap = SvaHeap(self.space, prefault=prefault)
@@ -149,6 +150,19 @@ class Runtime:
 
     def decompressor(self, max_output: int) -> Decompressor:
         return Decompressor(self, max_output)
+
+    def compress(self, data: Bytes, level: int = 3, checksum: bool = False) -> bytes:
+        """One zstd frame of ``data`` as ``bytes`` (python-zstandard's ``compress``): for callers
+        who do not keep pooled buffers; the zero-copy way is :meth:`compressor` and a view."""
+        with self.compressor(level, checksum).compress(data) as frame:
+            return bytes(frame.view)
+
+    def decompress(self, data: Bytes, max_output: int | None = None) -> bytes:
+        """The content of the frames in ``data`` as ``bytes``; more than ``max_output`` (default a
+        quarter of the heap) fails with :class:`JobFailed` instead of growing (a bomb stops here)."""
+        limit = self.space.size // 4 if max_output is None else max_output
+        with self.decompressor(limit).decompress(data) as content:
+            return bytes(content.view)
 
     def alloc(self, size: int) -> Buffer:
         return self.heap.alloc(size)
@@ -339,6 +353,12 @@ class Runtime:
             drivers.insert(0, self.zip.statistics())
         return RuntimeStats(driver=current, fallback_jobs=self.fallback_jobs,
                             queue_resets=self.queue_resets, heap=self.heap.statistics(), drivers=tuple(drivers))
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         """Put the queues and stop the cpu pool. Jobs still in flight end with

@@ -97,14 +97,17 @@ def _info(argv: list[str]) -> int:
     except cdev.Untrusted as exc:
         print(f"warpzip info: {exc}", file=sys.stderr)
         return 1
+    gone = [device["sysfs"]["name"] for device in found if not device["running"]]
     if args.json:
         print(json.dumps(found, indent=2))
-        return 0
+        return 1 if gone or not found else 0
     if not found:
         print(f"no uacce devices under {args.root}")
         return 1
     for device in found:
         attrs = device["sysfs"]
+        if not device["running"]:
+            print(f"{attrs['name']}: gone — no device process holds {args.root} (its last counters follow)")
         print(f"{attrs['name']}: api {attrs['api']}, algorithms {','.join(attrs['algorithms'])}, "
               f"available_instances {attrs['available_instances']}, isolate {attrs['isolate']}")
         for q in device.get("queues", []):
@@ -112,7 +115,7 @@ def _info(argv: list[str]) -> int:
                   f"jobs {q['submitted']} ok {q['completed_ok']} err {q['completed_err']} iopf {q['iopf']}")
         for e in device.get("engines", []):
             print(f"  engine {e['engine']} jobs {e['jobs']} busy {e['busy_ns'] / 1e9:.3f} s")
-    return 0
+    return 1 if gone else 0
 
 
 if __name__ == "__main__":

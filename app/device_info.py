@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from warp import devices
-from warp.cdev import DevicePaths
+from warp.cdev import DevicePaths, device_running
 from warp.device.core import QState
 from warp.dfx import Dev, Engine, Queue, read_snapshot
 from warp.iommu.fault import FaultCounter
@@ -19,8 +19,11 @@ QUEUE_COUNTERS: Final = (Queue.SUBMITTED, Queue.COMPLETED_OK, Queue.COMPLETED_ER
 
 
 def describe(root: Path) -> list[dict[str, Any]]:
-    """Every device under ``root`` (isolated ones included), with its live counters."""
-    return [_device(d.paths, {
+    """Every device under ``root`` (isolated ones included), with its counters; ``running`` is
+    false when no process holds the root any more (the files and last counters of a device that
+    died stay behind, and must not read as a live device)."""
+    running = device_running(root)
+    return [_device(d.paths, running, {
         "name": d.name, "api": d.api, "flags": d.flags, "algorithms": list(d.algorithms),
         "available_instances": d.available_instances, "isolate": int(d.isolated),
         "isolate_strategy": d.isolate_strategy, "region_mmio_size": d.region_mmio_size,
@@ -28,8 +31,8 @@ def describe(root: Path) -> list[dict[str, Any]]:
     }) for d in devices(root, include_isolated=True)]
 
 
-def _device(paths: DevicePaths, attrs: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"sysfs": attrs}
+def _device(paths: DevicePaths, running: bool, attrs: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"running": running, "sysfs": attrs}
     try:
         dfx = read_snapshot(paths.dfx)
     except (OSError, ValueError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import array
 import errno
+import fcntl
 import json
 import os
 import socket
@@ -83,6 +84,26 @@ def check_peer(sock: socket.socket, path: Path) -> None:
                                                           struct.calcsize("3i")))
     if uid not in (os.geteuid(), 0):
         raise Untrusted(f"refusing {path}: the device behind it runs as uid {uid}, not as us or root")
+
+
+ROOT_LOCK: Final = "device.lock"
+"""The file under a runtime root that its device holds an exclusive ``flock`` on for its life."""
+
+
+def device_running(root: Path) -> bool:
+    """Whether a device process holds ``root`` now: its lock cannot be shared. The kernel drops
+    the lock however the process ends, so a killed device reads as gone although its files stay."""
+    try:
+        fd = os.open(root / ROOT_LOCK, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False  # no device ever ran here (or not one of ours)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a shared lock we took
+    return False
 
 
 def default_root() -> Path:

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tests.harness import REPO, DeviceProc, wait_until
+from tests.harness import REPO, DeviceProc, start_device, wait_until
 from warp import Runtime
 
 
@@ -64,3 +64,20 @@ def test_info_shows_a_live_device_under_load(device: DeviceProc) -> None:
 def test_info_without_a_device_says_so(tmp_path: Path) -> None:
     completed = info(tmp_path)
     assert completed.returncode == 1 and "no uacce devices" in completed.stdout
+
+
+def test_info_on_a_root_whose_device_is_gone_says_so_and_fails(tmp_path: Path) -> None:
+    """A killed device leaves its sysfs files and last counters behind: they must not read as a
+    live device (issue 16). Before the kill the same command says running and exits 0."""
+    dev = start_device(tmp_path / "root")
+    try:
+        live = info(dev.root, "--json")
+        assert live.returncode == 0 and json.loads(live.stdout)[0]["running"] is True
+    finally:
+        dev.proc.kill()
+        dev.proc.wait(timeout=10)
+    assert (dev.root / "sys").is_dir()  # the files stay
+    text = info(dev.root)
+    assert text.returncode == 1 and "gone" in text.stdout, text.stdout
+    as_json = info(dev.root, "--json")
+    assert as_json.returncode == 1 and json.loads(as_json.stdout)[0]["running"] is False

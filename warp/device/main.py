@@ -94,15 +94,12 @@ def prepare_root(root: Path) -> None:
     os.umask(os.umask(0) | 0o022)  # clients refuse a tree others can write (cdev.check_trusted)
 
 
-LOCK_NAME = "device.lock"
-
-
 def claim_root(root: Path) -> int:
     """Take the root for this device: an exclusive ``flock`` on ``<root>/device.lock``, released by
     the kernel when the process ends however it ends. A second device on a root in use would
     unlink the first one's live char device and leave its queues unreachable; it refuses instead,
     and the first keeps serving."""
-    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    fd = os.open(root / cdev.ROOT_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

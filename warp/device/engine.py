@@ -1,9 +1,8 @@
 """The ZIP engines: threads that fetch doorbelled SQEs, run them and post their CQEs.
 
-What the accelerator's silicon does behind the QM driver, so no kernel file is its counterpart;
-the nearest are the SQ/CQ handling of ``drivers/crypto/hisilicon/qm.c`` (``qm_poll_req_cb``, the
-CQ-head doorbell) and ``hisi_qm_stop_qp``'s drain. Queue pairs are in :mod:`warp.device.qp`,
-errors and isolation in :mod:`warp.device.ras`.
+What the accelerator's silicon does, so no kernel file is its counterpart: ``qm.c`` only rings
+the doorbells these engines answer, and waits in ``hisi_qm_stop_qp`` for the drain modelled here.
+Queue pairs are in :mod:`warp.device.qp`, errors and isolation in :mod:`warp.device.ras`.
 
 Engines share one epoll set of doorbell eventfds registered EPOLLONESHOT: a doorbelled queue goes
 to exactly one engine (so completions stay in order per queue), which fetches at most ``batch``

@@ -2,8 +2,9 @@
 that exercise them.
 
 The error-handling half of the HiSilicon QM driver (``drivers/crypto/hisilicon/qm.c``:
-``qm_hw_err_isolate``, ``qm_disable_qp``, ``qm_controller_reset``) with the debugfs error
-injection of ``zip_main.c``. Hardware errors are counted against ``isolate_strategy``;
+``qm_hw_err_isolate``, ``qm_disable_qp``, ``qm_controller_reset``), plus applying the faults the
+control socket injects (what debugfs error injection is on real hardware; parsed in
+:mod:`warp.device.faults`). Hardware errors are counted against ``isolate_strategy``;
 isolation sets every queue's TX/RX stop flags, and a controller reset (control socket) clears
 them. Every change is mirrored into the device's DFX row at once, so a collector sees it without
 a round trip.

@@ -30,7 +30,10 @@ class DropsRequests(socketserver.StreamRequestHandler):
     """200 to HAProxy's GET /healthz; any other request: the connection closes unanswered."""
 
     def handle(self) -> None:
-        if self.rfile.readline().startswith(b"GET /healthz "):
+        request_line = self.rfile.readline()
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass  # the whole head is read: closing with unread bytes would reset the check's connection
+        if request_line.startswith(b"GET /healthz "):
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
 
 

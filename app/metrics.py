@@ -9,13 +9,16 @@ DFX counters (:mod:`app.dfx_collector`).
 from __future__ import annotations
 
 import asyncio
+import platform
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Final, final
 
+import aiohttp
+import zstandard
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -32,6 +35,9 @@ CLIENT_CLOSED: Final = 499
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Guard = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 SYNC_INTERVAL: Final = 1.0
+PROCESS_SERIES: Final = frozenset({"process_cpu_seconds", "process_resident_memory_bytes", "process_open_fds",
+                                   "process_start_time_seconds"})
+BUILD: Final = (__version__, platform.python_version(), aiohttp.__version__, ".".join(map(str, zstandard.ZSTD_VERSION)))
 
 
 @final
@@ -40,11 +46,12 @@ class Metrics:
 
     def __init__(self, runtime: Callable[[], Runtime | None], admission: Admission, root: Path) -> None:
         self.tally = Tally()
-        self.tally.set("warpzip_build_info", (__version__,), 1)
+        self.tally.set("warpzip_build_info", BUILD, 1)
         self._in_flight = self.tally.values["warpzip_http_requests_in_flight"]
         self._runtime = runtime
         self._admission = admission
         self.files = SnapshotFiles()
+        self._process = ProcessCollector(registry=None)
         self.registry = CollectorRegistry()
         self.registry.register(WorkerCollector(self))
         self.registry.register(AcceleratorCollector(cdev.DevicePaths(root, DEVICE_NAME)))
@@ -70,7 +77,14 @@ class Metrics:
         runtime = self._runtime()
         if runtime is not None:
             self._copy_runtime(runtime)
+        self._copy_process()
         self.files.publish(tally)
+
+    def _copy_process(self) -> None:
+        """This worker's standard process figures (prometheus-client reads /proc), merged like the rest."""
+        for family in self._process.collect():
+            if family.name in PROCESS_SERIES:
+                self.tally.set(family.name, (), family.samples[0].value)
 
     def _copy_runtime(self, runtime: Runtime) -> None:
         tally = self.tally

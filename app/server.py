@@ -32,7 +32,7 @@ from app.config import Config
 from app.connection import Runner
 from app.keys import ADMISSION, BODIES, CONFIG, METRICS, RUNTIME
 from app.metrics import Metrics
-from app.snapshot_files import use_shared_directory
+from app.snapshot_files import Restarts, use_shared_directory
 from app.supervisor import BOOT_FAILED, DeviceSupervisor, WorkerPool
 from warp import Runtime
 from warp.device.launch import DeviceStartError
@@ -154,9 +154,10 @@ def _serve_with_device(config: Config) -> int:
 
 def _serve_on(config: Config, listener: socket.socket) -> int:
     device: DeviceSupervisor | None = None
+    restarts = Restarts()
     if config.device == "embedded":
         try:
-            device = DeviceSupervisor(config.root, "--engines", str(config.engines)).start()
+            device = DeviceSupervisor(config.root, "--engines", str(config.engines), restarts=restarts).start()
         except DeviceStartError as exc:
             log.error("%s", exc)
             return 1
@@ -166,7 +167,8 @@ def _serve_on(config: Config, listener: socket.socket) -> int:
         if config.workers == 1:
             return run_worker(config, listener)
         # The parent stops listening as it stops its workers: new connections are refused then.
-        return WorkerPool(config.workers, lambda: run_worker(config, listener), on_stop=listener.close).run()
+        return WorkerPool(config.workers, lambda: run_worker(config, listener), on_stop=listener.close,
+                          restarts=restarts).run()
     finally:
         if device is not None:
             device.stop()

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final, final
 
+from app.snapshot_files import Restarts
 from warp.device.launch import DeviceProcess, DeviceStartError
 
 log = logging.getLogger("warpzip")
@@ -41,10 +42,11 @@ PR_SET_PDEATHSIG: Final = 1
 
 @final
 class DeviceSupervisor:
-    def __init__(self, root: Path, *args: str) -> None:
+    def __init__(self, root: Path, *args: str, restarts: Restarts | None = None) -> None:
         self.root = root
         self.args = args
         self.restarts = 0
+        self._counts = restarts
         self._device: DeviceProcess | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="device-supervisor", daemon=True)
@@ -77,6 +79,8 @@ class DeviceSupervisor:
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             self.restarts += 1
+            if self._counts is not None:
+                self._counts.count("device")
             backoff = 1.0
             log.info("device restarted (pid %d, restart %d)", self._device.proc.pid if self._device.proc else -1,
                      self.restarts)
@@ -98,11 +102,13 @@ class WorkerPool:
     from under its ``Popen``) and forwards the stopping signal to them.
     """
 
-    def __init__(self, count: int, target: Callable[[], int], on_stop: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, count: int, target: Callable[[], int], on_stop: Callable[[], None] = lambda: None,
+                 restarts: Restarts | None = None) -> None:
         self.count = count
         self.target = target
         self._on_stop = on_stop
         self.restarts = 0
+        self._counts = restarts
         self._workers: dict[int, float] = {}  # pid -> start time (monotonic)
         self._due: list[float] = []  # when each pending replacement may start
         self._backoff = 1.0
@@ -135,6 +141,8 @@ class WorkerPool:
                 self._due.pop(0)
                 self._start()
                 self.restarts += 1
+                if self._counts is not None:
+                    self._counts.count("worker")
         return status
 
     def _start(self) -> None:

@@ -58,7 +58,16 @@ SPECS: Final[Mapping[str, Spec]] = {
     "warpzip_sva_heap_capacity_bytes": Spec("gauge", (), "SVA heap size, over all workers."),
     "warpzip_sva_pool_allocations": Spec("counter", ("result",), "Buffer allocations by pool result."),
     "warpzip_device_up": Spec("gauge", (), "1 while every worker reaches the accelerator, else 0.", "min"),
-    "warpzip_build_info": Spec("gauge", ("version",), "Build information; the value is always 1.", "min"),
+    "warpzip_build_info": Spec("gauge", ("version", "python", "aiohttp", "zstd"),
+                               "Build information: warpzip, Python, aiohttp and libzstd versions; always 1.", "min"),
+    "warpzip_worker_restarts": Spec("counter", (), "Worker processes replaced after they exited."),
+    "warpzip_device_restarts": Spec("counter", (), "Times the embedded device was restarted after it exited."),
+    # The standard process metrics, over the worker processes: a replaced worker's CPU stays counted.
+    "process_cpu_seconds": Spec("counter", (), "Total user and system CPU time of the worker processes, seconds."),
+    "process_resident_memory_bytes": Spec("gauge", (), "Resident memory of the live worker processes, bytes."),
+    "process_open_fds": Spec("gauge", (), "Open file descriptors of the live worker processes."),
+    "process_start_time_seconds": Spec("gauge", (), "Start time of the oldest live worker, seconds since the epoch.",
+                                       "min"),
 }
 
 

@@ -15,6 +15,7 @@ import pytest
 import zstandard
 
 from tests.harness import start_server
+from tests.harness.metrics import metric
 from warp.device.launch import stop_process
 
 pytestmark = pytest.mark.e2e
@@ -44,6 +45,7 @@ def test_killed_device_is_restarted_and_used_again(tmp_path: Path, workers: int)
     try:
         data = b"restart me " * 4000
         assert compress(srv.url, data) == data
+        assert metric(srv.url, "warpzip_device_restarts_total") == 0
         (first,) = device_pids(root)
         os.kill(first, signal.SIGKILL)
         deadline = time.monotonic() + 30
@@ -60,6 +62,7 @@ def test_killed_device_is_restarted_and_used_again(tmp_path: Path, workers: int)
         assert served_meanwhile > 0
         assert compress(srv.url, data) == data
         assert "restarting it" in srv.log.read_text()
+        assert metric(srv.url, "warpzip_device_restarts_total") == 1  # the parent's count, in a worker's scrape
     finally:
         stop_process(srv.proc)
     assert device_pids(root) == []

@@ -22,6 +22,7 @@ from app.supervisor import BOOT_FAILED
 from bench.proctree import snapshot_tree
 from bench.soak import role
 from tests.harness import REPO, require_tool, start_server, wait_until
+from tests.harness.metrics import metric
 from tests.harness.wrk import finish, start_wrk
 from warp.device.launch import stop_process
 
@@ -61,6 +62,7 @@ def test_a_killed_worker_is_replaced_while_the_other_serves(corpus: dict[str, Pa
     srv = start_server(tmp_path / "root", tmp_path / "server.log", "--workers", "2", "--access-log", "0")
     try:
         wait_until(lambda: len(started_queues(srv.url)) == 8, WAIT, "both workers' queues")
+        assert metric(srv.url, "warpzip_worker_restarts_total") == 0
         load = start_wrk(wrk, f"{srv.url}/compress?level=3", body, seconds=8, connections=CONNECTIONS)
         time.sleep(2)
         first = workers(srv.proc.pid)
@@ -90,6 +92,7 @@ def test_a_killed_worker_is_replaced_while_the_other_serves(corpus: dict[str, Pa
         else:
             pytest.fail("no request reached the replacement worker")
         result = finish(load, 60)
+        assert metric(srv.url, "warpzip_worker_restarts_total") == 1
         srv.proc.send_signal(signal.SIGTERM)
         assert srv.proc.wait(30) == 0
     finally:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import platform
+import time
 
+import aiohttp
 import pytest
+import zstandard
 
 from tests.harness import ServerProc
 from tests.harness.http import call, check_problem
@@ -120,3 +124,16 @@ def test_post_to_read_only_resource_is_405(server: ServerProc, path: str) -> Non
     reply = call(server.url, "POST", path, b"x")
     check_problem(reply, 405, server.root)
     assert "GET" in reply.headers["Allow"]
+
+
+def test_process_metrics_build_labels_and_restart_counters(server: ServerProc) -> None:
+    """Issue 16: the standard process_* series (over the workers, merged like the rest), build_info
+    that names the Python, aiohttp and libzstd versions, and the parent's restart counters."""
+    assert metric(server.url, "process_cpu_seconds_total") > 0
+    assert metric(server.url, "process_resident_memory_bytes") > 10 << 20  # a worker with numpy and a heap
+    assert metric(server.url, "process_open_fds") > 3
+    assert abs(metric(server.url, "process_start_time_seconds") - time.time()) < 3600
+    assert metric(server.url, "warpzip_build_info", python=platform.python_version(), aiohttp=aiohttp.__version__,
+                  zstd=".".join(map(str, zstandard.ZSTD_VERSION))) == 1
+    assert metric(server.url, "warpzip_worker_restarts_total") == 0
+    assert metric(server.url, "warpzip_device_restarts_total") == 0

@@ -59,10 +59,8 @@ def test_hung_engine_is_reset_and_the_request_still_succeeds(hasty: ServerProc) 
         assert metric(hasty.url, "warpzip_sva_heap_in_use_bytes") == 0
     finally:
         assert device_cli(hasty.root, "reset").returncode == 0
-    deadline = time.monotonic() + 10
-    while healthz(hasty.url)["driver"] != "zip":  # the worker finds the device again by itself
-        assert time.monotonic() < deadline, "the worker did not move back onto the device"
-        time.sleep(0.2)
+    # the worker finds the device again by itself
+    wait_until(lambda: healthz(hasty.url)["driver"] == "zip", 10, "the worker to move back onto the device")
     assert zstandard.decompress(call(hasty.url, "POST", "/compress", body).body) == body
 
 

@@ -203,6 +203,13 @@ def test_compose_file_follows_the_compose_spec_and_mounts_files_that_exist() -> 
             source = volume.split(":")[0]
             if source.startswith("."):
                 assert (COMPOSE.parent / source).exists(), (name, volume)
+    assert not any("network_mode" in service for service in services.values())  # each its own identity
+    password = services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert password.startswith("${GRAFANA_ADMIN_PASSWORD:?"), password  # from the environment, required
+    [datasources] = [v for v in services["grafana"]["volumes"] if "provisioning/datasources" in v]
+    provisioned = yaml.safe_load((COMPOSE.parent / datasources.split(":")[0]).read_text())
+    assert provisioned["datasources"][0]["url"] == "http://prometheus:9090"  # the service, by its name
+    assert parse_serve([], services["warpzip"]["environment"]).trusted_proxies == {"*"}
     grace = float(services["warpzip"]["stop_grace_period"].removesuffix("s"))
     assert grace > float(services["warpzip"]["environment"]["WARPZIP_SHUTDOWN_TIMEOUT"])
     assert services["haproxy"]["depends_on"]["warpzip"]["condition"] == "service_healthy"

@@ -3,27 +3,12 @@ they contain."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from grafana.panels import iter_panels
-from tests.harness import REPO
-
-GRAFANA = REPO / "grafana"
-DASHBOARDS = GRAFANA / "dashboards"
-
-
-def load_build() -> ModuleType:
-    """grafana/build.py as a module (it is a script, not part of any package)."""
-    spec = importlib.util.spec_from_file_location("warpzip_grafana_build", GRAFANA / "build.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from grafana.panels import DASHBOARDS, iter_panels
 
 
 def load_dashboards() -> dict[str, dict[str, Any]]:
@@ -37,11 +22,6 @@ def panel_targets() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
             for name, dashboard in load_dashboards().items()
             for panel in iter_panels(dashboard)
             for target in panel.get("targets", [])]
-
-
-@pytest.fixture(scope="session")
-def build() -> ModuleType:
-    return load_build()
 
 
 @pytest.fixture(scope="session")

@@ -10,16 +10,14 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.harness import require_tool
+from grafana import build
+from tests.harness import REPO, require_tool
 
-REPO = Path(__file__).resolve().parent.parent.parent
 GRAFANA = REPO / "grafana"
 ALERTS = {"WarpzipDeviceIsolated", "WarpzipQueueResets", "WarpzipIopfRateHigh", "WarpzipQueueSaturated",
           "WarpzipHigh5xxRatio", "WarpzipP99LatencyHigh"}
@@ -105,7 +103,7 @@ def test_every_referenced_metric_is_exposed(server: Any, dashboards: dict[str, d
 
 # ---- dashboards -------------------------------------------------------------------------------------
 
-def test_dashboards_match_build_script(build: ModuleType) -> None:
+def test_dashboards_match_build_script() -> None:
     rendered = build.render()
     assert set(rendered) == set(UIDS)
     for name, text in rendered.items():
@@ -213,9 +211,9 @@ def test_grafana_provisioning_and_compose() -> None:
     compose = yaml.safe_load((GRAFANA / "docker-compose.yml").read_text())
     services = compose["services"]
     assert {"warpzip", "prometheus", "grafana"} <= set(services)
-    build = services["warpzip"]["build"]
-    assert (GRAFANA / build["context"]).resolve() == REPO
-    assert (REPO / build["dockerfile"]).is_file()
+    image = services["warpzip"]["build"]
+    assert (GRAFANA / image["context"]).resolve() == REPO
+    assert (REPO / image["dockerfile"]).is_file()
     mounts: dict[str, str] = {}
     for service in ("prometheus", "grafana"):
         for volume in services[service]["volumes"]:

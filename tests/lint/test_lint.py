@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.harness import REPO
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:

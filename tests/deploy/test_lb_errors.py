@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.lbstack import start_haproxy
 from tests.harness import free_port, require_tool
+from tests.harness.haproxy import start_haproxy
 from warp.device.launch import stop_process
 
 pytestmark = pytest.mark.e2e

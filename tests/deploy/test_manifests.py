@@ -23,7 +23,6 @@ import pytest
 import yaml
 
 from app.config import parse_serve
-from tests.deploy.lbstack import HAPROXY_CFG, haproxy_env, server_variables
 from tests.deploy.shipped import (
     COMPOSE,
     DEPLOY,
@@ -37,6 +36,7 @@ from tests.deploy.shipped import (
     service_env,
 )
 from tests.harness import REPO, require_tool, start_server
+from tests.harness.haproxy import HAPROXY_CFG, haproxy_env, server_variables
 from warp.device.launch import stop_process
 
 CORE_OBJECTS = ["deployment.yaml", "service.yaml", "pdb.yaml", "hpa.yaml", "prometheus-adapter.yaml"]

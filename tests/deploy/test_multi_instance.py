@@ -33,9 +33,9 @@ import yaml
 import zstandard
 
 from grafana.panels import VARIABLES, substitute
-from tests.deploy.lbstack import LoadBalancer, start_haproxy
 from tests.deploy.shipped import DEPLOY, kube, service_env
 from tests.harness import REPO, ServerProc, require_tool, start_server, wait_until
+from tests.harness.haproxy import LoadBalancer, start_haproxy
 from tests.harness.prometheus import Prometheus, start_prometheus
 from tests.harness.wrk import WrkResult, finish, start_wrk
 from warp.device.launch import stop_process

@@ -1,8 +1,8 @@
 """The tests' shared code: ports, waiting, and the real processes the tests start.
 
 Every test module imports what it needs from here (``from tests.harness import start_server``) or
-from a submodule (``tests.harness.http``, ``.metrics``, ``.prometheus``, ``.wrk``); the conftest.py
-files only turn these into fixtures. No test directory is a package, so a conftest.py cannot be
+from a submodule (``tests.harness.http``, ``.metrics``, ``.prometheus``, ``.haproxy``, ``.wrk``);
+the conftest.py files only turn these into fixtures. No test directory is a package, so a conftest.py cannot be
 imported by name (each is a top-level module called ``conftest``): shared code lives here instead.
 
 Every process started here is stopped by its PID with :func:`warp.device.launch.stop_process`

@@ -29,6 +29,25 @@ RATE = "$__rate_interval"
 SCOPE = 'job="$job", instance=~"$instance"'
 WIDTH = 24  # Grafana's grid width
 
+MEANING = (
+    (r"(.* 2\d\d|ok|success|hit|completed .*)", "green"),
+    (r".* 4\d\d", "orange"),
+    (r"(.* 5\d\d|5xx ratio|error|invalid|exhausted|failed .*|fallback|queue resets|hw errors|errors in .*)", "red"),
+)
+"""Legend regexes (Grafana's byRegexp: a plain pattern must match the whole name) → the colour their
+series are drawn in, so that ok is green and errors red on every panel instead of whatever the
+palette hands out in legend order. Later rules win, as Grafana applies overrides in order. Each
+matching series gets its own shade ("shades of a colour"), so two error codes stay apart."""
+
+RESTARTS = (
+    ("Worker restarts", "warpzip_worker_restarts_total", "orange", "a worker process exited and was replaced"),
+    ("Device restarts", "warpzip_device_restarts_total", "red", "the embedded device exited and was restarted"),
+    ("Queue resets", "warpzip_queue_resets_total", "purple",
+     "a job outlived --job-timeout: the worker reset its queues and re-ran their jobs on the cpu"),
+)
+"""(name, counter, icon colour, text) of the events marked on every graph: the moments a reader
+looking at a dip or an error burst wants to see."""
+
 Json = dict[str, Any]
 
 
@@ -47,6 +66,16 @@ def rate(metric: str, extra: str = "") -> str:
 def quantile(q: float, bucket: str, by: str = "", extra: str = "") -> str:
     keys = ", ".join(k for k in ("le", by) if k)
     return f"histogram_quantile({q}, sum by ({keys}) ({rate(bucket, extra)}))"
+
+
+def shades(color: str) -> Json:
+    """Grafana's "shades of a colour" mode: every series of the override its own shade of ``color``."""
+    return {"mode": "shades", "fixedColor": color}
+
+
+def meaning_overrides() -> list[Json]:
+    return [{"matcher": {"id": "byRegexp", "options": regex}, "properties": [{"id": "color", "value": shades(color)}]}
+            for regex, color in MEANING]
 
 
 def target(expr: str, legend: str, ref: str) -> Json:
@@ -71,8 +100,10 @@ class Layout:
 def panel(layout: Layout, pid: int, title: str, description: str, unit: str,
           queries: Iterable[tuple[str, str]], *, kind: str = "timeseries", w: int = 12, h: int = 8,
           mappings: list[Json] | None = None, thresholds: list[Json] | None = None, stack: bool = False,
-          decimals: int | None = None, minimum: float | None = 0, maximum: float | None = None) -> Json:
-    """One panel. ``queries`` are (PromQL, legend) pairs; ``pid`` is the panel's permanent id."""
+          decimals: int | None = None, minimum: float | None = 0, maximum: float | None = None,
+          color: Json | None = None) -> Json:
+    """One panel. ``queries`` are (PromQL, legend) pairs; ``pid`` is the panel's permanent id.
+    A time series panel is coloured by :data:`MEANING` (``color`` replaces its classic palette)."""
     targets = [target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(queries)]
     assert targets and unit and description, title
     for t in targets:  # every range in a dashboard query is $__rate_interval
@@ -90,8 +121,10 @@ def panel(layout: Layout, pid: int, title: str, description: str, unit: str,
     if maximum is not None:
         defaults["max"] = maximum
     options: Json
+    overrides: list[Json] = []
     if kind == "timeseries":
-        defaults["color"] = {"mode": "palette-classic"}
+        defaults["color"] = color or {"mode": "palette-classic"}
+        overrides = meaning_overrides()
         defaults["custom"] = {
             "drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "showPoints": "never",
             "spanNulls": False, "stacking": {"mode": "normal" if stack else "none", "group": "A"},
@@ -118,7 +151,7 @@ def panel(layout: Layout, pid: int, title: str, description: str, unit: str,
         "description": description,
         "datasource": DATASOURCE,
         "gridPos": layout.place(w, h),
-        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "fieldConfig": {"defaults": defaults, "overrides": overrides},
         "options": options,
         "targets": targets,
     }
@@ -155,6 +188,13 @@ def templating() -> Json:
     ]}
 
 
+def restart_annotation(name: str, metric: str, color: str, text: str) -> Json:
+    """A Prometheus annotation: a mark on every graph wherever ``metric`` (a counter) changed."""
+    return {"name": name, "datasource": DATASOURCE, "enable": True, "hide": False, "iconColor": color,
+            "expr": f"changes({sel(metric)}[{RATE}]) > 0", "titleFormat": name,
+            "textFormat": "{{instance}}: " + text, "tagKeys": "instance", "useValueForTime": False}
+
+
 def dashboard(uid: str, title: str, description: str, panels: list[Json]) -> Json:
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids)), f"duplicate panel id in {uid}"
@@ -176,7 +216,8 @@ def dashboard(uid: str, title: str, description: str, panels: list[Json]) -> Jso
         "weekStart": "",
         "annotations": {"list": [{
             "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True,
-            "hide": True, "iconColor": "rgba(0, 211, 255, 1)", "name": "Annotations & Alerts", "type": "dashboard"}]},
+            "hide": True, "iconColor": "rgba(0, 211, 255, 1)", "name": "Annotations & Alerts", "type": "dashboard"},
+            *(restart_annotation(*event) for event in RESTARTS)]},
         "links": [{"type": "dashboards", "tags": ["warpzip"], "asDropdown": False, "includeVars": True,
                    "keepTime": True, "title": "warpzip", "icon": "external link", "targetBlank": False,
                    "tooltip": "", "url": ""}],
@@ -345,7 +386,7 @@ def accelerator() -> Json:
               "answered INVALID), hw_error, dst_too_small, corrupt_input, bad_sqe, queue_stopped (flushed by "
               "PUT_Q or close). The library re-runs hw_error and queue_stopped jobs on the cpu.",
               "ops", [(f"sum by (reason) ({rate('warpzip_device_job_errors_total')})", "{{reason}}")],
-              stack=True),
+              stack=True, color=shades("red")),
         panel(L, 18, "Hardware errors in the last hour vs isolate_strategy",
               "Hardware errors counted in the sliding hour (warpzip_device_hw_errors_window) against the "
               "threshold in force (warpzip_device_isolate_strategy; 0 = never isolate). Above it the device "

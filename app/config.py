@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import NoReturn, final
 
 from app import budget
-from warp import cdev
+from warp import cdev, options
+from warp.device import ENGINES
 from warp.tool.units import parse_size
 
 
@@ -31,7 +32,7 @@ class Config:
     root: Path = cdev.default_root()
     workers: int = default_workers()
     device: str = "embedded"  # embedded | external | none
-    engines: int = 2
+    engines: int = ENGINES
     queues: int = 2
     max_body: int = 64 << 20
     max_pending: int = 1024
@@ -154,15 +155,9 @@ def serve_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
                 "Every flag can also be set with the WARPZIP_<FLAG> environment variable "
                 "(for example WARPZIP_PORT=8081, WARPZIP_MAX_BODY=64M).")
     for field, kind, choices, text in OPTIONS:
-        flag, variable = "--" + field.replace("_", "-"), "WARPZIP_" + field.upper()
-        default = getattr(defaults, field)
-        if variable in env:
-            try:
-                default = kind(env[variable])
-            except argparse.ArgumentTypeError as exc:
-                p.error(f"{variable}: {exc}")
-            if choices is not None and default not in choices:
-                p.error(f"{variable}: invalid choice {env[variable]!r} (choose from {', '.join(choices)})")
+        flag = "--" + field.replace("_", "-")
+        variable = options.variable(flag)
+        default = options.env_default(p, flag, kind, getattr(defaults, field), choices, env)
         if kind is _bool:  # --access-log, --access-log 1|0, --no-access-log
             p.add_argument(flag, type=kind, nargs="?", const=True, default=default,
                            help=f"{text} (--no-{flag[2:]} turns it off; {variable}; default %(default)s)")

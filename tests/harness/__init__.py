@@ -85,8 +85,11 @@ class DeviceProc:
 
 
 def start_device(root: Path, *extra: str) -> DeviceProc:
-    """Starts a device and returns once it printed READY (its char device listens)."""
-    proc = subprocess.Popen([sys.executable, "-m", "warp.device", "--root", str(root), *extra],
+    """Starts a device and returns once it printed READY (its char device listens). One engine
+    unless ``extra`` says otherwise: the fidelity tests reason about one engine's order and timing
+    (the device's own default is the service's, two)."""
+    engines = () if "--engines" in extra else ("--engines", "1")
+    proc = subprocess.Popen([sys.executable, "-m", "warp.device", "--root", str(root), *engines, *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO)
     assert proc.stdout is not None
     line = proc.stdout.readline()  # blocks until READY, or returns b"" if the device exits first

@@ -61,7 +61,7 @@ def space() -> Iterator[AddressSpace]:
 
 @pytest.fixture
 def small_device(tmp_path: Path) -> Iterator[DeviceProc]:
-    dev = start_device(tmp_path / "root", "--queues", "2")
+    dev = start_device(tmp_path / "root", "--queue-pairs", "2")
     yield dev
     stop_process(dev.proc)
 

@@ -54,3 +54,22 @@ def test_every_command_has_its_own_help(command: list[str]) -> None:
     assert done.stdout.startswith("usage: ") and " ".join(command) in done.stdout.splitlines()[0]
     if command == ["bench"]:
         assert all(name in done.stdout for name in BENCHES)
+
+
+def test_device_options_read_their_variables_like_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16: `warpzip device` honours WARPZIP_* as serve does, `--engines` defaults alike, and
+    the device's queue count has its own name (serve's --queues is per worker and direction)."""
+    from app.config import parse_serve
+    from warp.device.main import parse_args
+
+    assert parse_args([]).engines == parse_serve([]).engines == 2
+    monkeypatch.setenv("WARPZIP_ENGINES", "3")
+    monkeypatch.setenv("WARPZIP_QUEUE_PAIRS", "16")
+    args = parse_args([])
+    assert (args.engines, args.queue_pairs) == (3, 16)
+    assert parse_args(["--engines", "1"]).engines == 1  # the flag wins
+    done = subprocess.run([sys.executable, "-m", "app", "device", "--root", "/nonexistent/x"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin",
+                                                                           "WARPZIP_ENGINES": "many"})
+    assert done.returncode == 2 and "WARPZIP_ENGINES: not an integer: 'many'" in done.stderr
+    assert "--queues" not in warpzip("device", "--help").stdout.replace("serve's --queues", "")

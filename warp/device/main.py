@@ -22,6 +22,7 @@ import argparse
 import ctypes
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -29,10 +30,12 @@ import signal
 import stat
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-from warp import cdev
-from warp.device import control
+from warp import cdev, options
+from warp.device import ENGINES, QUEUE_PAIRS, control
 from warp.device.core import UacceCore
 from warp.device.zip import ZipDevice
 from warp.dfx import Dfx
@@ -42,38 +45,44 @@ PR_SET_PDEATHSIG = 1
 SIGNAL_POLL = 0.1  # seconds between looks at the signal flag
 log = logging.getLogger("warp.device")
 SUBCOMMANDS = ("inject", "reset")
+T = TypeVar("T")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="warpzip device", description="Run the simulated uacce zstd accelerator.",
+        prog="warpzip device", description="Run the simulated uacce zstd accelerator. Every flag can also be set "
+        "with its WARPZIP_<FLAG> variable, as for warpzip serve (WARPZIP_ROOT, WARPZIP_ENGINES mean the same there).",
         epilog="Subcommands for a running device: 'inject --root DIR {hang,hw-error,iopf-storm,slow,crash}' "
                "and 'reset --root DIR' (see 'warpzip device inject --help').")
-    parser.add_argument("--root", type=Path, default=cdev.default_root(), help="runtime root (default %(default)s)")
-    parser.add_argument("--engines", type=int, default=1, help="compression engines (threads), default 1")
-    parser.add_argument("--queues", type=int, default=64, help="hardware queue pairs, default 64")
-    parser.add_argument("--batch", type=int, default=32, help="SQEs an engine takes from a queue per turn")
-    parser.add_argument("--irq-coalesce", type=int, default=4,
-                        help="completions per interrupt (interrupt moderation by count), default 4")
-    parser.add_argument("--irq-delay-us", type=int, default=0,
-                        help="moderation by time: raise the interrupt at most this long after the first "
-                             "unsignalled completion instead of at the end of each batch; 0 (default) = off")
-    parser.add_argument("--reclaim-interval-ms", type=float, default=0,
-                        help="memory-pressure simulator: reclaim pages every this many ms; 0 (default) = off")
-    parser.add_argument("--reclaim-fraction", type=float, default=0.1,
-                        help="fraction of each bound mapping's present pages a reclaim pass takes, default 0.1")
+    option = functools.partial(_option, parser)
+    option("--root", Path, cdev.default_root(), "runtime root")
+    option("--engines", int, ENGINES, "compression engines (threads)")
+    option("--queue-pairs", int, QUEUE_PAIRS, "hardware queue pairs of the device, shared by every process "
+           "(warpzip serve's --queues is per worker and direction)")
+    option("--batch", int, 32, "SQEs an engine takes from a queue per turn")
+    option("--irq-coalesce", int, 4, "completions per interrupt (interrupt moderation by count)")
+    option("--irq-delay-us", int, 0, "moderation by time: raise the interrupt at most this long after the first "
+           "unsignalled completion instead of at the end of each batch; 0 = off")
+    option("--reclaim-interval-ms", float, 0.0, "memory-pressure simulator: reclaim pages every this many ms; 0 = off")
+    option("--reclaim-fraction", float, 0.1, "fraction of each bound mapping's present pages a reclaim pass takes")
     parser.add_argument("--parent-pipe", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for name in ("engines", "queues", "batch", "irq_coalesce"):
+    for name in ("engines", "queue_pairs", "batch", "irq_coalesce"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.queues > 0xFFF + 1:
-        parser.error("--queues: a doorbell addresses at most 4096 queues (qn is 12 bits)")
+    if args.queue_pairs > 0xFFF + 1:
+        parser.error("--queue-pairs: a doorbell addresses at most 4096 queues (qn is 12 bits)")
     if args.irq_delay_us < 0 or args.reclaim_interval_ms < 0:
         parser.error("--irq-delay-us and --reclaim-interval-ms must not be negative")
     if not 0 < args.reclaim_fraction <= 1:
         parser.error("--reclaim-fraction must be within (0, 1]")
     return args
+
+
+def _option(parser: argparse.ArgumentParser, flag: str, kind: Callable[[str], T], default: T, text: str) -> None:
+    """A flag whose default is its WARPZIP_* variable, else ``default`` (warp.options)."""
+    parser.add_argument(flag, type=kind, default=options.env_default(parser, flag, kind, default),
+                        help=f"{text} ({options.variable(flag)}; default %(default)s)")
 
 
 def prepare_root(root: Path) -> None:
@@ -128,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     claim_root(args.root)  # its fd stays open, and locked, for the life of the process
     paths = cdev.DevicePaths(args.root, ZipDevice.name)
     paths.debugfs.mkdir(parents=True, exist_ok=True)
-    dfx = Dfx(paths.dfx, queues=args.queues, engines=args.engines, create=True)
+    dfx = Dfx(paths.dfx, queues=args.queue_pairs, engines=args.engines, create=True)
     iommu = Iommu(dfx.faults)
     device = ZipDevice(iommu, dfx, engines=args.engines, batch=args.batch, irq_coalesce=args.irq_coalesce,
                        irq_delay_us=args.irq_delay_us, reclaim_interval_ms=args.reclaim_interval_ms,
@@ -138,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
     ctl = control.ControlServer(paths.control, device.control)
     ctl.serve()
     core.serve()
-    log.info("%s ready at %s (%d engines, %d queues)", device.name, paths.chardev, args.engines, args.queues)
+    log.info("%s ready at %s (%d engines, %d queue pairs)", device.name, paths.chardev, args.engines,
+             args.queue_pairs)
     print(f"READY {paths.chardev}", flush=True)
     while not signalled and not stop.wait(SIGNAL_POLL):
         pass

@@ -8,16 +8,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from grafana.colours import resolve, series_colours
 from grafana.load import Window
 from grafana.panels import Json
-from grafana.promql import PAD_SECONDS, Series, grid
+from grafana.promql import PAD_SECONDS, Mark, Series, grid
 
 BACKGROUND = "#111217"
 PANEL = "#181b1f"
 TEXT = "#ccccdc"
 GRID = "#2c3235"
-PALETTE = ("#73bf69", "#f2cc0c", "#8ab8ff", "#ff780a", "#f2495c", "#5794f2", "#b877d9", "#705da0",
-           "#37872d", "#fade2a", "#447ebc", "#c15c17")
 
 UNIT_LABELS = {"reqps": "requests/s", "ops": "per second", "Bps": "bytes/s", "s": "seconds",
                "percentunit": "percent", "short": "count", "none": "ratio"}
@@ -50,9 +49,20 @@ def style(axes: Any) -> None:
         side.set_visible(False)
 
 
-def draw_panel(axes: Any, panel: Json, series: Sequence[Series], window: Window, log_y: bool = False) -> None:
-    """One panel: lines with Grafana's 10 % fill (stacked when the panel stacks), unit on the y axis,
-    dotted markers where each load phase starts."""
+def draw_marks(axes: Any, marks: Sequence[Mark], window: Window) -> None:
+    """The dashboard's annotations as Grafana draws them on a graph: a dashed line in the
+    annotation's colour at each event, named once in the legend."""
+    for mark in marks:
+        for index, when in enumerate(mark.times):
+            axes.axvline(when - window.start, color=resolve(mark.colour), linestyle="--", linewidth=1.0, zorder=3,
+                         label=mark.name if index == 0 else None)
+
+
+def draw_panel(axes: Any, panel: Json, series: Sequence[Series], window: Window, log_y: bool = False,
+               marks: Sequence[Mark] = ()) -> None:
+    """One panel: lines with Grafana's 10 % fill (stacked when the panel stacks) in the colours the
+    panel's JSON gives them (:mod:`grafana.colours`), unit on the y axis, dotted markers where each
+    load phase starts, the annotations' events."""
     import numpy as np
     from matplotlib.ticker import FuncFormatter
 
@@ -63,8 +73,8 @@ def draw_panel(axes: Any, panel: Json, series: Sequence[Series], window: Window,
     times = np.array(grid(window)) - window.start
     below = np.zeros(len(times))
     ordered = sorted(series, key=lambda s: s.label)
-    for index, item in enumerate(ordered):
-        color = PALETTE[index % len(PALETTE)]
+    colours = series_colours(panel["fieldConfig"], [item.label for item in ordered])
+    for index, (item, color) in enumerate(zip(ordered, colours, strict=True)):
         layer = len(ordered) - index if stacked else 2  # a stack's near-zero top layers must not hide the edge below
         values = np.array(item.values)
         lower = below if stacked else np.zeros(len(times))
@@ -75,6 +85,7 @@ def draw_panel(axes: Any, panel: Json, series: Sequence[Series], window: Window,
         axes.fill_between(times, lower, values, color=color, alpha=0.1, linewidth=0, zorder=1)
     for _, started in window.phases[1:]:
         axes.axvline(started - window.start, color=TEXT, alpha=0.35, linestyle=":", linewidth=0.8)
+    draw_marks(axes, marks, window)
     if log_y:
         axes.set_yscale("symlog", linthresh=1)
     if defaults.get("min") is not None:
@@ -95,9 +106,10 @@ def draw_panel(axes: Any, panel: Json, series: Sequence[Series], window: Window,
 
 
 def draw_dashboard(dashboard: Json, panels: Sequence[tuple[Json, Sequence[Series], bool]], window: Window,
-                   out: Path) -> Path:
+                   out: Path, marks: Sequence[Mark] = ()) -> Path:
     """A 2-column grid of the panels (each with its series and whether its y axis is log), the
-    dashboard's title on top, the phases in the caption; written to ``out/<uid>.png``."""
+    annotations' events on each, the dashboard's title on top, the phases in the caption; written
+    to ``out/<uid>.png``."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed
@@ -107,7 +119,7 @@ def draw_dashboard(dashboard: Json, panels: Sequence[tuple[Json, Sequence[Series
     figure, cells = plt.subplots(rows, 2, figsize=(14, 4.4 * rows), squeeze=False, constrained_layout=True)
     figure.set_facecolor(BACKGROUND)
     for axes, (panel, series, log_y) in zip(cells.flat, panels, strict=False):
-        draw_panel(axes, panel, series, window, log_y=log_y)
+        draw_panel(axes, panel, series, window, log_y=log_y, marks=marks)
     for axes in list(cells.flat)[len(panels):]:
         axes.set_visible(False)
     phases_text = "  |  ".join(f"{round(started - window.start)} s: {name}" for name, started in window.phases)

@@ -48,15 +48,49 @@ def grid(window: Window) -> list[float]:
     return [first + k * STEP_SECONDS for k in range(count)]
 
 
-def panel_series(base: str, panel: Json, window: Window) -> list[Series]:
-    """Every series of every target of the panel, legends formatted, on the shared grid so that
-    stacking is a plain sum and gaps stay gaps (the panels do not span nulls)."""
+def series_on_grid(base: str, expr: str, legend_format: str, window: Window) -> list[Series]:
+    """The series of one dashboard query (variables substituted), legends formatted, on the
+    shared grid so that stacking is a plain sum and gaps stay gaps (the panels do not span nulls)."""
     first, size = window.start - PAD_SECONDS, len(grid(window))
     found = []
-    for target in panel["targets"]:
-        for result in query_range(base, substitute(target["expr"]), window):
-            values = [math.nan] * size
-            for stamp, value in result["values"]:
-                values[round((float(stamp) - first) / STEP_SECONDS)] = float(value)
-            found.append(Series(legend(target.get("legendFormat", ""), result["metric"]), values))
+    for result in query_range(base, substitute(expr), window):
+        values = [math.nan] * size
+        for stamp, value in result["values"]:
+            values[round((float(stamp) - first) / STEP_SECONDS)] = float(value)
+        found.append(Series(legend(legend_format, result["metric"]), values))
     return found
+
+
+def panel_series(base: str, panel: Json, window: Window) -> list[Series]:
+    """Every series of every target of the panel."""
+    return [series for target in panel["targets"]
+            for series in series_on_grid(base, target["expr"], target.get("legendFormat", ""), window)]
+
+
+@dataclass(frozen=True)
+class Mark:
+    """One annotation of the dashboard: its name, icon colour and the times its events begin."""
+
+    name: str
+    colour: str
+    times: tuple[float, ...]
+
+
+def starts(values: list[float], times: list[float]) -> list[float]:
+    """Where each run of samples begins: Grafana merges an annotation query's consecutive points
+    into one region, so an event is the first point after a gap."""
+    return [when for k, (when, value) in enumerate(zip(times, values, strict=True))
+            if not math.isnan(value) and (k == 0 or math.isnan(values[k - 1]))]
+
+
+def annotation_marks(base: str, dashboard: Json, window: Window) -> list[Mark]:
+    """Every enabled Prometheus annotation of the dashboard, its query run over the window."""
+    marks = []
+    for annotation in dashboard.get("annotations", {}).get("list", []):
+        if "expr" not in annotation or not annotation.get("enable", True):
+            continue
+        times = grid(window)
+        found = sorted(when for series in series_on_grid(base, annotation["expr"], "", window)
+                       for when in starts(series.values, times))
+        marks.append(Mark(annotation["name"], annotation["iconColor"], tuple(found)))
+    return marks

@@ -20,13 +20,14 @@ REPO = HERE.parent
 SCRAPE_SECONDS = 1
 
 
-def start_server(tmp: Path, procs: list[subprocess.Popen[bytes]]) -> str:
-    """``warpzip serve`` as deployed (embedded device, no access log); returns its base URL."""
+def start_server(tmp: Path, root: Path, procs: list[subprocess.Popen[bytes]], *options: str) -> str:
+    """``warpzip serve`` as deployed (embedded device under ``root``, no access log, more
+    ``options``); returns its base URL."""
     port = free_port()
     log = tmp / "server.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port),
-                                 "--root", str(tmp / "root"), "--access-log", "0"],
+                                 "--root", str(root), "--access-log", "0", *options],
                                 stdout=sink, stderr=subprocess.STDOUT, cwd=REPO)
     procs.append(proc)
     url = f"http://127.0.0.1:{port}"

@@ -4,7 +4,8 @@ One module-scoped setup starts ``warpzip serve``, a Prometheus with a temp copy 
 grafana/prometheus.yml (the target's port adjusted, 1 s scrapes and rule evaluation) and drives
 ~8 s of 4 KiB POST /compress with wrk. Then every query of every panel of both dashboards, with the
 Grafana variables substituted, must come back from /api/v1/query with status success and a
-non-empty result; the variables' label_values queries must find the job and instance; and the alert
+non-empty result; every annotation query must be valid, find its counters and mark nothing on a
+healthy server; the variables' label_values queries must find the job and instance; and the alert
 rules must be loaded, healthy and quiet.
 """
 
@@ -129,6 +130,19 @@ def test_panel_query(stack: Stack, panel_target: tuple[str, dict[str, Any], dict
     if (name, panel["id"], target["refId"]) in MUST_BE_POSITIVE:
         values = [float(series["value"][1]) for series in result]
         assert any(math.isfinite(v) and v > 0 for v in values), (panel["title"], expr, result)
+
+
+def test_annotation_queries(stack: Stack, dashboards: dict[str, dict[str, Any]]) -> None:
+    """Each annotation is valid PromQL over counters the server exposes (the same query without its
+    threshold finds them) and marks nothing while no worker, device or queue was restarted."""
+    annotations = [a for d in dashboards.values() for a in d["annotations"]["list"] if "expr" in a]
+    assert len(annotations) >= 6
+    for annotation in annotations:
+        expr = grafana_sends(annotation["expr"])
+        assert stack.prometheus.query(expr) == [], (annotation["name"], expr)
+        unthresholded = expr.removesuffix(" > 0")
+        assert unthresholded != expr, expr
+        assert stack.prometheus.query(unthresholded), (annotation["name"], "no series", unthresholded)
 
 
 def test_variable_queries(stack: Stack, dashboards: dict[str, dict[str, Any]]) -> None:

@@ -19,14 +19,24 @@ from grafana import build
 from tests.harness import REPO, require_tool
 
 GRAFANA = REPO / "grafana"
-ALERTS = {"WarpzipDeviceIsolated", "WarpzipQueueResets", "WarpzipIopfRateHigh", "WarpzipQueueSaturated",
-          "WarpzipHigh5xxRatio", "WarpzipP99LatencyHigh"}
+ALERTS = {"WarpzipInstanceDown", "WarpzipServiceDown", "WarpzipDeviceDown", "WarpzipDeviceIsolated",
+          "WarpzipQueueResets", "WarpzipIopfRateHigh", "WarpzipQueueSaturated", "WarpzipP99LatencyHigh",
+          "WarpzipAvailabilitySLOBurnFast", "WarpzipAvailabilitySLOBurnSlow",
+          "WarpzipLatencySLOBurnFast", "WarpzipLatencySLOBurnSlow"}
+# the SLO burn-rate alerts' windows (SRE workbook: page 1h/5m at 14.4 and 6h/30m at 6, ticket 1d/2h at 3
+# and 3d/6h at 1), each recorded per SLI by the group warpzip-slo-recordings
+SLO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+RECORDINGS = {f"job:warpzip_slo_{sli}:ratio_rate{window}" for sli in ("errors", "slow") for window in SLO_WINDOWS}
+BURN_RATES = {"Fast": {("1h", "5m"): "14.4", ("6h", "30m"): "6"}, "Slow": {("1d", "2h"): "3", ("3d", "6h"): "1"}}
+SLO_BUDGETS = {"Availability": ("errors", "0.001"), "Latency": ("slow", "0.01")}  # 99.9% / 99% objectives
+RULE_TESTS = ("alerts.test.yml", "alerts.slo.test.yml")
+RUNBOOK = "https://github.com/warpzip/warpzip/blob/main/docs/runbook.md#"
 UIDS = {"warpzip-overview.json": "warpzip-overview", "warpzip-accelerator.json": "warpzip-accelerator"}
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # PromQL functions that take a range vector; their range must be $__rate_interval in a dashboard
 RANGE_FUNCTIONS = re.compile(r"\b(rate|irate|increase|delta|idelta|deriv|resets|changes|\w+_over_time)\s*\(")
 RANGE = re.compile(r"\[([^\]]*)\]")
-METRIC = re.compile(r"\b(warpzip_[a-z0-9_]+)\b")
+METRIC = re.compile(r"(?<![\w:])(warpzip_[a-z0-9_]+)\b")  # not the recorded job:warpzip_slo_…:… series
 
 
 @pytest.fixture(scope="module")
@@ -45,17 +55,17 @@ def run_promtool(promtool: str, *args: str, stdin: str | None = None) -> str:
 def test_check_config(promtool: str) -> None:
     out = run_promtool(promtool, "check", "config", "--lint=all", "--lint-fatal", "grafana/prometheus.yml")
     assert "SUCCESS: 1 rule files found" in out, out
-    assert f"SUCCESS: {len(ALERTS)} rules found" in out, out
+    assert f"SUCCESS: {len(ALERTS) + len(RECORDINGS)} rules found" in out, out
 
 
 def test_check_rules(promtool: str) -> None:
     out = run_promtool(promtool, "check", "rules", "--lint=all", "--lint-fatal", "grafana/alerts.yml")
-    assert f"SUCCESS: {len(ALERTS)} rules found" in out, out
+    assert f"SUCCESS: {len(ALERTS) + len(RECORDINGS)} rules found" in out, out
 
 
 def test_test_rules(promtool: str) -> None:
-    out = run_promtool(promtool, "test", "rules", "grafana/alerts.test.yml")
-    assert "SUCCESS" in out and "FAILED" not in out, out
+    out = run_promtool(promtool, "test", "rules", *(f"grafana/{name}" for name in RULE_TESTS))
+    assert out.count("SUCCESS") == len(RULE_TESTS) and "FAILED" not in out, out
 
 
 def scrape_after_traffic(url: str) -> str:
@@ -95,8 +105,7 @@ def test_every_referenced_metric_is_exposed(server: Any, dashboards: dict[str, d
     exprs = [t["expr"] for d in dashboards.values() for p in d["panels"] for t in p.get("targets", [])]
     exprs += [t["query"]["query"] for d in dashboards.values() for t in d["templating"]["list"]
               if isinstance(t.get("query"), dict)]
-    alerts = yaml.safe_load((GRAFANA / "alerts.yml").read_text())
-    exprs += [r["expr"] for g in alerts["groups"] for r in g["rules"]]
+    exprs += [r["expr"] for r in shipped_rules()]
     used = {m for e in exprs for m in METRIC.findall(e)}
     assert used - exposed == set(), sorted(exposed)
 
@@ -178,25 +187,59 @@ def test_scrape_config() -> None:
     assert job["static_configs"][0]["targets"] == ["127.0.0.1:8080"]
 
 
+def shipped_rules() -> list[dict[str, Any]]:
+    """Every rule of grafana/alerts.yml, alerting and recording."""
+    groups: list[dict[str, Any]] = yaml.safe_load((GRAFANA / "alerts.yml").read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
 def test_alert_rules_shape() -> None:
-    rules = [r for g in yaml.safe_load((GRAFANA / "alerts.yml").read_text())["groups"] for r in g["rules"]]
+    rules = [r for r in shipped_rules() if "alert" in r]
     assert {r["alert"] for r in rules} == ALERTS
     for rule in rules:
         assert rule.get("for"), rule["alert"]
         assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
+        assert rule["annotations"]["runbook_url"] == RUNBOOK + rule["alert"].lower(), rule["alert"]
     isolated = next(r for r in rules if r["alert"] == "WarpzipDeviceIsolated")
     assert isolated["expr"].strip() == "warpzip_device_isolated == 1"
+    down = {r["alert"]: " ".join(r["expr"].split()) for r in rules if r["alert"].endswith("Down")}
+    assert down["WarpzipInstanceDown"] == 'up{job="warpzip"} == 0'  # the scrape job of prometheus.yml and deploy/
+    assert 'absent(up{job="warpzip"})' in down["WarpzipServiceDown"]
+    assert "warpzip_device_up" in down["WarpzipDeviceDown"]
+
+
+def test_slo_recordings_and_burn_rates() -> None:
+    """Each burn-rate alert is the workbook's pair of windows at its burn rate, read from recordings
+    of this file; the 5xx ratio alert with a fixed threshold is gone."""
+    groups = yaml.safe_load((GRAFANA / "alerts.yml").read_text())["groups"]
+    [recordings] = [g for g in groups if g["name"] == "warpzip-slo-recordings"]
+    assert {r["record"] for r in recordings["rules"]} == RECORDINGS
+    assert all("alert" in r for g in groups if g is not recordings for r in g["rules"])
+    for rule in recordings["rules"]:
+        window = rule["record"].rsplit("ratio_rate", 1)[1]
+        assert re.findall(r"\[(\w+)\]", rule["expr"]) == [window, window], rule["record"]
+        assert 'route=~"/compress|/decompress"' in rule["expr"], rule["record"]
+    alerts = {r["alert"]: r for r in shipped_rules() if "alert" in r}
+    for slo, (sli, budget) in SLO_BUDGETS.items():
+        for speed, pairs in BURN_RATES.items():
+            rule = alerts[f"Warpzip{slo}SLOBurn{speed}"]
+            assert rule["labels"] == {"severity": "critical" if speed == "Fast" else "warning", "slo": slo.lower()}
+            terms = re.findall(rf"job:warpzip_slo_{sli}:ratio_rate(\w+) > \(([\d.]+) \* ([\d.]+)\)", rule["expr"])
+            expected = [(window, rate, budget) for (long, short), rate in pairs.items() for window in (long, short)]
+            assert terms == expected, (rule["alert"], terms)
+    assert not any("5xx" in name.lower() for name in alerts)
 
 
 def test_every_alert_has_firing_and_quiet_cases() -> None:
-    tests = yaml.safe_load((GRAFANA / "alerts.test.yml").read_text())
-    assert tests["rule_files"] == ["alerts.yml"]
     firing: set[str] = set()
     quiet: set[str] = set()
-    for case in tests["tests"]:
-        for check in case.get("alert_rule_test", []):
-            (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
+    for name in RULE_TESTS:
+        tests = yaml.safe_load((GRAFANA / name).read_text())
+        assert tests["rule_files"] == ["alerts.yml"], name
+        for case in tests["tests"]:
+            for check in case.get("alert_rule_test", []):
+                (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
     assert firing == ALERTS and quiet == ALERTS, (firing, quiet)
 
 

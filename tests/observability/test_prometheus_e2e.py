@@ -163,9 +163,19 @@ def test_alert_rules_loaded_healthy_and_quiet(stack: Stack) -> None:
     groups = stack.prometheus.api("/api/v1/rules")["groups"]
     rules = [r for group in groups for r in group["rules"]]
     shipped = yaml.safe_load((GRAFANA / "alerts.yml").read_text())["groups"]
-    assert {r["name"] for r in rules} == {r["alert"] for group in shipped for r in group["rules"]}
+    assert {r["name"] for r in rules} == {r.get("alert") or r["record"] for group in shipped for r in group["rules"]}
+    alerting = [r for r in rules if r["type"] == "alerting"]
+    assert len(alerting) >= 12
     for rule in rules:
         assert rule["health"] == "ok", rule
         assert not rule.get("lastError"), rule
         assert not rule["lastEvaluation"].startswith("0001"), rule  # evaluated at least once
+    for rule in alerting:
         assert rule["state"] != "firing", rule  # a healthy server under light load
+
+
+def test_slo_ratios_are_recorded(stack: Stack) -> None:
+    """The latency SLI's bad-event ratio is recorded per job from the load's /compress requests."""
+    [slow] = stack.prometheus.query("job:warpzip_slo_slow:ratio_rate5m")
+    assert slow["metric"] == {"__name__": "job:warpzip_slo_slow:ratio_rate5m", "job": "warpzip"}, slow
+    assert 0 <= float(slow["value"][1]) <= 1, slow

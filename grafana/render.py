@@ -9,7 +9,7 @@ deployment runs — ``warpzip serve`` (embedded device) and a Prometheus with a 
 grafana/prometheus.yml scraping it every second (:mod:`grafana.services`) — drives four phases
 of wrk load (4 KiB bodies at 8 connections, 64 KiB at 32, a mix of compress, decompress and
 corrupt decompress bodies that are answered 400, then the mix while hardware errors, I/O page
-fault storms and a hang are injected into the device; :mod:`grafana.load`), and then asks
+fault storms, a hang and a crash are injected into the device; :mod:`grafana.load`), and then asks
 Prometheus for the *dashboards' own* PromQL (read from the generated grafana/dashboards/*.json,
 variables substituted as Grafana would; :mod:`grafana.panels`, :mod:`grafana.promql`) as
 ``query_range`` over the load window, annotations included. Each chosen panel becomes a subplot

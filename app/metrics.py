@@ -44,9 +44,10 @@ BUILD: Final = (__version__, platform.python_version(), aiohttp.__version__, "."
 class Metrics:
     """This worker's figures, their snapshot file, and the registry a scrape renders."""
 
-    def __init__(self, runtime: Callable[[], Runtime | None], admission: Admission, root: Path) -> None:
+    def __init__(self, runtime: Callable[[], Runtime | None], admission: Admission, root: Path,
+                 device: str = "embedded") -> None:
         self.tally = Tally()
-        self.tally.set("warpzip_build_info", BUILD, 1)
+        self.tally.set("warpzip_build_info", (*BUILD, device), 1)  # device: the alerts tell "none" from an outage
         self._in_flight = self.tally.values["warpzip_http_requests_in_flight"]
         self._runtime = runtime
         self._admission = admission

@@ -44,7 +44,7 @@ BACKLOG = 1024
 
 def create_app(config: Config) -> web.Application:
     admission = Admission(config.max_pending)
-    metrics = Metrics(lambda: app.get(RUNTIME), admission, config.root)
+    metrics = Metrics(lambda: app.get(RUNTIME), admission, config.root, config.device)
     app = web.Application(client_max_size=config.max_body)
     app[CONFIG] = config
     app[METRICS] = metrics

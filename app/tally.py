@@ -58,8 +58,9 @@ SPECS: Final[Mapping[str, Spec]] = {
     "warpzip_sva_heap_capacity_bytes": Spec("gauge", (), "SVA heap size, over all workers."),
     "warpzip_sva_pool_allocations": Spec("counter", ("result",), "Buffer allocations by pool result."),
     "warpzip_device_up": Spec("gauge", (), "1 while every worker reaches the accelerator, else 0.", "min"),
-    "warpzip_build_info": Spec("gauge", ("version", "python", "aiohttp", "zstd"),
-                               "Build information: warpzip, Python, aiohttp and libzstd versions; always 1.", "min"),
+    "warpzip_build_info": Spec("gauge", ("version", "python", "aiohttp", "zstd", "device"),
+                               "Build information: warpzip, Python, aiohttp and libzstd versions, and the "
+                               "--device mode (embedded, external, none); always 1.", "min"),
     "warpzip_worker_restarts": Spec("counter", (), "Worker processes replaced after they exited."),
     "warpzip_device_restarts": Spec("counter", (), "Times the embedded device was restarted after it exited."),
     # The standard process metrics, over the worker processes: a replaced worker's CPU stays counted.

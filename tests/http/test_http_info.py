@@ -61,7 +61,7 @@ def test_device(server: ServerProc) -> None:
     attrs = device["sysfs"]
     assert DEVICE_ATTRS <= attrs.keys(), attrs
     assert attrs["name"] == "warp_zip-0"
-    assert attrs["api"] == "warp_zip_v1"
+    assert attrs["api"] == "hisi_qm_v2"
     assert attrs["algorithms"] == ["zstd"]
     assert attrs["isolate"] == 0
     assert attrs["available_instances"] >= 0
@@ -134,6 +134,6 @@ def test_process_metrics_build_labels_and_restart_counters(server: ServerProc) -
     assert metric(server.url, "process_open_fds") > 3
     assert abs(metric(server.url, "process_start_time_seconds") - time.time()) < 3600
     assert metric(server.url, "warpzip_build_info", python=platform.python_version(), aiohttp=aiohttp.__version__,
-                  zstd=".".join(map(str, zstandard.ZSTD_VERSION))) == 1
+                  zstd=".".join(map(str, zstandard.ZSTD_VERSION)), device="embedded") == 1
     assert metric(server.url, "warpzip_worker_restarts_total") == 0
     assert metric(server.url, "warpzip_device_restarts_total") == 0

@@ -20,7 +20,8 @@ import numpy.typing as npt
 PAGE_SIZE: Final = 4096
 PAGE_SHIFT: Final = 12
 
-API_VERSION: Final = "warp_zip_v1"
+#: The QM version string UADK parses (`hisi_qm_setup_db`): v2 doorbells, no doorbell isolation.
+API_VERSION: Final = "hisi_qm_v2"
 DEV_FLAG_SVA: Final = 1 << 0
 
 QUEUE_DEPTH: Final = 1024

@@ -1,12 +1,19 @@
 """User side of uacce: device discovery in sysfs and the life of one queue (wd_request_ctx …).
 
 Mirrors libwd: read the attributes of every ``<root>/sys/class/uacce/*`` device, match the
-algorithm by exact line, skip isolated devices; then open a queue (which binds this process's
-address space and returns its PASID), mmap MMIO and DUS, set the queue direction, and start it.
+algorithm by exact line, skip isolated devices, rank by NUMA distance then free queues
+(``wd_get_accel_dev``); then open a queue (which binds this process's address space and returns
+its PASID), mmap DUS and MMIO, pick the doorbell from the ``api`` version (``hisi_qm_setup_db``),
+set the queue direction, and start it.
+
+Isolation is learnt the kernel's way: the ``isolate`` attribute at discovery, and, for queues
+already open, the TX/RX stop flags in their DUS (the driver's ``-WD_HW_EACCESS``). Opening or
+starting a queue on an isolated device is not refused (the kernel has no such check).
 """
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import socket
@@ -14,12 +21,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, final
 
-from warp import abi, cdev, shm
+from warp import abi, cdev, numa, shm
 from warp.iommu.space import AddressSpace
 from warp.ring import DusView
 
 #: Seconds a control request (open, mmap, ioctl) may take before the device counts as unresponsive.
 CONTROL_TIMEOUT: Final = 5.0
+#: Where UADK's ``get_version_id`` reads the QM version in ``api``: after ``hisi_qm_v``.
+VERSION_ID_SHIFT: Final = 9
+
+
+def qm_version(api: str) -> int:
+    """The QM version in an ``api`` string as UADK's ``get_version_id`` reads it: the decimal
+    number ``VERSION_ID_SHIFT`` characters in (``hisi_qm_v2`` → 2), 0 when there is none."""
+    digits = api[VERSION_ID_SHIFT:]
+    digits = digits[:len(digits) - len(digits.lstrip("0123456789"))]
+    return int(digits) if digits else 0
 
 
 @final
@@ -59,8 +76,11 @@ class Device:
                    region_dus_size=int(attr("region_dus_size")), node_id=int(attr("node_id")))
 
 
-def devices(root: Path, algorithm: str | None = None, include_isolated: bool = False) -> list[Device]:
-    """Every device under ``root`` offering ``algorithm`` (exact line match), best first.
+def devices(root: Path, algorithm: str | None = None, include_isolated: bool = False,
+            node: int | None = None, nodes: Path = numa.NODE_SYSFS) -> list[Device]:
+    """Every device under ``root`` offering ``algorithm`` (exact line match), best first: as
+    ``wd_get_accel_dev`` picks, a device with a free queue before one without, then the smallest
+    NUMA distance from ``node`` (default: the caller's, from ``nodes``), then the most free queues.
 
     Raises :class:`cdev.Untrusted` if the root, or what is under it, is not ours (see
     :func:`cdev.check_trusted`): a tree someone else planted is refused, not skipped over."""
@@ -83,7 +103,9 @@ def devices(root: Path, algorithm: str | None = None, include_isolated: bool = F
         if device.isolated and not include_isolated:
             continue
         found.append(device)
-    return sorted(found, key=lambda d: -d.available_instances)
+    here = numa.current_node(nodes) if node is None else node
+    return sorted(found, key=lambda d: (d.available_instances == 0, numa.distance(here, d.node_id, nodes),
+                                        -d.available_instances))
 
 
 @final
@@ -91,6 +113,8 @@ class QueueHandle:
     """One open, started hardware queue: its file, mapped regions, doorbells and interrupt."""
 
     def __init__(self, device: Device, space: AddressSpace, qc_type: abi.QcType) -> None:
+        if qm_version(device.api) < 2:  # 0: get_version_id's -WD_EINVAL; 1: the 0x340 doorbell, not driven here
+            raise OSError(errno.EINVAL, f"{device.name}: api {device.api!r} is not a QM v2+ queue")
         self.device = device
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         # A device that accepts but never answers (hung) must not freeze the caller's event loop.

@@ -139,7 +139,7 @@ class RawQueue:
 
 
 class RawFile:
-    """A queue file opened but not started (INIT), for state-machine errnos."""
+    """A queue file driven request by request, to reach every state and errno by hand."""
 
     def __init__(self, root: Path) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -158,6 +158,20 @@ class RawFile:
     def open(self, space: AddressSpace) -> int:
         return int(self.call({"cmd": "open", "base": space.base, "size": space.size},
                              [space.heap_fd, space.pt_fd])["pasid"])
+
+    def mmap(self, region: int, size: int | None = None) -> None:
+        """Map ``region`` (its whole size unless ``size``); the fds that come back are closed."""
+        if size is None:
+            size = abi.REGION_SIZE[abi.Region(region)] if region in set(abi.Region) else abi.PAGE_SIZE
+        self.call({"cmd": "mmap", "region": region, "size": size})
+
+    def ioctl(self, op: str, **kw: int) -> cdev.Message:
+        return self.call({"cmd": "ioctl", "op": op, **kw})
+
+    def hung_up(self) -> bool:
+        """Whether the device closed the connection (end of file, no reply pending)."""
+        self.sock.settimeout(5)
+        return cdev.receive(self.sock) is None
 
     def close(self) -> None:
         self.sock.close()

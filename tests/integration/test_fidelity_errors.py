@@ -16,7 +16,9 @@ import pytest
 from tests.harness import DeviceProc, device_cli
 from tests.integration.fidelity import RawFile, RawQueue, attr, dfx, paths, queue_and_counters, wait_for
 from warp import abi, devices
-from warp.dfx import Dev, Queue
+from warp.device.zip import ZipDevice
+from warp.dfx import Dev, Dfx, Queue
+from warp.iommu.mmu import Iommu
 from warp.iommu.space import AddressSpace
 from warp.uacce import QueueHandle
 
@@ -46,6 +48,12 @@ def write_strategy(root: Path, text: str) -> None:
     ("-1\n", "7"),
     ("lots\n", "7"),
     ("", "7"),
+    ("0x10\n", "16"),  # kstrtoul(buf, 0): hex,
+    ("010\n", "8"),  # octal,
+    ("+5", "5"),  # a sign and no newline are fine;
+    ("5 \n", "7"),  # trailing blanks are not,
+    ("08\n", "7"),  # nor a digit outside the base,
+    ("5\n\n", "7"),  # nor a second newline
 ])
 def test_isolate_strategy_writes_are_validated(device: DeviceProc, written: str, kept: str) -> None:
     root = device.root
@@ -97,12 +105,14 @@ def test_hw_errors_isolate_the_device_until_reset(device: DeviceProc, space: Add
         assert devices(root, "zstd") == [], "discovery skips an isolated device"
         (found,) = devices(root, "zstd", include_isolated=True)
         assert found.isolated
-        with pytest.raises(OSError) as exc:
-            QueueHandle(found, space, abi.QcType.COMPRESS)
-        assert exc.value.errno == errno.EIO, "open of an isolated device"
-        with pytest.raises(OSError) as exc:
-            idle.call({"cmd": "ioctl", "op": "start_q"})
-        assert exc.value.errno == errno.EIO, "START_Q on an isolated device"
+        # The kernel refuses neither open nor START_Q on an isolated device: `isolate` is for
+        # user space to read. A new queue starts with clear stop flags (hisi_qm_unset_hw_reset).
+        fresh = QueueHandle(found, space, abi.QcType.COMPRESS)
+        assert not fresh.view.tx_stopped and not fresh.view.rx_stopped
+        fresh.put()
+        fresh.close()
+        assert idle.call({"cmd": "ioctl", "op": "start_q"}) == {}, "START_Q of a queue opened before"
+        assert idle.call({"cmd": "ioctl", "op": "set_qp_ctx", "qc_type": 0})["sqn"] >= 0
         write_strategy(root, "9\n")  # refused while isolated (EPERM): the old value comes back
         assert wait_for(lambda: attr(root, "isolate_strategy") == "2", 5)
         q.write(0, 4000, MIB, 8192, level=1)  # a disabled queue fetches nothing
@@ -119,7 +129,6 @@ def test_hw_errors_isolate_the_device_until_reset(device: DeviceProc, space: Add
         (done,) = q.wait(1)
         assert done.status == abi.Status.OK, "the job that waited in the stopped SQ runs after the reset"
         assert run_one(q) == abi.Status.OK
-        idle.call({"cmd": "ioctl", "op": "start_q"})
         assert len(devices(root, "zstd")) == 1
         assert int(counters.dev[Dev.HW_ERRORS]) == 3, "the total survives a reset; the window does not"
     finally:
@@ -185,3 +194,38 @@ def test_malformed_doorbells_are_ignored(device: DeviceProc, space: AddressSpace
         assert device.proc.poll() is None
     finally:
         q.close()
+
+
+def test_queues_cannot_be_created_or_started_while_the_qm_resets(tmp_path: Path, space: AddressSpace) -> None:
+    """``qm_qp_avail_state``: while a controller reset has the QM stopped, creating a queue
+    (open) and starting one fail with EPERM; before and after, both work. Driven in process: the
+    reset publishes its new state (the sysfs refresh) while the QM still counts as stopped, which
+    is where the probe runs."""
+    counters = Dfx(tmp_path / "dfx", queues=4, engines=1, create=True)
+    iommu = Iommu(counters.faults)
+    zip_dev = ZipDevice(iommu, counters, engines=1)
+    mapping = iommu.bind(os.getpid(), space.heap_fd, space.pt_fd, space.base, space.size)
+    idle = zip_dev.get_queue(mapping)
+    during: list[str] = []
+
+    def probe() -> None:
+        for call in (lambda: zip_dev.get_queue(mapping), lambda: zip_dev.start_queue(idle)):
+            try:
+                call()
+                during.append("ok")
+            except OSError as exc:
+                during.append(errno.errorcode[exc.errno or 0])
+
+    try:
+        zip_dev.set_notifier(probe)
+        zip_dev.control({"cmd": "reset"})
+        zip_dev.set_notifier(lambda: None)
+        assert during == ["EPERM", "EPERM"]
+        zip_dev.start_queue(idle)
+        zip_dev.stop_queue(idle)
+    finally:
+        zip_dev.put_queue(idle)
+        iommu.unbind(mapping)
+        zip_dev.close()
+        iommu.faults.close()
+        counters.close()

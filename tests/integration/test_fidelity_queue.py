@@ -177,7 +177,9 @@ def test_device_shutdown_flushes_queued_jobs(tmp_path: Path, space: AddressSpace
     {"cmd": 42},
 ], ids=["open-no-heap", "open-bad-base", "mmap-no-region", "ctx-bad-type", "bad-cmd"])
 def test_malformed_requests_get_einval(device: DeviceProc, space: AddressSpace, message: dict[str, object]) -> None:
-    """A request the kernel would reject as a bad ioctl argument gets EINVAL; the file stays usable."""
+    """A request the kernel would reject as a bad argument gets EINVAL. An open file stays usable;
+    a malformed open is a failed open(2), which leaves no file: the device hangs up, and a new
+    connection opens."""
     f = RawFile(device.root)
     try:
         if message["cmd"] != "open":
@@ -186,6 +188,9 @@ def test_malformed_requests_get_einval(device: DeviceProc, space: AddressSpace, 
             f.call(message, [space.heap_fd, space.pt_fd] if message["cmd"] == "open" else None)
         assert exc.value.errno == errno.EINVAL
         if message["cmd"] == "open":
+            assert f.hung_up()
+            f.close()
+            f = RawFile(device.root)
             assert f.open(space) >= 1
         f.call({"cmd": "ioctl", "op": "start_q"})
     finally:

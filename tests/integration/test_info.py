@@ -47,7 +47,7 @@ def test_info_shows_a_live_device_under_load(device: DeviceProc) -> None:
         worker.join()
         rt.close()
     for dev in snapshots:  # every one shows the device as it serves
-        assert dev["sysfs"]["api"] == "warp_zip_v1" and dev["sysfs"]["algorithms"] == ["zstd"]
+        assert dev["sysfs"]["api"] == "hisi_qm_v2" and dev["sysfs"]["algorithms"] == ["zstd"]
         started = [q for q in dev["queues"] if q["state"] == "STARTED"]
         assert {q["qc_type"] for q in started} == {"compress", "decompress"}
         assert len({q["pasid"] for q in started}) == 1 and started[0]["pasid"] >= 1
@@ -58,7 +58,7 @@ def test_info_shows_a_live_device_under_load(device: DeviceProc) -> None:
     engine_jobs = [sum(e["jobs"] for e in dev["engines"]) for dev in snapshots]
     assert submitted == sorted(submitted) and submitted[-1] > submitted[0], submitted
     assert engine_jobs == sorted(engine_jobs) and engine_jobs[-1] > engine_jobs[0], engine_jobs
-    assert text.returncode == 0 and "warp_zip-0: api warp_zip_v1" in text.stdout and "STARTED" in text.stdout
+    assert text.returncode == 0 and "warp_zip-0: api hisi_qm_v2" in text.stdout and "STARTED" in text.stdout
 
 
 def test_info_without_a_device_says_so(tmp_path: Path) -> None:

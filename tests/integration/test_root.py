@@ -75,7 +75,7 @@ mode, target, report = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 if mode == "tree":  # plant a whole runtime root: sysfs attributes and a listening char device
     sysfs = target / "sys/class/uacce/warp_zip-0"
     sysfs.mkdir(parents=True)
-    attrs = {"api": "warp_zip_v1", "flags": "1", "available_instances": "64", "algorithms": "zstd",
+    attrs = {"api": "hisi_qm_v2", "flags": "1", "available_instances": "64", "algorithms": "zstd",
              "region_mmio_size": "4096", "region_dus_size": "262144", "isolate": "0",
              "isolate_strategy": "0", "node_id": "0"}
     for name, value in attrs.items():

@@ -3,15 +3,25 @@ machine of drivers/misc/uacce/uacce.c. Everything device-specific goes through :
 (``struct uacce_ops``), so a second device would reuse this file unchanged — the layering that
 LKML review asked of uacce.
 
-One connection is one open file is one queue. Its life: ``open`` (SVA bind → PASID, get_queue →
-INIT) → ``mmap`` MMIO and DUS once each → ``ioctl start_q`` (INIT → STARTED) → ``ioctl put_q`` or
-close (→ ZOMBIE, stop + put + unbind). Wrong-state calls get the kernel's errno.
+The errnos are those of the modern uacce.c (since the 2022 "handle parent device removal" rework,
+reference §1.3), one generation throughout: every ioctl on a queue that is not INIT or STARTED —
+PUT_Q included — is ENXIO (``uacce_queue_is_valid``), mmap looks at the region number (EINVAL)
+before the queue's state (ENXIO) and leaves the size to the driver's mmap.
+
+One connection is one open file is one queue. Connecting and the first request, ``open`` (which
+carries what the kernel takes from ``current``: the address space to bind), are together open(2):
+SVA bind → PASID, get_queue → INIT. An open that fails leaves no file: the device answers the
+errno and closes the connection, as a failed open(2) leaves no fd; a first request that is not
+``open`` is a malformed open(2) (EINVAL, closed too). A file that exists has only the file
+operations: ``mmap`` MMIO and DUS once each, ``ioctl`` (start_q: INIT → STARTED; put_q → ZOMBIE;
+the driver's), and close (→ stop + put + unbind).
 
 sysfs attributes are plain files the core rewrites when they change. ``isolate_strategy`` is the
 one writable attribute: a kernel attribute's store() runs on write(2) and can fail it, a file
-cannot, so the core polls it (every ``ATTR_POLL_S``) and answers the way the kernel would — a
-valid value goes to ``ops.isolate_err_threshold_write``; an invalid one (EINVAL) or one written
-while the device is isolated (EPERM) is logged and the previous value is written back.
+cannot, so the core polls it (every ``ATTR_POLL_S``) and answers as ``isolate_strategy_store``
+would — the text is parsed like ``kstrtoul(buf, 0)`` and range-checked (EINVAL), then goes to
+``ops.isolate_err_threshold_write`` (EPERM while isolated); a refused write is logged and the
+previous value is written back, which is how a failed write shows here.
 """
 
 from __future__ import annotations
@@ -62,7 +72,7 @@ class Ops(Protocol):
     def isolate_err_threshold_read(self) -> int: ...
 
     def isolate_err_threshold_write(self, threshold: int) -> None:
-        """Raises ``OSError`` (EINVAL out of range, EPERM while isolated) as the kernel op does."""
+        """Raises ``OSError`` (EPERM while isolated) as the kernel op does; the core checked the range."""
 
     def get_queue(self, mapping: Mapping) -> Any: ...
 
@@ -72,7 +82,8 @@ class Ops(Protocol):
 
     def stop_queue(self, qp: Any) -> None: ...
 
-    def mmap(self, qp: Any, region: abi.Region) -> list[int]: ...
+    def mmap(self, qp: Any, region: abi.Region, size: int) -> list[int]:
+        """The region's fds; raises EINVAL for a size the region cannot have (the driver's check)."""
 
     def ioctl(self, qp: Any, message: cdev.Message) -> cdev.Message: ...
 
@@ -86,7 +97,6 @@ class QueueFile:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.state = QState.ZOMBIE
-        self.opened = False
         self.mapping: Mapping | None = None
         self.qp: Any = None
         self.regions: set[abi.Region] = set()
@@ -160,25 +170,29 @@ class UacceCore:
         sig = (st.st_ino, st.st_mtime_ns, st.st_size) if st is not None else None
         if sig is not None and sig == self._strategy_sig:
             return
-        value = text.strip()
         try:
-            threshold = int(value, 10)
+            threshold = kstrtoul(text)
         except ValueError:
             if sig is not None and sig != self._strategy_odd:
                 self._strategy_odd = sig  # maybe a write in progress (truncate, then write): look again
                 return
-            log.error("isolate_strategy: %r is not a number (EINVAL); keeping %s", value, self._strategy)
-            self._write_strategy(self._strategy)
+            self._refuse(text, OSError(errno.EINVAL, "not a number kstrtoul(buf, 0) reads"))
             return
         try:
+            if threshold > abi.ISOLATE_STRATEGY_MAX:  # isolate_strategy_store, before the driver sees it
+                raise OSError(errno.EINVAL, f"above UACCE_MAX_ERR_THRESHOLD {abi.ISOLATE_STRATEGY_MAX}")
             self.ops.isolate_err_threshold_write(threshold)
         except OSError as exc:
-            log.error("isolate_strategy: write of %r refused (%s): %s; keeping %s", value,
-                      errno.errorcode.get(exc.errno or 0, "EIO"), exc.strerror, self._strategy)
-            self._write_strategy(self._strategy)
+            self._refuse(text, exc)
             return
         log.info("isolate_strategy set to %d (was %s); hardware-error list cleared", threshold, self._strategy)
         self._strategy = str(threshold)
+        self._write_strategy(self._strategy)
+
+    def _refuse(self, text: str, exc: OSError) -> None:
+        """The write failed as ``isolate_strategy_store`` would fail it: say so, put the old value back."""
+        log.error("isolate_strategy: write of %r refused (%s): %s; keeping %s", text,
+                  errno.errorcode.get(exc.errno or 0, "EIO"), exc.strerror, self._strategy)
         self._write_strategy(self._strategy)
 
     def _write_strategy(self, text: str) -> None:
@@ -214,6 +228,7 @@ class UacceCore:
         with self._lock:
             self._files.add(qf)
         try:
+            opening = True
             while True:
                 try:
                     received = cdev.receive(conn)
@@ -221,46 +236,52 @@ class UacceCore:
                     return
                 if received is None:
                     return
-                message, fds = received
-                out_fds: list[int] = []
-                try:
-                    reply, out_fds = self.dispatch(qf, message, fds)
-                except OSError as exc:
-                    reply = cdev.error_reply(exc.errno or errno.EIO, exc.strerror or str(exc))
-                except (KeyError, TypeError, ValueError) as exc:  # a malformed request, as a bad ioctl argument
-                    reply = cdev.error_reply(errno.EINVAL, f"malformed request: {exc!r}")
-                finally:
-                    for fd in fds:
-                        os.close(fd)
+                reply, out_fds = self._answer(qf, *received, opening=opening)
                 try:
                     cdev.send(conn, reply, out_fds)
                 except OSError:
                     return
+                if opening and "errno" in reply:
+                    return  # open(2) failed: no file exists to take further requests
+                opening = False
         finally:
             self._release(qf)
             conn.close()
 
-    def dispatch(self, qf: QueueFile, message: cdev.Message, fds: list[int]) -> tuple[cdev.Message, list[int]]:
-        """Run one request against the queue state machine; raises ``OSError`` with the kernel's errno."""
+    def _answer(self, qf: QueueFile, message: cdev.Message, fds: list[int], *,
+                opening: bool) -> tuple[cdev.Message, list[int]]:
+        """Run one request; the reply (an errno name on failure) and the fds that go with it."""
+        try:
+            return self.dispatch(qf, message, fds, opening=opening)
+        except OSError as exc:
+            return cdev.error_reply(exc.errno or errno.EIO, exc.strerror or str(exc)), []
+        except (KeyError, TypeError, ValueError) as exc:  # a malformed request, as a bad ioctl argument
+            return cdev.error_reply(errno.EINVAL, f"malformed request: {exc!r}"), []
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def dispatch(self, qf: QueueFile, message: cdev.Message, fds: list[int], *,
+                 opening: bool = False) -> tuple[cdev.Message, list[int]]:
+        """Run one request against the queue state machine; raises ``OSError`` with the kernel's
+        errno. ``opening``: the connection's first request, the rest of open(2)."""
         cmd = message.get("cmd")
         with qf.lock:
             if qf.released:
                 raise OSError(errno.ENXIO, "the device is going away")
-            if cmd == "open":
+            if opening:
+                if cmd != "open":
+                    raise OSError(errno.EINVAL, "a queue file's first request completes open(2): send open")
                 return self._open(qf, message, fds)
-            if not qf.opened:
-                raise OSError(errno.EBADF, "queue file is not open")
             if cmd == "mmap":
                 return self._mmap(qf, message)
             if cmd == "ioctl":
                 return self._ioctl(qf, message), []
-        raise OSError(errno.EINVAL, f"unknown command {cmd!r}")
+        raise OSError(errno.EINVAL, f"{cmd!r} is not an operation on an open file (mmap, ioctl, close)")
 
     def _open(self, qf: QueueFile, message: cdev.Message, fds: list[int]) -> tuple[cdev.Message, list[int]]:
-        if qf.opened:
-            raise OSError(errno.EBUSY, "already open")
-        if self.ops.isolated():
-            raise OSError(errno.EIO, "device is isolated")
+        """``uacce_fops_open``: bind the address space, get a queue. No isolation check: the
+        kernel has none (``isolate`` only tells user space, which skips the device)."""
         if len(fds) != 2:
             raise OSError(errno.EINVAL, "open needs the heap and page-table memfds")
         mapping = self.iommu.bind(qf.pid, fds[0], fds[1], int(message["base"]), int(message["size"]))
@@ -269,45 +290,48 @@ class UacceCore:
         except OSError:
             self.iommu.unbind(mapping)
             raise
-        qf.mapping, qf.qp, qf.state, qf.opened = mapping, qp, QState.INIT, True
+        qf.mapping, qf.qp, qf.state = mapping, qp, QState.INIT
         self.refresh()
         return {"pasid": mapping.pasid}, [self.ops.irq_fd(qp)]
 
     def _mmap(self, qf: QueueFile, message: cdev.Message) -> tuple[cdev.Message, list[int]]:
-        if qf.state not in (QState.INIT, QState.STARTED):
-            raise OSError(errno.ENXIO, "queue is not live")
+        """``uacce_fops_mmap``: region number (EINVAL), queue valid (ENXIO), not mapped yet
+        (EEXIST), then the driver's mmap, which checks the size; a length of 0 is mmap(2)'s EINVAL."""
         try:
             region = abi.Region(int(message["region"]))
         except (KeyError, ValueError):
             raise OSError(errno.EINVAL, "no such region") from None
-        if int(message.get("size", -1)) != abi.REGION_SIZE[region]:
-            raise OSError(errno.EINVAL, f"{region.name} size must be {abi.REGION_SIZE[region]}")
+        if qf.state not in (QState.INIT, QState.STARTED):
+            raise OSError(errno.ENXIO, "queue is not live")
         if region in qf.regions:
             raise OSError(errno.EEXIST, f"{region.name} is already mapped")
-        fds = self.ops.mmap(qf.qp, region)
+        size = int(message["size"])
+        if size <= 0:
+            raise OSError(errno.EINVAL, "mmap of length 0")
+        fds = self.ops.mmap(qf.qp, region, size)
         qf.regions.add(region)
         return {"region": int(region)}, fds
 
     def _ioctl(self, qf: QueueFile, message: cdev.Message) -> cdev.Message:
+        """``uacce_fops_unl_ioctl``: a queue that is not INIT or STARTED answers every command —
+        PUT_Q included — with ENXIO; START_Q only from INIT (EINVAL); the rest is the driver's."""
+        if qf.state is QState.ZOMBIE:
+            raise OSError(errno.ENXIO, "queue was put")
         op = message.get("op")
         if op == "put_q":
             self._put(qf)
             return {}
-        if qf.state is QState.ZOMBIE:
-            raise OSError(errno.ENXIO, "queue was put")
         if op == "start_q":
             if qf.state is not QState.INIT:
                 raise OSError(errno.EINVAL, "START_Q is only valid in INIT")
-            if self.ops.isolated():
-                raise OSError(errno.EIO, "device is isolated")
             self.ops.start_queue(qf.qp)
             qf.state = QState.STARTED
             return {}
         return self.ops.ioctl(qf.qp, message)
 
     def _put(self, qf: QueueFile) -> None:
-        """PUT_Q: stop if started (jobs in flight drain or complete QUEUE_STOPPED), free the
-        hardware queue, keep the file (idempotent)."""
+        """``uacce_put_queue``: stop if started (jobs in flight drain or complete QUEUE_STOPPED),
+        free the hardware queue, keep the file. A no-op on a ZOMBIE (close after PUT_Q)."""
         with qf.lock:
             if qf.state is QState.STARTED:
                 self.ops.stop_queue(qf.qp)
@@ -328,6 +352,21 @@ class UacceCore:
             if qf.mapping is not None:
                 self.iommu.unbind(qf.mapping)
                 qf.mapping = None
+
+
+def kstrtoul(text: str) -> int:
+    """Parse a sysfs write as the kernel's ``kstrtoul(buf, 0, &val)``: an optional ``+``, then
+    ``0x`` hex, ``0`` octal or decimal digits, then at most one newline; ValueError otherwise."""
+    body = text[:-1] if text.endswith("\n") else text
+    body = body.removeprefix("+")
+    base = 10
+    if body[:2].lower() == "0x" and len(body) > 2:
+        base, body = 16, body[2:]
+    elif body.startswith("0"):
+        base = 8
+    if not body or any(c not in "0123456789abcdef"[:base] for c in body.lower()):
+        raise ValueError(f"{text!r} is not a base-{base} number")
+    return int(body, base)
 
 
 def write_attr(path: Path, value: str, mode: int = MODE_RO) -> os.stat_result:

@@ -51,6 +51,9 @@ class Ras:
         self._iommu = iommu
         self._queues = queues
         self._lock = threading.Lock()
+        #: True while a controller reset runs: the QM is stopped (``QM_STOP``), and creating or
+        #: starting a queue fails with EPERM, as ``qm_qp_avail_state`` refuses it.
+        self.resetting = False
         dev[Dev.SLOW_FACTOR_MILLI] = 1000
 
     def isolated(self) -> bool:
@@ -103,7 +106,15 @@ class Ras:
 
     def reset(self) -> int:
         """Controller reset: clear isolation, injected faults, the error list and every queue's
-        stop flags; queues keep their ring state and resume (a warm reset). Returns the count."""
+        stop flags; queues keep their ring state and resume (a warm reset). Returns the count.
+        The QM counts as stopped until the new state is published (``notify``)."""
+        self.resetting = True
+        try:
+            return self._reset()
+        finally:
+            self.resetting = False
+
+    def _reset(self) -> int:
         with self._lock:
             self.faults.clear()
             self.errors.clear()

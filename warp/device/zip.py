@@ -41,8 +41,9 @@ class ZipDevice:
         self.iommu = iommu
         self.dfx = dfx
         self._lock = threading.Lock()
-        self._free = list(range(dfx.queues))
         self._qps: dict[int, Qp] = {}
+        self._next_qid = 0  # where the cyclic allocator looks first
+        self._building: set[int] = set()  # ids handed out whose Qp is still being built
         self.ras = Ras(dfx.dev, iommu, self._taken, clock)
         self.engines = Engines(iommu, dfx, self.ras, engines, batch, irq_coalesce, irq_delay_us)
         self._reclaimer = (Reclaimer(iommu, reclaim_interval_ms / 1000, reclaim_fraction, self.ras.reclaimed)
@@ -56,8 +57,9 @@ class ZipDevice:
         self.ras.notify = notify
 
     def available_instances(self) -> int:
+        """``hisi_qm_get_available_instances``: ``qp_num - qp_in_used``."""
         with self._lock:
-            return len(self._free)
+            return self.dfx.queues - len(self._qps) - len(self._building)
 
     def isolated(self) -> bool:
         return self.ras.isolated()
@@ -69,33 +71,67 @@ class ZipDevice:
         self.ras.set_threshold(threshold)
 
     def get_queue(self, mapping: Mapping) -> Qp:
+        """``hisi_qm_create_qp``: EPERM while the QM is stopped for a reset, EBUSY when every
+        queue is taken, else the next free id after the last one handed out (``idr_alloc_cyclic``
+        on ``qm->qp_idr``): a put queue's id is not reused at once, so a late write to it by its
+        old owner's id lands on no one."""
+        self._check_running("create a queue")
         with self._lock:
-            if not self._free:
-                raise OSError(errno.EBUSY, f"all {self.dfx.queues} queues are busy")
-            qid = self._free.pop(0)
-        qp = Qp.create(qid, mapping, u64(self.dfx.queue(qid)))
+            qid = self._alloc_qid()
+            self._building.add(qid)
+        try:
+            qp = Qp.create(qid, mapping, u64(self.dfx.queue(qid)))
+        except BaseException:
+            with self._lock:
+                self._building.discard(qid)
+            raise
         with self._lock:
+            self._building.discard(qid)
             self._qps[qid] = qp
         return qp
 
+    def _alloc_qid(self) -> int:
+        """The cyclic allocation itself (``_lock`` held); ids being built count as taken."""
+        total = self.dfx.queues
+        busy = set(self._qps) | self._building
+        for step in range(total):
+            qid = (self._next_qid + step) % total
+            if qid not in busy:
+                self._next_qid = (qid + 1) % total
+                return qid
+        raise OSError(errno.EBUSY, f"all {total} queues of QM are busy")
+
     def put_queue(self, qp: Qp) -> None:
+        """``hisi_qm_uacce_put_queue``: release the queue pair; its id is free once it is closed."""
         qp.counters[Queue.PASID] = 0
         with self._lock:
             self._qps.pop(qp.qid, None)
-        qp.close()
-        with self._lock:
-            self._free.append(qp.qid)
-            self._free.sort()
+            self._building.add(qp.qid)  # not free until its fds are gone
+        try:
+            qp.close()
+        finally:
+            with self._lock:
+                self._building.discard(qp.qid)
 
     def start_queue(self, qp: Qp) -> None:
+        """``hisi_qm_start_qp``: EPERM while the QM is stopped for a reset (``qm_qp_avail_state``);
+        isolation is no reason (the kernel has no such check)."""
+        self._check_running("start a queue")
         self.engines.start(qp)
 
     def stop_queue(self, qp: Qp) -> None:
         self.engines.stop(qp)
 
-    def mmap(self, qp: Qp, region: abi.Region) -> list[int]:
+    def mmap(self, qp: Qp, region: abi.Region, size: int) -> list[int]:
+        """``hisi_qm_uacce_mmap``: the MMIO doorbell window may be mapped up to its size (v2
+        without doorbell isolation: ``QM_DOORBELL_PAGE_NR`` + 0x1000 / PAGE_SIZE pages), the DUS
+        only whole (``qp->qdma.size``); EINVAL otherwise."""
         if region is abi.Region.MMIO:
+            if size > abi.MMIO_SIZE:
+                raise OSError(errno.EINVAL, f"MMIO is at most {abi.MMIO_SIZE} bytes")
             return [qp.mmio_fd, qp.db_fd]
+        if size != abi.DUS_SIZE:
+            raise OSError(errno.EINVAL, f"DUS must be mapped whole ({abi.DUS_SIZE} bytes)")
         return [qp.dus_fd]
 
     def ioctl(self, qp: Qp, message: cdev.Message) -> cdev.Message:
@@ -112,6 +148,10 @@ class ZipDevice:
 
     def irq_fd(self, qp: Qp) -> int:
         return qp.irq_fd
+
+    def _check_running(self, what: str) -> None:
+        if self.ras.resetting:
+            raise OSError(errno.EPERM, f"cannot {what}: the QM is stopped for a controller reset")
 
     def close(self) -> None:
         if self._reclaimer is not None:

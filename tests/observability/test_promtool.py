@@ -52,8 +52,9 @@ def run_promtool(promtool: str, *args: str, stdin: str | None = None) -> str:
     return output
 
 
-def test_check_config(promtool: str) -> None:
-    out = run_promtool(promtool, "check", "config", "--lint=all", "--lint-fatal", "grafana/prometheus.yml")
+@pytest.mark.parametrize("config", ["grafana/prometheus.yml", "grafana/compose-prometheus.yml"])
+def test_check_config(promtool: str, config: str) -> None:
+    out = run_promtool(promtool, "check", "config", "--lint=all", "--lint-fatal", config)
     assert "SUCCESS: 1 rule files found" in out, out
     assert f"SUCCESS: {len(ALERTS) + len(RECORDINGS)} rules found" in out, out
 
@@ -264,7 +265,16 @@ def test_grafana_provisioning_and_compose() -> None:
                 assert (GRAFANA / source).exists(), volume
                 mounts[target] = source
     assert mounts[provider["options"]["path"]] == "./dashboards"
-    assert mounts["/etc/prometheus/prometheus.yml"] == "./prometheus.yml"
+    assert mounts["/etc/prometheus/prometheus.yml"] == "./compose-prometheus.yml"
     assert mounts["/etc/prometheus/alerts.yml"] == "./alerts.yml"
-    assert mounts["/etc/grafana/provisioning/datasources"] == "./provisioning/datasources"
+    assert mounts["/etc/grafana/provisioning/datasources/prometheus.yml"] == "../deploy/grafana/datasources.yml"
     assert mounts["/etc/grafana/provisioning/dashboards"] == "./provisioning/dashboards"
+    # Issue 16: each service its own network identity, reached by name; no default admin password.
+    assert not any("network_mode" in service for service in services.values())
+    scrape = yaml.safe_load((GRAFANA / "compose-prometheus.yml").read_text())
+    assert scrape["scrape_configs"][0]["static_configs"][0]["targets"] == ["warpzip:8080"]
+    compose_ds = yaml.safe_load((REPO / "deploy/grafana/datasources.yml").read_text())["datasources"][0]
+    assert compose_ds["url"] == "http://prometheus:9090"
+    assert {k: v for k, v in compose_ds.items() if k != "url"} == {k: v for k, v in ds.items() if k != "url"}
+    password = services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert password.startswith("${GRAFANA_ADMIN_PASSWORD:?")

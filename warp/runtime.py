@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, final
 
-from warp import abi, cdev, uacce
+from warp import abi, atfork, cdev, uacce
 from warp.drv.base import Driver, DriverStats, Job
 from warp.drv.cpu import CpuDriver
 from warp.drv.zip import DOORBELL_BATCH, ZipDriver
@@ -97,6 +97,8 @@ class Runtime:
         self.fallback_jobs = 0
         self.queue_resets = 0
         self.closed = False
+        self._owner = os.getpid()
+        self._closed_why = "the runtime is closed"
         self._resetting: set[asyncio.Task[None]] = set()
         self.doorbell_batch = doorbell_batch
         self._compressors: dict[tuple[int, bool], Compressor] = {}
@@ -115,6 +117,7 @@ class Runtime:
                 if driver == "zip":
                     self.close()
                     raise NoDevice(f"no usable zstd accelerator under {self.root}: {exc}") from exc
+        atfork.track(self)
 
     def _open_zip(self, queues: int) -> ZipDriver:
         found = uacce.devices(self.root, "zstd")
@@ -277,7 +280,7 @@ class Runtime:
         if self.closed:
             for job in jobs:
                 job.discard()
-            raise RuntimeClosed("the runtime is closed")
+            raise RuntimeClosed(self._closed_why)
         return self.driver
 
     def _take_out(self, driver: ZipDriver) -> ZipDriver:
@@ -360,9 +363,22 @@ class Runtime:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def reset_in_child(self) -> ZipDriver | None:
+        """In a forked child (:mod:`warp.atfork`, UADK's ``wd_comp_clear_status``): closed for good, its
+        queues the parent's (:meth:`ZipDriver.forget`); the child opens its own, as UADK users init again."""
+        self.closed = True
+        self._closed_why = f"this runtime belongs to process {self._owner}: after fork, open a new one"
+        self._quarantine.clear()  # destinations in the parent's heap: nothing of the child's
+        inherited, self.zip = self.zip, None
+        if inherited is not None:
+            inherited.forget()
+        return inherited  # its ring mappings are holes here: never collected, never unmapped
+
     def close(self) -> None:
         """Put the queues and stop the cpu pool. Jobs still in flight end with
         :class:`RuntimeClosed`: a service that stopped waiting for them says "retry elsewhere"."""
+        if os.getpid() != self._owner:
+            return  # a forked child's copy: nothing of it is the child's to put or stop
         self.closed = True
         self._prober.close()
         if self.zip is not None:

@@ -362,6 +362,15 @@ class ZipDriver:
         finally:
             self.close()  # also when the loop is going away: a PUT_Q cut short lets nothing go
 
+    def forget(self) -> None:
+        """In a forked child (:meth:`warp.Runtime.reset_in_child`): close the child's references
+        to the queue files, so the parent's close releases its queues; nothing else. A PUT_Q would
+        stop the parent's queue, the rings are not mapped here (``MADV_DONTFORK``), and the event
+        loop's epoll set is the parent's too: removing the queue's readers would remove them there."""
+        self._alive = False
+        for queue in self.all_queues():
+            queue.handle.sock.close()
+
     def all_queues(self) -> list[ZipQueue]:
         return [q for qs in self.queues.values() for q in qs]
 

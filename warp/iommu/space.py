@@ -4,6 +4,15 @@ The heap is a memfd mapped into this process; the addresses written into SQEs ar
 virtual addresses (``base`` + offset), exactly what SVA lets a user hand to a device. The device
 receives the memfd and the page-table memfd when a queue binds and translates those addresses back
 through the page table, so nothing is copied and nothing is pinned.
+
+fork: a device bound by SVA follows the parent's mm, never the child's copy of it, so a child must
+share none of the heap's pages with the parent (and through it with the device). The heap and its
+page table are ``MADV_DONTFORK`` — the kernel's ``VM_DONTCOPY``, which uacce also sets on its queue
+regions — and the child then puts zero-filled private memory at the same addresses: what
+``MADV_WIPEONFORK`` (uacce's other flag) gives a child. WIPEONFORK itself is refused (EINVAL) on a
+shared file mapping, which the heap must be for the device to map it; and a hole alone would let
+the child's next mapping land under the inherited ``mmap`` objects, which unmap it when collected.
+The child also closes its copies of the memfds: binding them would give it the parent's pages.
 """
 
 from __future__ import annotations
@@ -12,7 +21,8 @@ import ctypes
 import fcntl
 import mmap
 import os
-from typing import final
+import weakref
+from typing import Final, final
 
 import numpy as np
 import numpy.typing as npt
@@ -30,15 +40,16 @@ class AddressSpace:
             raise ValueError(f"heap size must be a positive multiple of {abi.PAGE_SIZE}")
         self.size = size
         self.heap_fd = _sealed_memfd("warp-sva-heap", size)
-        self._heap = mmap.mmap(self.heap_fd, size)
+        self._heap = not_inherited(mmap.mmap(self.heap_fd, size))
         self.view = memoryview(self._heap)
         self.array: npt.NDArray[np.uint8] = np.frombuffer(self._heap, dtype=np.uint8)
         self.base = ctypes.addressof(ctypes.c_char.from_buffer(self._heap))
         pages = size >> abi.PAGE_SHIFT
         self.pt_fd = _sealed_memfd("warp-sva-pagetable", pages)
-        self._pt = mmap.mmap(self.pt_fd, pages)
+        self._pt = not_inherited(mmap.mmap(self.pt_fd, pages))
         self.page_table: pagetable.PageTable = memoryview(self._pt)
         self._pt.write(bytes([pagetable.WRITE]) * pages)  # one read-write mapping, nothing faulted in yet
+        _SPACES.add(self)
 
     def address(self, offset: int) -> int:
         """The virtual address a device sees for ``offset``: the process's own pointer."""
@@ -74,8 +85,14 @@ class AddressSpace:
                 pass
         shm.unmap(self._heap)
         shm.unmap(self._pt)
-        os.close(self.heap_fd)
-        os.close(self.pt_fd)
+        self._drop_files()
+
+    def _drop_files(self) -> None:
+        """Close the memfds (once: a forked child closed its copies already)."""
+        for fd in (self.heap_fd, self.pt_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.heap_fd = self.pt_fd = -1
 
 
 #: What the device requires of every memfd it maps (:func:`warp.iommu.mmu.check_sealed`).
@@ -93,3 +110,46 @@ def _sealed_memfd(name: str, size: int) -> int:
         os.close(fd)
         raise
     return fd
+
+
+_PROT_RW: Final = mmap.PROT_READ | mmap.PROT_WRITE
+_MAP_FIXED_NOREPLACE: Final = 0x100000  # Linux >= 4.17; not exported by the mmap module
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+_libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+
+#: Every live mapping a child must not inherit, with its address and length.
+_NOT_INHERITED: weakref.WeakKeyDictionary[mmap.mmap, tuple[int, int]] = weakref.WeakKeyDictionary()
+_SPACES: weakref.WeakSet[AddressSpace] = weakref.WeakSet()
+#: In a child: inherited mappings whose range something else took before it could be refilled;
+#: kept forever, so collecting them never unmaps what lives there now.
+_PINNED: list[mmap.mmap] = []
+
+
+def not_inherited(mapping: mmap.mmap) -> mmap.mmap:
+    """Mark a shared mapping ``MADV_DONTFORK`` and have a forked child refill its range with
+    zero-filled private memory (the module docstring says why); returns ``mapping``."""
+    mapping.madvise(mmap.MADV_DONTFORK)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(mapping))
+    _NOT_INHERITED[mapping] = (address, len(mapping))
+    return mapping
+
+
+def _wipe_in_child() -> None:
+    """``os.register_at_fork(after_in_child=...)``: refill every range fork left out, and close
+    the child's copies of every heap's memfds."""
+    for mapping, (address, length) in list(_NOT_INHERITED.items()):
+        if mapping.closed:
+            continue
+        got = _libc.mmap(address, length, _PROT_RW, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_FIXED_NOREPLACE,
+                         -1, 0)
+        if got != address:  # EEXIST: the interpreter mapped something there since the fork
+            if got is not None and got != ctypes.c_void_p(-1).value:
+                _libc.munmap(got, length)  # a kernel that took NOREPLACE as a mere hint
+            _PINNED.append(mapping)
+    for space in list(_SPACES):
+        space._drop_files()
+
+
+os.register_at_fork(after_in_child=_wipe_in_child)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from tests.harness import REPO
-from warp import abi
+from tests.harness import REPO, DeviceProc
+from warp import abi, cdev
 from warp.device.main import parse_args
 from warp.dfx import Dev, Engine, Queue
 
@@ -74,3 +74,16 @@ def test_every_reference_behaviour_maps_to_existing_tests() -> None:
         missing = [t for t in names if t not in defined]
         assert not missing, f"#{number} {behaviour}: no such test {missing}"
 
+
+
+def test_sysfs_table_matches_the_published_attributes(device: DeviceProc) -> None:
+    """§2 lists exactly the attribute files a running device publishes, with their modes, and the
+    values the ABI fixes (``api``, region sizes)."""
+    documented = {name(r[0]): (int(r[1], 8), r[2]) for r in table("sysfs")}
+    sysfs = cdev.DevicePaths(device.root, "warp_zip-0").sysfs
+    published = {p.name: p.stat().st_mode & 0o777 for p in sysfs.iterdir() if not p.name.startswith(".")}
+    assert {attr: mode for attr, (mode, _) in documented.items()} == published
+    assert documented["api"][1].startswith(f"`{abi.API_VERSION}`")
+    assert (sysfs / "api").read_text().strip() == abi.API_VERSION
+    for attr, value in (("region_mmio_size", abi.MMIO_SIZE), ("region_dus_size", abi.DUS_SIZE)):
+        assert documented[attr][1] == str(value) == (sysfs / attr).read_text().strip()

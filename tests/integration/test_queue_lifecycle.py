@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -173,3 +175,15 @@ def test_discovery_ranks_by_numa_distance_then_free_queues(tmp_path: Path) -> No
                                                                               "local-full"]
     # Without a distance table every other node is as far as the next (libnuma's 10 / 20).
     assert [d.name for d in devices(root, "zstd", node=1, nodes=tmp_path / "none")][:2] == ["near-idle", "near-busy"]
+
+
+def test_library_refuses_an_api_below_qm_v2(device: DeviceProc, space: AddressSpace) -> None:
+    """UADK's ``get_version_id`` reads the number after ``hisi_qm_v``; 0 (none) is its EINVAL, and
+    1 needs the v1 doorbell this library does not drive: the queue is refused before any open."""
+    assert [qm_version(api) for api in ("hisi_qm_v2", "hisi_qm_v3", "hisi_qm_v10", "hisi_qm_v1", "warp_zip_v1",
+                                        "hisi_qm_v")] == [2, 3, 10, 1, 0, 0]
+    (found,) = devices(device.root, "zstd")
+    for api in ("warp_zip_v1", "hisi_qm_v1"):
+        old = dataclasses.replace(found, api=api)
+        expect_errno(errno.EINVAL, functools.partial(QueueHandle, old, space, abi.QcType.COMPRESS))
+    assert Device.read(found.paths).available_instances == 64, "refused before the device was asked"

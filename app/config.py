@@ -9,12 +9,14 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn, final
+from typing import NoReturn, TypeVar, final
 
 from app import budget
 from warp import cdev, options
 from warp.device import ENGINES
 from warp.tool.units import parse_size
+
+T = TypeVar("T")
 
 
 def default_workers() -> int:
@@ -62,11 +64,19 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+def _parser(convert: Callable[[str], T], what: str) -> Callable[[str], T]:
+    """``convert``, with its ValueError as the one-line ``not <what>: 'text'`` argparse reports."""
+    def parse(text: str) -> T:
+        try:
+            return convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+    return parse
+
+
+_integer = _parser(int, "an integer")
+_size = _parser(parse_size, "a size")  # bytes with an optional binary suffix: 1048576, 64k, 64KiB, 1M, 1GiB
+_number = _parser(float, "a number of seconds")
 
 
 def _positive(text: str) -> int:
@@ -74,14 +84,6 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
     return value
-
-
-def _size(text: str) -> int:
-    """Bytes, with an optional binary suffix: ``1048576``, ``64k``, ``64KiB``, ``1M``, ``1GiB``."""
-    try:
-        return parse_size(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (a byte count, or 64k, 64KiB, 1M, 1GiB)") from None
 
 
 def _port(text: str) -> int:
@@ -92,10 +94,7 @@ def _port(text: str) -> int:
 
 
 def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    value = _number(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
     return value

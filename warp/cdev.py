@@ -1,9 +1,10 @@
 """The char-device stand-in: paths under the runtime root and the message protocol on the socket.
 
 A real uacce queue is an open file of ``/dev/<name>``; here it is one SOCK_SEQPACKET connection to
-``<root>/dev/<name>``. Each message is a small JSON object (the ioctl or mmap request, or its
-reply) and file descriptors travel beside it with SCM_RIGHTS: the process's heap and page table on
-open, a region's memfd on mmap, the doorbell kick and interrupt eventfds.
+``<root>/dev/<name>`` whose first request, ``open``, completes the open(2) (a failed one hangs up,
+leaving no file, see ``warp.device.core``). Each message is a small JSON object (the ioctl or mmap
+request, or its reply) and file descriptors travel beside it with SCM_RIGHTS: the process's heap
+and page table on open, a region's memfd on mmap, the doorbell kick and interrupt eventfds.
 Errors come back as errno names so the caller raises the ``OSError`` the kernel would give.
 """
 

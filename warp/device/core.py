@@ -262,7 +262,7 @@ class UacceCore:
                 os.close(fd)
 
     def dispatch(self, qf: QueueFile, message: cdev.Message, fds: list[int], *,
-                 opening: bool = False) -> tuple[cdev.Message, list[int]]:
+                 opening: bool) -> tuple[cdev.Message, list[int]]:
         """Run one request against the queue state machine; raises ``OSError`` with the kernel's
         errno. ``opening``: the connection's first request, the rest of open(2)."""
         cmd = message.get("cmd")

@@ -305,8 +305,8 @@ def accelerator() -> Json:
     panels = [
         # device health first: the questions asked during an incident
         panel(L, 1, "Device isolated",
-              "1 while the device has isolated itself after too many hardware errors (queues then fail with "
-              "EIO until reset); 0 when healthy. Alert: WarpzipDeviceIsolated.",
+              "1 while the device has isolated itself after too many hardware errors (its queues stopped, "
+              "discovery skips it until reset); 0 when healthy. Alert: WarpzipDeviceIsolated.",
               "none", [(f"max({sel('warpzip_device_isolated')})", "isolated")], kind="stat", w=6, h=5,
               mappings=value_map((0, "OK", "green"), (1, "ISOLATED", "red")),
               thresholds=[step("green"), step("red", 1)]),

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NoReturn, TypeVar, final
 
 from app import budget
-from warp import cdev, options
+from warp import cdev, logs, options
 from warp.device import ENGINES
 from warp.tool.units import parse_size
 
@@ -139,7 +139,7 @@ OPTIONS: tuple[tuple[str, Callable[[str], object], tuple[str, ...] | None, str],
     ("access_log", _bool, None, "log every request (off by default, as gunicorn: a log line costs a sixth of a "
      "small request; Prometheus has the request counts and latencies)"),
     ("log_level", _level, ("DEBUG", "INFO", "WARNING", "ERROR"), "logging threshold (any case)"),
-    ("log_format", str, ("text", "json"), "log lines as text, or one JSON object per line"),
+    ("log_format", str, logs.FORMATS, "log lines as text, or one JSON object per line (the device's too)"),
     ("forwarded_allow_ips", str, None, "comma-separated proxy addresses whose X-Forwarded-For the access log "
      "believes ('*': any; '': none)"),
 )

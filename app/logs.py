@@ -1,10 +1,9 @@
-"""The service's logs: one line per event, with the worker's pid; text or JSON; and the access log
-line both front ends write, with the client as the trusted proxies in front report it.
+"""The access log line both front ends write, with the client as the trusted proxies in front
+report it.
 
-Text lines are ``time pid logger level message``; an access message is aiohttp's default
-(address, request line, status, body bytes) without its second timestamp and with the seconds
-the request took. ``--log-format json`` writes one JSON object per line instead, the access fields
-as their own keys, for a log pipeline that should not parse text.
+The lines themselves (text or JSON, with the pid) are :mod:`warp.logs`, shared with the device.
+An access message is aiohttp's default (address, request line, status, body bytes) without its
+second timestamp and with the seconds the request took; in JSON its fields are keys of their own.
 
 ``X-Forwarded-For`` is honoured only from the addresses in ``--forwarded-allow-ips`` (uvicorn's
 name and default: the loopback), walked from the right as proxies append to it: the first address
@@ -13,40 +12,14 @@ that is not a trusted proxy is the client. Anyone else can write the header, so 
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 from collections.abc import Collection
-from typing import Any, Final, final
+from typing import Final
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-FORMATS: Final = ("text", "json")
-TEXT: Final = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
 ACCESS: Final = logging.getLogger("aiohttp.access")
-
-
-def configure(level: str, fmt: str) -> None:
-    """Route every logger to stderr in ``fmt`` at ``level`` (before the workers fork: they inherit it)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
-
-
-@final
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time, pid, level, logger, message, and the access fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {"time": self.formatTime(record), "pid": record.process, "level": record.levelname,
-                               "logger": record.name, "message": record.getMessage()}
-        access = getattr(record, "access", None)
-        if isinstance(access, dict):
-            doc.update(access)
-        if record.exc_info:
-            doc["exception"] = self.formatException(record.exc_info)
-        return json.dumps(doc)
 
 
 def client(peer: str, forwarded_for: str | None, trusted: Collection[str]) -> str:
@@ -69,7 +42,7 @@ def access(logger: logging.Logger, remote: str, method: str, target: str, status
            seconds: float) -> None:
     """The one access line of both front ends (the data path and aiohttp's)."""
     logger.info('%s "%s %s HTTP/1.1" %d %d %.6f', remote, method, target, status, size, seconds,
-                extra={"access": {"remote": remote, "method": method, "target": target, "status": status,
+                extra={"fields": {"remote": remote, "method": method, "target": target, "status": status,
                                   "bytes": size, "duration": round(seconds, 6)}})
 
 

@@ -35,6 +35,7 @@ from app.metrics import Metrics
 from app.snapshot_files import Restarts, use_shared_directory
 from app.supervisor import BOOT_FAILED, DeviceSupervisor, WorkerPool
 from warp import Runtime
+from warp import logs as warp_logs
 from warp.device.launch import DeviceStartError
 
 log = logging.getLogger("warpzip")
@@ -133,7 +134,7 @@ def _device_line(config: Config) -> str:
 
 
 def serve(config: Config) -> int:
-    logs.configure(config.log_level, config.log_format)
+    warp_logs.configure(config.log_level, config.log_format)
     metrics_dir = Path(tempfile.mkdtemp(prefix="warpzip-metrics-"))
     use_shared_directory(metrics_dir)
     try:
@@ -157,7 +158,8 @@ def _serve_on(config: Config, listener: socket.socket) -> int:
     restarts = Restarts()
     if config.device == "embedded":
         try:
-            device = DeviceSupervisor(config.root, "--engines", str(config.engines), restarts=restarts).start()
+            device = DeviceSupervisor(config.root, "--engines", str(config.engines), "--log-format", config.log_format,
+                                      restarts=restarts).start()
         except DeviceStartError as exc:
             log.error("%s", exc)
             return 1

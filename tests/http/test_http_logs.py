@@ -23,7 +23,7 @@ FORWARDED = {"X-Forwarded-For": "203.0.113.7, 127.0.0.1"}  # the client, then a 
 
 def serve(tmp_path_factory: pytest.TempPathFactory, *flags: str) -> Iterator[ServerProc]:
     base = tmp_path_factory.mktemp("logs")
-    srv = start_server(base / "root", base / "server.log", "--access-log", "--device", "none", *flags)
+    srv = start_server(base / "root", base / "server.log", "--access-log", *flags)
     yield srv
     stop_process(srv.proc)
 
@@ -67,8 +67,9 @@ def test_json_lines_carry_pid_duration_and_the_forwarded_client(json_server: Ser
         assert record["logger"] == "aiohttp.access" and record["level"] == "INFO"
         assert isinstance(record["pid"], int) and record["pid"] > 0
         assert 0 <= record["duration"] < 10 and record["time"]
-    every = [json.loads(line) for line in json_server.log.read_text().splitlines() if line.startswith("{")]
+    every = [json.loads(line) for line in json_server.log.read_text().splitlines() if line]  # each one JSON
     assert any("serving on http://127.0.0.1" in line["message"] for line in every)
+    assert any(line["logger"] == "warp.device" and "ready" in line["message"] for line in every)  # the device's
     assert all({"time", "pid", "level", "logger", "message"} <= line.keys() for line in every)
 
 

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from warp import cdev, options
+from warp import cdev, logs, options
 from warp.device import ENGINES, QUEUE_PAIRS, control
 from warp.device.core import UacceCore
 from warp.device.zip import ZipDevice
@@ -65,8 +65,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
            "unsignalled completion instead of at the end of each batch; 0 = off")
     option("--reclaim-interval-ms", float, 0.0, "memory-pressure simulator: reclaim pages every this many ms; 0 = off")
     option("--reclaim-fraction", float, 0.1, "fraction of each bound mapping's present pages a reclaim pass takes")
+    option("--log-format", str, "text", "log lines as text, or one JSON object per line (as warpzip serve's)")
     parser.add_argument("--parent-pipe", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.log_format not in logs.FORMATS:
+        parser.error(f"--log-format: choose from {', '.join(logs.FORMATS)}")
     for name in ("engines", "queue_pairs", "batch", "irq_coalesce"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -122,7 +125,7 @@ def claim_root(root: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s device %(levelname)s %(message)s")
+    logs.configure(logging.INFO, args.log_format)
     stop = threading.Event()
     if args.parent_pipe is not None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

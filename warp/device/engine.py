@@ -24,12 +24,14 @@ import time
 from dataclasses import dataclass
 from typing import Final, final
 
+import numpy as np
+
 from warp import abi, codec
 from warp.device.irq import Moderator
 from warp.device.qp import Qp, QpState, cq_doorbell, interrupt, sq_tail, u64
 from warp.device.ras import Ras
 from warp.dfx import Dev, Dfx, Engine, Queue
-from warp.iommu.mmu import Iommu, TranslationFault
+from warp.iommu.mmu import STAGED, Iommu, TranslationFault
 from warp.ring import RingOverflow
 
 log = logging.getLogger("warp.device")
@@ -370,8 +372,31 @@ class Engines:
             source, target, faults = self.iommu.translate_job(qp.mapping, src, length, dst, capacity)
         except TranslationFault as fault:
             return abi.Status.ADDR_FAULT, 0, 0, fault.pages
+        if target == STAGED:
+            return self._staged(qp, worker, source, length, dst, capacity, level, bool(w[base + _FLAGS] & _CHECKSUM),
+                                faults)
         status, produced = worker.codec.run(qp.qc_type, qp.memory + target, capacity, qp.memory + source, length,
                                             level, bool(w[base + _FLAGS] & _CHECKSUM))
+        return status, (length if status == _OK else 0), produced, faults
+
+    def _staged(self, qp: Qp, worker: _EngineState, source: int, length: int, dst: int, capacity: int, level: int,
+                checksum: bool, faults: int) -> tuple[int, int, int, int]:
+        """A job whose destination has pages the engine cannot write yet. The hardware writes its
+        output as it goes and stalls at each such page (an I/O page fault per page); here the
+        codec runs into the engine's own buffer first and :meth:`Iommu.store` writes it out page
+        by page, so only the pages the output reaches fault, and an abort leaves the ones before
+        the failing page written, as a stalled transaction that is aborted does."""
+        out = np.empty(capacity, dtype=np.uint8)
+        pointer = codec.pointer(out)
+        try:
+            status, produced = worker.codec.run(qp.qc_type, pointer, capacity, qp.memory + source, length, level,
+                                                checksum)
+        finally:
+            codec.release(pointer)
+        try:
+            faults += self.iommu.store(qp.mapping, dst, out[:produced])
+        except TranslationFault as fault:
+            return abi.Status.ADDR_FAULT, 0, 0, faults + fault.pages
         return status, (length if status == _OK else 0), produced, faults
 
     def _execute_injected(self, qp: Qp, w: memoryview, base: int,

@@ -3,6 +3,13 @@ the page request queue and stalls; the fault handler (the "kernel", a thread of 
 device process) resolves it against the process's mapping and answers SUCCESS (retry) or INVALID
 (abort the job).
 
+A request is a group (``struct iopf_group``): the pages one grpid covers, the last flagged
+``LAST_PAGE``. A stalled SMMU transaction is a group of one page (``arm_smmu_handle_evt`` sets
+LAST_PAGE on every event, grpid = STAG), which is what the engines post: one request per page, at
+the page where the access stopped. A PCIe PRI device may put several pages in one group; as in
+io-pgfault's ``iopf_handler`` the group's pages are handled in order and the first failure ends
+it — the pages after it are not handled, and the whole group is answered with that failure.
+
 The handler is a separate thread on purpose: the measured cost of a fault is then a real queue
 round trip plus the work of making the page present, not a function call.
 """
@@ -27,6 +34,13 @@ class Perm(enum.IntFlag):
     WRITE = 1 << 1
 
 
+class Flag(enum.IntFlag):
+    """IOMMU_FAULT_PAGE_REQUEST_*."""
+
+    PASID_VALID = 1 << 0
+    LAST_PAGE = 1 << 1
+
+
 class Response(enum.IntEnum):
     """enum iommu_page_response_code."""
 
@@ -40,7 +54,7 @@ class FaultCounter(enum.IntEnum):
 
     REQUESTS = 0  # page request groups posted
     PAGES_OK = 1  # pages made present
-    PAGES_INVALID = 2  # pages answered INVALID (unmapped or permission)
+    PAGES_INVALID = 2  # pages answered INVALID (unmapped or permission); a group has at most one
     SERVICE_NS = 3  # total time from post to response
     HIST0 = 4  # service-time histogram buckets follow
 
@@ -57,14 +71,23 @@ class Resolver(Protocol):
 
 
 @final
-@dataclass
+@dataclass(frozen=True)
 class PageRequest:
-    """One stalled access: a group of pages (PRI-style grpid, last page implied by the list end)."""
+    """``struct iommu_fault_page_request``: one page of a group."""
 
+    flags: Flag
     pasid: int
-    addrs: list[int]
-    perm: Perm
     grpid: int
+    perm: Perm
+    addr: int
+
+
+@final
+@dataclass
+class Group:
+    """``struct iopf_group``: the page requests of one grpid, answered together."""
+
+    faults: list[PageRequest]
     posted_ns: int = field(default_factory=time.monotonic_ns)
     response: Response = Response.FAILURE
     done: threading.Event = field(default_factory=threading.Event)
@@ -77,46 +100,50 @@ class FaultHandler:
     def __init__(self, resolver: Resolver, counters: npt.NDArray[np.uint64]) -> None:
         self._resolver = resolver
         self._counters = counters
-        self._queue: queue.SimpleQueue[PageRequest | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Group | None] = queue.SimpleQueue()
         self._grpid = 0
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="iopf-handler", daemon=True)
         self._thread.start()
 
     def fault(self, pasid: int, addrs: list[int], perm: Perm, timeout: float = 10.0) -> Response:
-        """Post a page request and stall the caller (an engine) until it is answered."""
+        """Post one group of page requests for ``addrs`` (in access order) and stall the caller
+        (an engine) until the group is answered; FAILURE if no answer comes within ``timeout``."""
         with self._lock:
             self._grpid = (self._grpid + 1) & 0x1FF
             grpid = self._grpid
-        request = PageRequest(pasid=pasid, addrs=addrs, perm=perm, grpid=grpid)
-        self._queue.put(request)
-        if not request.done.wait(timeout):
+        last = len(addrs) - 1
+        group = Group([PageRequest(flags=Flag.PASID_VALID | (Flag.LAST_PAGE if i == last else Flag(0)), pasid=pasid,
+                                   grpid=grpid, perm=perm, addr=addr) for i, addr in enumerate(addrs)])
+        self._queue.put(group)
+        if not group.done.wait(timeout):
             return Response.FAILURE
-        return request.response
+        return group.response
 
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while (request := self._queue.get()) is not None:
-            self._service(request)
+        while (group := self._queue.get()) is not None:
+            self._service(group)
 
-    def _service(self, request: PageRequest) -> None:
+    def _service(self, group: Group) -> None:
+        """``iopf_handler``: each page in turn until one fails; errors are sticky."""
         c = self._counters
         result = Response.SUCCESS
-        for addr in request.addrs:
-            if self._resolver.handle_mm_fault(request.pasid, addr, request.perm) is not Response.SUCCESS:
-                result = Response.INVALID
+        for fault in group.faults:
+            result = self._resolver.handle_mm_fault(fault.pasid, fault.addr, fault.perm)
+            if result is not Response.SUCCESS:
                 c[FaultCounter.PAGES_INVALID] += 1
-            else:
-                c[FaultCounter.PAGES_OK] += 1
-        request.response = result
-        elapsed = time.monotonic_ns() - request.posted_ns
+                break
+            c[FaultCounter.PAGES_OK] += 1
+        group.response = result
+        elapsed = time.monotonic_ns() - group.posted_ns
         c[FaultCounter.REQUESTS] += 1
         c[FaultCounter.SERVICE_NS] += elapsed
         c[FaultCounter.HIST0 + _bucket(elapsed / 1e9)] += 1
-        request.done.set()
+        group.done.set()
 
 
 def _bucket(seconds: float) -> int:

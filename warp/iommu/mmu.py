@@ -2,8 +2,10 @@
 
 A bind maps the process's heap memfd and page-table memfd into the device process and gives the
 process one PASID, shared by all of its queues and refcounted like ``iommu_sva_bind_device``.
-Every SQE address is translated here; a non-present page stalls the access on an I/O page fault,
-and an address outside every mapping ends in an INVALID response, as on real SVA.
+Every SQE address is translated here. An access walks its pages in order and stalls at each page
+it cannot use — not present, or not writable for a write — on an I/O page fault of that one page;
+SUCCESS resumes it at that page, anything else aborts the job there, the pages before it already
+used. An address outside every mapping ends in an INVALID response, as on real SVA.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import mmap
 import os
 import threading
 from dataclasses import dataclass
-from typing import final
+from typing import Final, final
 
 import numpy as np
 import numpy.typing as npt
@@ -56,13 +58,8 @@ class Mapping:
         shm.unmap(self.pt_map)
 
 
-@dataclass(frozen=True)
-class Access:
-    """A translated DMA window: offset into the mapping's memory, length, and how many pages faulted."""
-
-    offset: int
-    length: int
-    faults: int
+#: :meth:`Iommu.translate_job`'s destination offset when the engine must write it page by page.
+STAGED: Final = -1
 
 
 @final
@@ -135,7 +132,7 @@ class Iommu:
         """
         if fraction <= 0:
             return 0
-        clear = ~np.uint8(pagetable.PRESENT | pagetable.ACCESSED | pagetable.DIRTY)
+        clear = ~np.uint8(pagetable.PTE_BITS)
         taken = 0
         with self._lock:
             for mapping in self._by_pasid.values():
@@ -148,52 +145,75 @@ class Iommu:
                 del entries, victims
         return taken
 
-    def translate(self, mapping: Mapping, addr: int, length: int, write: bool) -> Access:
-        """Translate ``[addr, addr+length)`` under ``mapping``'s PASID, faulting pages in as needed.
-
-        A stalled access is retried after a SUCCESS response; the retry bound covers a page being
-        reclaimed again between the fault and the retry.
-        """
-        offset = addr - mapping.base
-        if length == 0:
-            return Access(offset=0, length=0, faults=0)
-        perm = Perm.WRITE if write else Perm.READ
-        if offset < 0 or offset + length > mapping.size:
-            pages = _page_addrs(addr, length)
-            response = self.faults.fault(mapping.pasid, pages, perm)
-            raise TranslationFault(response if response is not Response.SUCCESS else Response.INVALID, len(pages))
-        if pagetable.settled(mapping.page_table, offset, length, write):
-            return Access(offset=offset, length=length, faults=0)  # nothing to fault in, no bit to set
-        faults = 0
-        for _attempt in range(8):
-            missing = pagetable.missing_pages(mapping.page_table, offset, length, write)
-            if not missing:
-                pagetable.populate(mapping.page_table, offset, length, write)
-                return Access(offset=offset, length=length, faults=faults)
-            faults += len(missing)
-            addrs = [mapping.base + (p << abi.PAGE_SHIFT) for p in missing]
-            response = self.faults.fault(mapping.pasid, addrs, perm)
-            if response is not Response.SUCCESS:
-                raise TranslationFault(response, len(addrs))
-        raise TranslationFault(Response.FAILURE, faults)
-
     def translate_job(self, mapping: Mapping, src: int, length: int, dst: int, capacity: int) -> tuple[int, int, int]:
         """Both windows of a job — read ``[src, +length)``, write ``[dst, +capacity)`` — as
         ``(source offset, destination offset, pages faulted)``; raises :class:`TranslationFault`.
 
         The engines' hot path: a warm pool's pages are all settled, and two range checks plus two
-        :func:`~warp.iommu.pagetable.settled` tests cost a fraction of two :meth:`translate`
-        calls (each a call chain and a result object, ~1.2 us); anything else takes them.
+        :func:`~warp.iommu.pagetable.settled` tests are all a job costs. Otherwise the source is
+        read page by page (:meth:`fault_in`), and a destination with a page the engine cannot
+        write yet comes back :data:`STAGED`: the engine writes it page by page (:meth:`store`),
+        faulting only the pages its output reaches.
         """
         base, size, table = mapping.base, mapping.size, mapping.page_table
         source, target = src - base, dst - base
-        if (length and capacity and 0 <= source and source + length <= size and 0 <= target
-                and target + capacity <= size and pagetable.settled(table, source, length, False)
-                and pagetable.settled(table, target, capacity, True)):
+        direct = capacity > 0 and 0 <= target and target + capacity <= size and pagetable.settled(
+            table, target, capacity, True)
+        if (direct and length and 0 <= source and source + length <= size
+                and pagetable.settled(table, source, length, False)):
             return source, target, 0
-        read = self.translate(mapping, src, length, write=False)
-        written = self.translate(mapping, dst, capacity, write=True)
-        return read.offset, written.offset, read.faults + written.faults
+        faults = self.fault_in(mapping, src, length, write=False)
+        return (source if length else 0), (target if direct else STAGED), faults
+
+    def fault_in(self, mapping: Mapping, addr: int, length: int, write: bool) -> int:
+        """Walk ``[addr, +length)`` as the engine's access does, stalling at each page it cannot
+        use; returns the pages faulted, or raises :class:`TranslationFault` at the first failure."""
+        faults = 0
+        for page in self._stalls(mapping, addr - mapping.base, length, write):
+            faults += 1
+            self._stall(mapping, page, write, faults)
+        if length:
+            pagetable.populate(mapping.page_table, addr - mapping.base, length, write)
+        return faults
+
+    def store(self, mapping: Mapping, dst: int, data: npt.NDArray[np.uint8]) -> int:
+        """The engine's output written to ``dst`` as the hardware writes it: in order, stalling at
+        each page it cannot write; the pages before a failed one keep what was written. Returns
+        the pages faulted, or raises :class:`TranslationFault`."""
+        offset, length = dst - mapping.base, len(data)
+        done = faults = 0
+        for page in self._stalls(mapping, offset, length, write=True):
+            upto = max(page - offset, done)
+            mapping.memory[offset + done:offset + upto] = data[done:upto]
+            done = upto
+            faults += 1
+            self._stall(mapping, page, True, faults)
+        mapping.memory[offset + done:offset + length] = data[done:]
+        if length:
+            pagetable.populate(mapping.page_table, offset, length, write=True)
+        return faults
+
+    @staticmethod
+    def _stalls(mapping: Mapping, offset: int, length: int, write: bool) -> list[int]:
+        """Offsets of the pages an access stalls at, in order: those of the mapping it cannot use
+        as they are now, then the first page past the mapping, where the walk will end."""
+        if not length:
+            return []
+        first, end = pagetable.page_span(offset, length)
+        limit = mapping.size >> abi.PAGE_SHIFT
+        if first < 0 or first >= limit:
+            return [first << abi.PAGE_SHIFT]
+        pages = pagetable.missing_pages(mapping.page_table, first << abi.PAGE_SHIFT,
+                                        (min(end, limit) - first) << abi.PAGE_SHIFT, write)
+        if end > limit:
+            pages.append(limit)
+        return [page << abi.PAGE_SHIFT for page in pages]
+
+    def _stall(self, mapping: Mapping, page: int, write: bool, faults: int) -> None:
+        """One I/O page fault for the page at ``page``: resume on SUCCESS, else abort."""
+        response = self.faults.fault(mapping.pasid, [mapping.base + page], Perm.WRITE if write else Perm.READ)
+        if response is not Response.SUCCESS:
+            raise TranslationFault(response, faults)
 
     def handle_mm_fault(self, pasid: int, addr: int, perm: Perm) -> Response:
         """``iommu_sva_handle_iopf``: find the mapping, check permission, make the page present."""
@@ -204,9 +224,8 @@ class Iommu:
         if offset < 0 or offset >= mapping.size:
             return Response.INVALID  # no vma
         page = offset >> abi.PAGE_SHIFT
-        entry = mapping.page_table[page]
-        if perm & Perm.WRITE and not entry & pagetable.WRITE:
-            return Response.INVALID  # permission
+        if perm & Perm.WRITE and not mapping.page_table[page] & pagetable.VM_WRITE:
+            return Response.INVALID  # the VMA's permission; a write-protected PTE in it is fixed
         start = page << abi.PAGE_SHIFT
         # Really touch the page: a read allocates it in the memfd, a write-back dirties it.
         byte = mapping.memory[start]
@@ -214,12 +233,6 @@ class Iommu:
             mapping.memory[start] = byte
         pagetable.populate(mapping.page_table, start, 1, write=bool(perm & Perm.WRITE))
         return Response.SUCCESS
-
-
-def _page_addrs(addr: int, length: int) -> list[int]:
-    first = addr >> abi.PAGE_SHIFT
-    last = (addr + length - 1) >> abi.PAGE_SHIFT
-    return [p << abi.PAGE_SHIFT for p in range(first, min(last, first + 15) + 1)]
 
 
 def check_sealed(fd: int, what: str) -> None:

@@ -3,6 +3,13 @@
 The table lives in a memfd that the process creates and the device maps, so the CPU side (which
 populates pages when it writes them) and the IOMMU side (which checks them on every DMA access)
 see one table, as an SMMU walking the process's own page tables does.
+
+Two kinds of bit share an entry. PRESENT, WRITE, ACCESSED and DIRTY are the PTE's: what the
+IOMMU walk reads, and what reclaim takes away. ``VM_WRITE`` is the protection of the VMA that
+covers the page (what ``mprotect`` sets), kept per page here instead of in a VMA tree: only the
+fault handler reads it, as ``iommu_sva_handle_iopf`` checks ``vma->vm_flags``. A present page
+whose PTE is not writable in a writable VMA (a copy-on-write page, or one the device only read)
+faults on a write and is made writable; a write into a VMA without ``VM_WRITE`` is INVALID.
 """
 
 from __future__ import annotations
@@ -18,6 +25,10 @@ PRESENT: Final = 1 << 0
 WRITE: Final = 1 << 1
 ACCESSED: Final = 1 << 2
 DIRTY: Final = 1 << 3
+VM_WRITE: Final = 1 << 4  # the VMA's protection, not a PTE bit
+_GRANT: Final = 3  # VM_WRITE >> _GRANT == WRITE: a write makes the PTE writable where the VMA is
+#: Every PTE bit: what unmapping a page clears (the VMA's protection stays).
+PTE_BITS: Final = PRESENT | WRITE | ACCESSED | DIRTY
 
 #: Spans up to this many pages are handled entry by entry; longer ones through numpy, whose
 #: per-call overhead (about a microsecond) only pays off over many entries.
@@ -65,15 +76,17 @@ def missing_pages(table: PageTable, offset: int, length: int, write: bool) -> li
 
 
 def populate(table: PageTable, offset: int, length: int, write: bool) -> None:
-    """Mark pages present and accessed (and dirty on a write): the CPU or IOMMU used them."""
+    """Mark pages present and accessed (and, on a write, dirty and writable where the VMA allows
+    it): the CPU or IOMMU used them."""
     first, end = page_span(offset, length)
     bits = PRESENT | ACCESSED | (DIRTY if write else 0)
+    grant = VM_WRITE if write else 0
     if end - first <= SMALL_SPAN:
         for p in range(first, end):
-            table[p] |= bits
+            table[p] |= bits | (table[p] & grant) >> _GRANT
     else:
         entries = _entries(table, first, end)
-        entries |= bits
+        entries |= bits | (entries & grant) >> _GRANT
 
 
 def reclaim(table: PageTable, offset: int, length: int) -> int:
@@ -81,12 +94,12 @@ def reclaim(table: PageTable, offset: int, length: int) -> int:
     first, end = page_span(offset, length)
     entries = _entries(table, first, end)
     was = int(np.count_nonzero(entries & PRESENT))
-    entries &= ~np.uint8(PRESENT | ACCESSED | DIRTY)
+    entries &= ~np.uint8(PTE_BITS)
     return was
 
 
 def protect(table: PageTable, offset: int, length: int) -> None:
-    """Clear the write permission of the range."""
+    """``mprotect(PROT_READ)``: the VMA loses write permission, and its PTEs with it."""
     first, end = page_span(offset, length)
     entries = _entries(table, first, end)
-    entries &= ~np.uint8(WRITE)
+    entries &= ~np.uint8(VM_WRITE | WRITE)

@@ -48,7 +48,7 @@ class AddressSpace:
         self.pt_fd = _sealed_memfd("warp-sva-pagetable", pages)
         self._pt = not_inherited(mmap.mmap(self.pt_fd, pages))
         self.page_table: pagetable.PageTable = memoryview(self._pt)
-        self._pt.write(bytes([pagetable.WRITE]) * pages)  # one read-write mapping, nothing faulted in yet
+        self._pt.write(bytes([pagetable.VM_WRITE]) * pages)  # one read-write VMA, nothing faulted in yet
         _SPACES.add(self)
 
     def address(self, offset: int) -> int:
@@ -72,7 +72,7 @@ class AddressSpace:
         return pagetable.reclaim(self.page_table, offset, length)
 
     def protect(self, offset: int, length: int) -> None:
-        """Make the range read-only: a device write to it is an unrecoverable fault."""
+        """``mprotect(PROT_READ)`` on the range: a device write to it is an unrecoverable fault."""
         pagetable.protect(self.page_table, offset, length)
 
     def close(self) -> None:

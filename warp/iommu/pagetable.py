@@ -26,7 +26,6 @@ WRITE: Final = 1 << 1
 ACCESSED: Final = 1 << 2
 DIRTY: Final = 1 << 3
 VM_WRITE: Final = 1 << 4  # the VMA's protection, not a PTE bit
-_GRANT: Final = 3  # VM_WRITE >> _GRANT == WRITE: a write makes the PTE writable where the VMA is
 #: Every PTE bit: what unmapping a page clears (the VMA's protection stays).
 PTE_BITS: Final = PRESENT | WRITE | ACCESSED | DIRTY
 
@@ -76,17 +75,17 @@ def missing_pages(table: PageTable, offset: int, length: int, write: bool) -> li
 
 
 def populate(table: PageTable, offset: int, length: int, write: bool) -> None:
-    """Mark pages present and accessed (and, on a write, dirty and writable where the VMA allows
-    it): the CPU or IOMMU used them."""
+    """Mark pages present and accessed (and, on a write, writable and dirty): the CPU or IOMMU
+    used them. A write that happened had a writable PTE; whether it may happen is the VMA's
+    question, asked by the fault handler before it populates."""
     first, end = page_span(offset, length)
-    bits = PRESENT | ACCESSED | (DIRTY if write else 0)
-    grant = VM_WRITE if write else 0
+    bits = PRESENT | ACCESSED | (WRITE | DIRTY if write else 0)
     if end - first <= SMALL_SPAN:
         for p in range(first, end):
-            table[p] |= bits | (table[p] & grant) >> _GRANT
+            table[p] |= bits
     else:
         entries = _entries(table, first, end)
-        entries |= bits | (entries & grant) >> _GRANT
+        entries |= bits
 
 
 def reclaim(table: PageTable, offset: int, length: int) -> int:

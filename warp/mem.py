@@ -17,7 +17,7 @@ from typing import final
 from warp.buddy import Buddy, order_of
 from warp.errors import HeapExhausted
 from warp.iommu import pagetable
-from warp.iommu.space import AddressSpace
+from warp.sva import AddressSpace
 
 
 @final

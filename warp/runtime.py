@@ -28,10 +28,10 @@ from warp.drv.cpu import CpuDriver
 from warp.drv.zip import DOORBELL_BATCH, ZipDriver
 from warp.errors import DeviceLost, JobFailed, JobTimeout, NoDevice, RuntimeClosed
 from warp.failover import Expiry, Failover
-from warp.iommu.space import AddressSpace
 from warp.mem import Buffer, HeapStats, SvaHeap
 from warp.probe import Prober
 from warp.session import Bytes, Compressor, Decompressor
+from warp.sva import AddressSpace
 
 DEFAULT_HEAP: Final = 1 << 30
 DEFAULT_TIMEOUT: Final = 30.0

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Final, final
 
 from warp import abi, cdev, numa, shm
-from warp.iommu.space import AddressSpace
 from warp.ring import DusView
+from warp.sva import AddressSpace
 
 #: Seconds a control request (open, mmap, ioctl) may take before the device counts as unresponsive.
 CONTROL_TIMEOUT: Final = 5.0

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from warp import Runtime, abi, cdev
 from warp.dfx import Dfx
-from warp.iommu.space import AddressSpace
 from warp.ring import CqConsumer, SqProducer
+from warp.sva import AddressSpace
 from warp.uacce import Device, QueueHandle
 
 NAME = "warp_zip-0"
@@ -32,6 +32,15 @@ def dfx(root: Path) -> Dfx:
 
 def attr(root: Path, name: str) -> str:
     return (paths(root).sysfs / name).read_text().strip()
+
+
+def loaded_space(size: int, content: bytes) -> AddressSpace:
+    """A heap of ``size`` bytes with ``content`` written by the CPU at 0 (its pages present) and 2
+    MiB at 2 MiB prefaulted for outputs: the fixture the device-level fidelity tests start from."""
+    space = AddressSpace(size)
+    space.write(0, content)
+    space.prefault(2 << 20, 2 << 20)
+    return space
 
 
 def compress_all(rt: Runtime, bodies: list[bytes]) -> list[bytes]:

@@ -16,7 +16,7 @@ from tests.integration.fidelity import RawQueue, dfx
 from warp import abi, codec
 from warp.device.launch import stop_process
 from warp.dfx import Engine, Queue
-from warp.iommu.space import AddressSpace
+from warp.sva import AddressSpace
 
 KIB = 1 << 10
 MIB = 1 << 20

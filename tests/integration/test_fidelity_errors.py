@@ -19,7 +19,7 @@ from warp import abi, devices
 from warp.device.zip import ZipDevice
 from warp.dfx import Dev, Dfx, Queue
 from warp.iommu.mmu import Iommu
-from warp.iommu.space import AddressSpace
+from warp.sva import AddressSpace
 from warp.uacce import QueueHandle
 
 MIB = 1 << 20

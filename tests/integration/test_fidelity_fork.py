@@ -1,6 +1,6 @@
 """fork (reference §4.3, §7 item 18): a child forked from a process that uses the device shares
 none of it. Not the heap's pages (``MADV_DONTFORK``, refilled with zeros as ``MADV_WIPEONFORK``
-would: warp.iommu.space), so neither the parent's data nor the device's later writes reach the
+would: warp.sva), so neither the parent's data nor the device's later writes reach the
 child; not the queues (the runtime resets itself in the child, as UADK's atfork handlers reset
 its libraries: warp.atfork). A Runtime the child opens itself — what each HTTP worker does — works,
 on a PASID and queues of its own."""

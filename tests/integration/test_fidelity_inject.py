@@ -12,20 +12,18 @@ from pathlib import Path
 import pytest
 
 from tests.harness import REPO, DeviceProc, device_cli, start_device
-from tests.integration.fidelity import RawQueue, dfx, paths, queue_and_counters, wait_for
+from tests.integration.fidelity import RawQueue, dfx, loaded_space, paths, queue_and_counters, wait_for
 from warp import abi, codec
 from warp.device.launch import stop_process
 from warp.dfx import Dev, Engine, Queue
-from warp.iommu.space import AddressSpace
+from warp.sva import AddressSpace
 
 MIB = 1 << 20
 
 
 @pytest.fixture
 def space(corpus: dict[str, Path]) -> Iterator[AddressSpace]:
-    s = AddressSpace(8 * MIB)
-    s.write(0, corpus["dickens"].read_bytes()[:MIB])
-    s.prefault(2 * MIB, 2 * MIB)
+    s = loaded_space(8 * MIB, corpus["dickens"].read_bytes()[:MIB])
     yield s
     s.close()
 

@@ -15,7 +15,7 @@ from tests.integration.fidelity import RawQueue, dfx, queue_and_counters, wait_f
 from warp import abi, codec
 from warp.device.launch import stop_process
 from warp.dfx import Queue
-from warp.iommu.space import AddressSpace
+from warp.sva import AddressSpace
 
 MIB = 1 << 20
 

@@ -18,8 +18,8 @@ from tests.integration.fidelity import RawFile, RawQueue, attr, dfx, queue_and_c
 from warp import abi, codec
 from warp.device.launch import stop_process
 from warp.dfx import Dev, Queue
-from warp.iommu.space import AddressSpace
 from warp.ring import RingFull
+from warp.sva import AddressSpace
 
 MIB = 1 << 20
 JOBS = 200

@@ -19,12 +19,12 @@ import pytest
 import zstandard
 
 from tests.harness import REPO, DeviceProc, device_cli, start_device
-from tests.integration.fidelity import RawQueue, dfx, queue_and_counters
+from tests.integration.fidelity import RawQueue, dfx, loaded_space, queue_and_counters
 from warp import abi, cdev, codec
 from warp.device.launch import stop_process
 from warp.dfx import Dev, Dfx, Engine, Queue
 from warp.iommu.fault import FaultCounter
-from warp.iommu.space import AddressSpace
+from warp.sva import AddressSpace
 
 MIB = 1 << 20
 
@@ -110,9 +110,7 @@ def test_two_processes_have_two_pasids_and_cannot_reach_each_other(device: Devic
 
 @pytest.fixture
 def space(corpus: dict[str, Path]) -> Iterator[AddressSpace]:
-    s = AddressSpace(16 * MIB)
-    s.write(0, corpus["xml"].read_bytes()[:MIB])
-    s.prefault(2 * MIB, 2 * MIB)
+    s = loaded_space(16 * MIB, corpus["xml"].read_bytes()[:MIB])
     yield s
     s.close()
 

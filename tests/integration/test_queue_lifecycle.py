@@ -14,7 +14,7 @@ from tests.harness import DeviceProc, start_device, wait_until
 from tests.integration.fidelity import RawFile
 from warp import abi, cdev
 from warp.device.launch import stop_process
-from warp.iommu.space import AddressSpace
+from warp.sva import AddressSpace
 from warp.uacce import Device, QueueHandle, devices, qm_version
 
 

@@ -1,4 +1,4 @@
-"""fork, without a device: what a child is left with of an SVA heap (warp.iommu.space) and of
+"""fork, without a device: what a child is left with of an SVA heap (warp.sva) and of
 the objects warp.atfork resets (UADK's atfork child handlers)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import traceback
 from collections.abc import Callable
 
 from warp import atfork
-from warp.iommu import space as space_module
-from warp.iommu.space import AddressSpace
+from warp import sva as space_module
+from warp.sva import AddressSpace
 
 PAGE = 4096
 

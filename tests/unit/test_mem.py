@@ -9,8 +9,8 @@ import pytest
 from warp.buddy import order_of
 from warp.errors import HeapExhausted
 from warp.iommu import pagetable
-from warp.iommu.space import AddressSpace
 from warp.mem import SvaHeap
+from warp.sva import AddressSpace
 
 
 @pytest.fixture

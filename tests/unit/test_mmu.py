@@ -12,7 +12,7 @@ import pytest
 from warp.iommu import pagetable
 from warp.iommu.fault import COUNTER_COLUMNS, FaultCounter, FaultHandler, Flag, Group, Perm, Response
 from warp.iommu.mmu import STAGED, Iommu, Mapping, TranslationFault
-from warp.iommu.space import AddressSpace
+from warp.sva import AddressSpace
 
 PAGE = 4096
 Bound = tuple[Iommu, Mapping, AddressSpace, np.ndarray]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from warp.iommu import pagetable
-from warp.iommu.space import AddressSpace
+from warp.sva import AddressSpace
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import final
 from warp import abi, codec
 from warp.drv.base import DriverStats, Job
 from warp.errors import JobTimeout
-from warp.iommu.space import AddressSpace
+from warp.sva import AddressSpace
 
 
 @final

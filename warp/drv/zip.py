@@ -29,9 +29,9 @@ from typing import Final, final
 from warp import abi, uacce
 from warp.drv.base import DriverStats, Job, QueueStats
 from warp.errors import DeviceLost, JobTimeout
-from warp.iommu.space import AddressSpace
 from warp.ring import CqConsumer, SqProducer
 from warp.sched import LeastLoaded, Scheduler
+from warp.sva import AddressSpace
 
 #: Jobs written before the SQ doorbell rings even though the event-loop tick is not over: the
 #: engine starts on them while the loop is still parsing requests (pipelining the two processes).

@@ -1,5 +1,4 @@
-"""SVA: process address spaces shared with the device, per-PASID page tables, I/O page faults.
-
-``space`` is the process side (the "mm": heap memory and its page table), ``mmu`` the device side
-(PASID table and translation), ``fault`` the page request queue and its fault-handler thread.
+"""The device side of SVA: the PASID table and translation (``mmu``), the page tables both sides
+share (``pagetable``), and I/O page faults — the page request queue and its fault-handler thread
+(``fault``). The process side, the heap and page table a process shares, is :mod:`warp.sva`.
 """

@@ -1,4 +1,5 @@
-"""The process side of SVA: one address space (heap) per process, shareable with the device.
+"""The process side of SVA: one address space (heap) per process, shareable with the device (the
+device side — translation, page faults — is warp.iommu).
 
 The heap is a memfd mapped into this process; the addresses written into SQEs are its real
 virtual addresses (``base`` + offset), exactly what SVA lets a user hand to a device. The device

@@ -23,7 +23,7 @@ from typing import Final, final
 
 from warp import abi, cdev, numa, shm
 from warp.ring import DusView
-from warp.sva import AddressSpace
+from warp.sva import AddressSpace, not_inherited
 
 #: Seconds a control request (open, mmap, ioctl) may take before the device counts as unresponsive.
 CONTROL_TIMEOUT: Final = 5.0
@@ -193,11 +193,13 @@ class QueueHandle:
         return self.request({"cmd": "mmap", "region": int(region), "size": abi.REGION_SIZE[region]})[1]
 
     def _map(self, fd: int, size: int) -> mmap.mmap:
-        """Map a region; a forked child does not inherit it (the kernel's VM_DONTCOPY)."""
+        """Map a region; a forked child does not inherit it (the kernel's VM_DONTCOPY), and finds
+        zero-filled memory in its place rather than a hole its next mapping could land in, which
+        this queue's inherited ``mmap`` objects would unmap when collected (:mod:`warp.sva`)."""
         try:
             mapping = mmap.mmap(fd, size)
         finally:
             os.close(fd)
-        mapping.madvise(mmap.MADV_DONTFORK)
+        not_inherited(mapping)
         self._maps.append(mapping)
         return mapping

@@ -26,6 +26,8 @@ from warp.dfx import Queue
 from warp.drv.base import Job
 from warp.errors import RuntimeClosed
 from warp.mem import Buffer
+from warp.sva import AddressSpace
+from warp.uacce import QueueHandle, devices
 
 MIB = 1 << 20
 SECRET = b"the parent's page " * 228  # 4104 bytes: two pages
@@ -139,3 +141,28 @@ def _reap(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     raise AssertionError("the child did not exit")
+
+
+def test_a_bare_queue_handle_leaves_a_child_zeros_not_a_hole(device: DeviceProc) -> None:
+    """A QueueHandle used without a Runtime: its rings are not inherited either, and the child finds
+    zero-filled memory where they were (the device's view of the rings stays the parent's). Left as
+    a hole, the child's read of the ring would be a SIGSEGV, and its next mapping could land there."""
+    space = AddressSpace(MIB)
+    (found,) = devices(device.root, "zstd")
+    handle = QueueHandle(found, space, abi.QcType.COMPRESS)
+    pid = 0
+    try:
+        handle.dus[:4] = b"\x01\x02\x03\x04"  # a word of the parent's SQ
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if bytes(handle.dus[:4]) == b"\0\0\0\0" else 1)  # a hole would kill it here
+        _, status = os.waitpid(pid, 0)
+        pid = 0
+        assert os.waitstatus_to_exitcode(status) == 0, f"child status {status}: the ring was inherited or a hole"
+        assert bytes(handle.dus[:4]) == b"\x01\x02\x03\x04"
+    finally:
+        if pid:
+            _reap(pid)
+        handle.put()
+        handle.close()
+        space.close()

@@ -28,7 +28,7 @@ def describe(root: Path) -> list[dict[str, Any]]:
         "available_instances": d.available_instances, "isolate": int(d.isolated),
         "isolate_strategy": d.isolate_strategy, "region_mmio_size": d.region_mmio_size,
         "region_dus_size": d.region_dus_size, "node_id": d.node_id,
-    }) for d in devices(root, include_isolated=True)]
+    }) for d in devices(root, every=True)]
 
 
 def _device(paths: DevicePaths, running: bool, attrs: dict[str, Any]) -> dict[str, Any]:

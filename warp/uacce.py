@@ -76,11 +76,13 @@ class Device:
                    region_dus_size=int(attr("region_dus_size")), node_id=int(attr("node_id")))
 
 
-def devices(root: Path, algorithm: str | None = None, include_isolated: bool = False,
+def devices(root: Path, algorithm: str | None = None, every: bool = False,
             node: int | None = None, nodes: Path = numa.NODE_SYSFS) -> list[Device]:
     """Every device under ``root`` offering ``algorithm`` (exact line match), best first: as
     ``wd_get_accel_dev`` picks, a device with a free queue before one without, then the smallest
     NUMA distance from ``node`` (default: the caller's, from ``nodes``), then the most free queues.
+    Isolated devices, and devices whose ``flags`` lack ``UACCE_DEV_SVA`` (no char device: QM
+    registers none when SVA was not negotiated), are left out unless ``every`` (``warpzip info``).
 
     Raises :class:`cdev.Untrusted` if the root, or what is under it, is not ours (see
     :func:`cdev.check_trusted`): a tree someone else planted is refused, not skipped over."""
@@ -100,7 +102,7 @@ def devices(root: Path, algorithm: str | None = None, include_isolated: bool = F
             continue  # half-published or vanished
         if algorithm is not None and algorithm not in device.algorithms:
             continue
-        if device.isolated and not include_isolated:
+        if not every and (device.isolated or not device.flags & abi.DEV_FLAG_SVA):
             continue
         found.append(device)
     here = numa.current_node(nodes) if node is None else node

@@ -103,7 +103,7 @@ def test_hw_errors_isolate_the_device_until_reset(device: DeviceProc, space: Add
         assert int(row[Queue.ERR_HW]) == 3 and int(row[Queue.ERR_BD]) == 3
         assert q.handle.view.tx_stopped and q.handle.view.rx_stopped, "running queues are disabled"
         assert devices(root, "zstd") == [], "discovery skips an isolated device"
-        (found,) = devices(root, "zstd", include_isolated=True)
+        (found,) = devices(root, "zstd", every=True)
         assert found.isolated
         # The kernel refuses neither open nor START_Q on an isolated device: `isolate` is for
         # user space to read. A new queue starts with clear stop flags (hisi_qm_unset_hw_reset).

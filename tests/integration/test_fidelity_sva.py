@@ -20,7 +20,7 @@ import zstandard
 
 from tests.harness import REPO, DeviceProc, device_cli, start_device
 from tests.integration.fidelity import RawQueue, dfx, loaded_space, queue_and_counters
-from warp import abi, cdev, codec
+from warp import NoDevice, Runtime, abi, cdev, codec, devices
 from warp.device.launch import stop_process
 from warp.dfx import Dev, Dfx, Engine, Queue
 from warp.iommu.fault import FaultCounter
@@ -243,3 +243,30 @@ def test_an_unsealed_heap_is_refused_and_ours_cannot_be_truncated(device: Device
 
 def attr_available(device: DeviceProc) -> str:
     return (device.root / "sys/class/uacce/warp_zip-0/available_instances").read_text().strip()
+
+
+def test_without_negotiated_sva_the_device_has_no_flag_no_char_device_and_no_users(tmp_path: Path) -> None:
+    """Reference §7 item 3: when the IOMMU cannot enable IOPF and SVA, ``uacce_alloc`` clears
+    UACCE_DEV_SVA from the negotiated ``flags`` and the QM driver registers no char device; the
+    library, which only speaks SVA, finds no device and the service's runtime runs on the cpu."""
+    dev = start_device(tmp_path / "root", "--iommu-sva", "0")
+    try:
+        paths = cdev.DevicePaths(dev.root, "warp_zip-0")
+        assert (paths.sysfs / "flags").read_text().strip() == "0"
+        assert not paths.chardev.exists()
+        assert devices(dev.root, "zstd") == []  # as wd.c skips it
+        (listed,) = devices(dev.root, "zstd", every=True)  # `warpzip info` still shows it
+        assert listed.flags == 0
+        with pytest.raises(NoDevice):
+            Runtime(dev.root, driver="zip", heap_size=4 << 20)
+        with Runtime(dev.root, driver="auto", heap_size=4 << 20) as rt:
+            assert rt.driver.name == "cpu"
+            assert zstandard.decompress(rt.compress(b"no sva " * 100)) == b"no sva " * 100
+    finally:
+        stop_process(dev.proc)
+    with_sva = start_device(tmp_path / "other", "--iommu-sva", "1")
+    try:  # the same flag on: the device is there for the library
+        assert (cdev.DevicePaths(with_sva.root, "warp_zip-0").sysfs / "flags").read_text().strip() == "1"
+        assert [d.name for d in devices(with_sva.root, "zstd")] == ["warp_zip-0"]
+    finally:
+        stop_process(with_sva.proc)

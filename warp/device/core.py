@@ -108,11 +108,15 @@ class QueueFile:
 class UacceCore:
     """Serves one device: publishes sysfs, accepts opens, runs each queue's control requests."""
 
-    def __init__(self, paths: cdev.DevicePaths, ops: Ops, iommu: Iommu, node_id: int = 0) -> None:
+    def __init__(self, paths: cdev.DevicePaths, ops: Ops, iommu: Iommu, node_id: int = 0, sva: bool = True) -> None:
         self.paths = paths
         self.ops = ops
         self.iommu = iommu
         self.node_id = node_id
+        #: The negotiated UACCE_DEV_SVA: ``uacce_alloc`` clears it when the IOMMU cannot enable
+        #: IOPF and SVA for the device, and the QM driver then does not register the char device
+        #: ("only consider sva case"): the device is published without a way in.
+        self.sva = sva
         self._lock = threading.Lock()
         self._sysfs_lock = threading.Lock()
         self._files: set[QueueFile] = set()
@@ -130,7 +134,7 @@ class UacceCore:
         self.paths.sysfs.mkdir(parents=True, exist_ok=True)
         attrs = {
             "api": abi.API_VERSION,
-            "flags": str(abi.DEV_FLAG_SVA),
+            "flags": str(abi.DEV_FLAG_SVA if self.sva else 0),
             "algorithms": "\n".join(self.ops.algorithms),
             "region_mmio_size": str(abi.MMIO_SIZE),
             "region_dus_size": str(abi.DUS_SIZE),
@@ -204,7 +208,11 @@ class UacceCore:
 
     # ---- char device -----------------------------------------------------------------------
     def serve(self) -> None:
-        """Bind the char-device socket (owner-only) and accept opens on a thread."""
+        """Bind the char-device socket (owner-only) and accept opens on a thread — unless SVA was
+        not negotiated: then no char device is registered (``hisi_qm_alloc_uacce`` refuses)."""
+        if not self.sva:
+            log.warning("%s: the IOMMU cannot enable IOPF/SVA; UACCE_DEV_SVA cleared, no char device", self.paths.name)
+            return
         self._listener = cdev.listen(self.paths.chardev, 64)
         self._threads.append(cdev.accept_on_thread(self._listener, self._open_file, "uacce-accept"))
 

@@ -66,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     option("--reclaim-interval-ms", float, 0.0, "memory-pressure simulator: reclaim pages every this many ms; 0 = off")
     option("--reclaim-fraction", float, 0.1, "fraction of each bound mapping's present pages a reclaim pass takes")
     option("--log-format", str, "text", "log lines as text, or one JSON object per line (as warpzip serve's)")
+    option("--iommu-sva", int, 1, "1: the IOMMU grants IOPF and SVA; 0: it cannot, so uacce clears UACCE_DEV_SVA "
+           "from flags and QM registers no char device (the library then finds no device)")
     parser.add_argument("--parent-pipe", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.log_format not in logs.FORMATS:
@@ -145,13 +147,13 @@ def run(args: argparse.Namespace) -> int:
     device = ZipDevice(iommu, dfx, engines=args.engines, batch=args.batch, irq_coalesce=args.irq_coalesce,
                        irq_delay_us=args.irq_delay_us, reclaim_interval_ms=args.reclaim_interval_ms,
                        reclaim_fraction=args.reclaim_fraction)
-    core = UacceCore(paths, device, iommu)
+    core = UacceCore(paths, device, iommu, sva=bool(args.iommu_sva))
     core.publish()
     ctl = control.ControlServer(paths.control, device.control)
     ctl.serve()
     core.serve()
-    log.info("%s ready at %s (%d engines, %d queue pairs)", device.name, paths.chardev, args.engines,
-             args.queue_pairs)
+    log.info("%s ready at %s (%d engines, %d queue pairs%s)", device.name, paths.chardev, args.engines,
+             args.queue_pairs, "" if args.iommu_sva else ", no SVA: not registered")
     print(f"READY {paths.chardev}", flush=True)
     while not signalled and not stop.wait(SIGNAL_POLL):
         pass

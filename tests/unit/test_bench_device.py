@@ -293,3 +293,11 @@ def test_warpzip_bench_dispatch(capsys: pytest.CaptureFixture[str]) -> None:
     assert warpzip(["bench"]) == 2
     usage = capsys.readouterr().err
     assert "device" in usage and "http" in usage
+
+
+def test_uadk_tool_layout() -> None:
+    """§7 item 22 / the fidelity issue's item 12: a run as uadk_tool benchmark prints it — perf in
+    KiB/s of input, iops in Kops, CPU_rate in %, then average latency and compress data rate."""
+    line = report.uadk_line(measurement(label="device async d=32 prefault"), 64 << 10)
+    assert line == ("zstd: device async d=32 prefault: length: 65536 perf: 31250KiB/s iops: 0.500Kops "
+                    "CPU_rate: 50.00% avg latency: 2.0us compress data rate: 25.0%")

@@ -18,7 +18,7 @@ import zstandard
 from warp.tool import corpus
 from warp.tool.bench.measurement import Measurement, best
 from warp.tool.bench.options import PROG, Options
-from warp.tool.units import NS, human_size
+from warp.tool.units import MB, NS, human_size
 
 ALGORITHM: Final = "zstd"
 
@@ -190,9 +190,20 @@ def render_report(report: dict[str, Any], peer: Measurement, inline: Measurement
             lines.append(f"warning: {m.label}: {m.errors} failed job(s) (engine status: count "
                          f"{m.extra.get('error_statuses')}), {m.extra.get('fallback_jobs')} re-run on the cpu, "
                          f"output verified: {m.extra.get('verified')}")
-    lines.append(headline(peer, best(runs)))
-    lines.append(cpu_headline(inline, best(runs)))
+    lines += ["", "in uadk_tool's layout (perf = input KiB/s, iops = Kops, CPU_rate = this process's CPU):"]
+    lines += [uadk_line(m, opts.block_size) for m in (peer, inline, *runs)]
+    lines += ["", headline(peer, best(runs)), cpu_headline(inline, best(runs))]
     return "\n".join(lines)
+
+
+def uadk_line(m: Measurement, block_size: int) -> str:
+    """One run as ``uadk_tool benchmark`` prints it (zip_uadk_benchmark.c: ``algname: length: perf:
+    iops: CPU_rate:``, then the average latency ``--latency`` adds and the compress data rate, the
+    output as a share of the input), so figures read side by side with the real tool's."""
+    rate = 100 * m.bytes_out / m.bytes_in if m.bytes_in else math.nan
+    return (f"{ALGORITHM}: {m.label}: length: {block_size} perf: {m.mb_s * MB / 1024:.0f}KiB/s "
+            f"iops: {m.jobs_s / 1000:.3f}Kops CPU_rate: {m.cpu_rate * 100:.2f}% "
+            f"avg latency: {m.latency.mean_us:.1f}us compress data rate: {rate:.1f}%")
 
 
 def _prefault_lines(depths: Sequence[int], runs: Sequence[Measurement]) -> list[str]:

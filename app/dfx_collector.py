@@ -16,7 +16,8 @@ from warp import cdev
 from warp.dfx import Dev, DfxSnapshot, Engine, Queue, read_snapshot
 from warp.iommu.fault import SERVICE_BUCKETS, FaultCounter
 
-#: DFX error breakdown by reason (label value, column); queue_stopped = flushed by PUT_Q or close.
+#: DFX error breakdown by reason (label value, column); queue_stopped = left without a CQE by a
+#: stop whose drain failed (a hung engine; the library re-runs them).
 ERROR_REASONS: Final = (("addr_fault", Queue.ERR_ADDR_FAULT), ("hw_error", Queue.ERR_HW),
                         ("dst_too_small", Queue.ERR_DST_TOO_SMALL), ("corrupt_input", Queue.ERR_CORRUPT_INPUT),
                         ("bad_sqe", Queue.ERR_BAD_SQE), ("queue_stopped", Queue.FLUSHED))

@@ -135,7 +135,6 @@ class Status(enum.IntEnum):
     BAD_LEVEL = 0x22
     ADDR_FAULT = 0x41  # the abort status seen on SMMU faults (UADK issues #220, #226)
     CORRUPT_INPUT = 0x10  # HZ_CRC_ERR: input is not a valid frame
-    QUEUE_STOPPED = 0x30  # job failed because the queue was put / released before it ran
     HW_ERROR = 0x42  # the engine hit a hardware (RAS) error; counts toward isolate_strategy
 
 

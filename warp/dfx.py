@@ -70,7 +70,7 @@ class Queue(enum.IntEnum):
     QC_TYPE = 12
     SEND_BUSY = 13  # engine turns that found the SQ full (depth - 1 outstanding): the next send is EBUSY
     ERR_BD = 14  # SQEs an engine completed with an error status (ZIP dfx err_bd_cnt)
-    FLUSHED = 15  # SQEs completed QUEUE_STOPPED by a stop (PUT_Q or close) before any engine fetched them
+    FLUSHED = 15  # SQEs a stop left unfetched, without a CQE, because its drain failed (hung engine)
     ERR_ADDR_FAULT = 16  # ERR_BD broken down by status from here on
     ERR_HW = 17
     ERR_DST_TOO_SMALL = 18

@@ -21,7 +21,7 @@ from typing import Final, final
 from warp import abi
 
 #: Statuses that say "not your input's fault": the job is re-run on the cpu driver.
-RETRY_ON_CPU: Final = frozenset({abi.Status.HW_ERROR, abi.Status.QUEUE_STOPPED})
+RETRY_ON_CPU: Final = frozenset({abi.Status.HW_ERROR})
 #: How soon after a loss (or a good probe) the device is looked for again.
 PROBE_INTERVAL: Final = 1.0
 #: The longest wait between two probes of a device that keeps not answering.

@@ -7,7 +7,7 @@ cancellation, timeout), every buffer goes back to the pool exactly once: either 
 driver when the engine has finished with it.
 
 A job that outlives the runtime's ``timeout`` on the device resets the device's queues (PUT_Q on
-each, see :mod:`warp.drv.zip`): the jobs in them end ``QUEUE_STOPPED`` or lost and are re-run on the
+each, see :mod:`warp.drv.zip`): the jobs the drain completed end as they ran, the rest are lost and re-run on the
 cpu, the timed-out one among them, so a hung engine costs callers one timeout, not their request.
 New jobs go to the cpu until the next probe finds the device. Only a job that also outlives the
 timeout on the cpu fails with :class:`JobTimeout`. The rules are :mod:`warp.failover`'s.

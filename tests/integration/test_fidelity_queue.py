@@ -1,6 +1,7 @@
-"""Queue state machine completeness (reference §1.3, §7 items 2, 7, 16): a stopped queue never
-loses a job, a full SQ is refused and counted, a CQ the consumer never returns overflows and
-disables the queue, a forked child cannot map an inherited queue again."""
+"""Queue state machine completeness (reference §1.3, §7 items 2, 7, 16): a stopped queue drains
+(every doorbelled job completes with its real result), a full SQ is refused and counted, a CQ the
+consumer never returns overflows and disables the queue, a forked child cannot map an inherited
+queue again."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from warp.ring import RingFull
 from warp.sva import AddressSpace
 
 MIB = 1 << 20
-JOBS = 200
+JOBS = 12
 
 
 @pytest.fixture
@@ -33,11 +34,11 @@ def space() -> Iterator[AddressSpace]:
 
 
 @pytest.mark.parametrize("how", ["put_q", "close"])
-def test_stop_with_200_slow_jobs_in_flight_completes_every_one(device: DeviceProc, space: AddressSpace,
-                                                               corpus: dict[str, Path], how: str) -> None:
-    """200 level-19 1 MiB jobs doorbelled, the queue stopped while the first runs: the running job
-    finishes (the drain), the 199-odd others complete QUEUE_STOPPED, in SQ order — none vanishes,
-    and the stop does not wait for a batch of 32 slow jobs."""
+def test_stop_with_slow_jobs_in_flight_drains_every_one(device: DeviceProc, space: AddressSpace,
+                                                        corpus: dict[str, Path], how: str) -> None:
+    """12 level-19 1 MiB jobs doorbelled, the queue stopped while the first runs: the stop drains
+    (``qm_drain_qp``) — every job completes with its real result, in SQ order, before PUT_Q
+    returns; nothing is flushed and nothing vanishes."""
     data = corpus["xml"].read_bytes()[:MIB]
     space.write(0, data)
     dst, capacity = 2 * MIB, codec.compress_bound(MIB)
@@ -51,28 +52,22 @@ def test_stop_with_200_slow_jobs_in_flight_completes_every_one(device: DevicePro
         q.doorbell()
         assert wait_for(lambda: int(row[Queue.DOORBELLS]) > 0, 10)  # counted as the engine takes the queue
         time.sleep(0.05)  # the engine is inside the first job
-        started = time.monotonic()
         if how == "put_q":
-            q.handle.put()  # returns once the queue is stopped
+            q.handle.put()  # returns once the queue is drained and stopped
+            got = q.poll()
+            assert len(got) == JOBS, f"{len(got)} of {JOBS} jobs completed when PUT_Q returned: no drain"
         else:
             q.handle.sock.close()  # close(): the device releases the queue on its own time
-        got = q.wait(JOBS, timeout=30)
-        stopped_in = time.monotonic() - started
-        assert len(got) == JOBS, f"only {len(got)} of {JOBS} jobs completed: a stop lost jobs"
+            got = q.wait(JOBS, timeout=60)
+            assert len(got) == JOBS, f"only {len(got)} of {JOBS} jobs completed: a stop lost jobs"
         assert [c.slot for c in got] == list(range(JOBS)), "completions must come in SQ order"
-        statuses = [c.status for c in got]
-        ran = statuses.count(abi.Status.OK)
-        assert 1 <= ran <= 4, f"{ran} jobs ran: the stop must end the batch at the next job boundary"
-        assert statuses == [abi.Status.OK] * ran + [abi.Status.QUEUE_STOPPED] * (JOBS - ran)
-        assert stopped_in < 8, f"stopping took {stopped_in:.1f} s (a whole batch of slow jobs?)"
-        last_ok = got[ran - 1]
-        frame = bytes(space.view[dst:dst + last_ok.produced])
-        assert zstandard.ZstdDecompressor().decompress(frame) == data
+        assert [c.status for c in got] == [abi.Status.OK] * JOBS
+        for c in (got[0], got[-1]):
+            assert zstandard.ZstdDecompressor().decompress(bytes(space.view[dst:dst + c.produced])) == data
         assert wait_for(lambda: int(row[Queue.STATE]) == 0)  # released either way (put or close)
-        assert int(row[Queue.SUBMITTED]) == ran
-        assert int(row[Queue.FLUSHED]) == JOBS - ran
-        assert int(row[Queue.COMPLETED_OK]) + int(row[Queue.COMPLETED_ERR]) == JOBS
-        assert int(row[Queue.SQ_PENDING]) == 0
+        assert int(row[Queue.SUBMITTED]) == int(row[Queue.COMPLETED_OK]) == JOBS
+        assert int(row[Queue.FLUSHED]) == 0 and int(row[Queue.SQ_PENDING]) == 0
+        assert int(counters.dev[Dev.RESETS]) == 0
         assert wait_for(lambda: attr(device.root, "available_instances") == "64")
     finally:
         counters.close()
@@ -149,21 +144,21 @@ def test_forked_child_cannot_map_the_inherited_queue(device: DeviceProc, space: 
         q.close()
 
 
-def test_device_shutdown_flushes_queued_jobs(tmp_path: Path, space: AddressSpace) -> None:
-    """The device going away (uacce_remove) stops every queue the same way: nothing queued is lost."""
+def test_device_shutdown_drains_queued_jobs(tmp_path: Path, space: AddressSpace) -> None:
+    """The device going away (uacce_remove) stops every queue the same way: what was doorbelled
+    completes with its real result first."""
     dev = start_device(tmp_path / "root")
     space.write(0, os.urandom(MIB))
     space.prefault(2 * MIB, 2 * MIB)
     q = RawQueue(dev.root, space)
     try:
-        for _ in range(20):
+        for _ in range(8):
             q.write(0, MIB, 2 * MIB, codec.compress_bound(MIB), level=19)
         q.doorbell()
         time.sleep(0.1)
         stop_process(dev.proc)
-        got = q.wait(20, timeout=10)
-        assert len(got) == 20
-        assert {c.status for c in got} <= {abi.Status.OK, abi.Status.QUEUE_STOPPED}
+        got = q.wait(8, timeout=10)
+        assert [c.status for c in got] == [abi.Status.OK] * 8
     finally:
         q.close()
         stop_process(dev.proc)

@@ -10,8 +10,11 @@ SQEs, posts their CQEs, raises its interrupts (moderated by count, and by time w
 ``irq_delay_us``), and — if SQEs remain — kicks the queue again so it rejoins the ready list behind
 the others (round-robin arbitration).
 
-Stopping a queue (PUT_Q or close) never loses a job: the job an engine is running finishes, and
-every SQE doorbelled but not yet fetched completes with ``QUEUE_STOPPED``.
+Stopping a queue (PUT_Q or close) drains it, as ``hisi_qm_stop_qp`` → ``qm_drain_qp``: the engines
+finish every SQE doorbelled before the stop, each with its real status, and only then does the
+queue stop. A drain that makes no progress for ``DRAIN_STALL_S`` (a hung engine) is a hardware
+error: the queue stops with the SQEs no engine fetched left without a CQE (counted in
+``Queue.FLUSHED``) and the controller reset path runs (:meth:`warp.device.ras.Ras.drain_failed`).
 """
 
 from __future__ import annotations
@@ -57,6 +60,11 @@ _OK: Final = int(abi.Status.OK)
 _SQ: Final = int(abi.DoorbellCmd.SQ)
 _KICK: Final = abi.KICK
 _STARTED: Final = QpState.STARTED
+
+#: ``qm_drain_qp`` polls up to 1000 × 100–200 µs for sqc.tail == cqc.tail. A simulated engine runs
+#: a slow job for longer than that, so the bound here is on progress: the drain fails once no SQE
+#: completed for this long.
+DRAIN_STALL_S: Final = 2.0
 
 #: Which per-queue DFX column counts each error status.
 _ERROR_COLUMN: Final = {
@@ -111,8 +119,10 @@ class Engines:
         self._epoll.register(qp.db_fd, select.EPOLLIN | select.EPOLLONESHOT)
 
     def stop(self, qp: Qp) -> None:
-        """``hisi_qm_stop_qp``: no engine takes the queue again; the job an engine is running
-        finishes (the drain), and every SQE doorbelled but not fetched completes QUEUE_STOPPED."""
+        """``hisi_qm_stop_qp``: drain (``qm_drain_qp``), then no engine takes the queue again. A
+        queue already disabled (TX/RX stop flags, ``qm_disable_qp``) has nothing to drain. A failed
+        drain leaves the SQEs no engine fetched without a CQE and takes the reset path."""
+        drained = qp.view.tx_stopped or self._drain(qp)
         with self._lock:
             self._by_db.pop(qp.db_fd, None)
         try:
@@ -122,9 +132,31 @@ class Engines:
         qp.set_state(QpState.STOPPED)
         qp.halt = True  # an engine inside a batch leaves it after the current job
         with qp.lock:
-            self._flush(qp)
+            tail = sq_tail(qp.latches[_SQ], qp.qid)
+            left = qp.sq.pending(tail) if tail >= 0 and not drained else 0
+            qp.counters[Queue.FLUSHED] += left
+            qp.counters[Queue.SQ_PENDING] = 0
         if self._moderator is not None:
             self._moderator.flush(qp)
+        if not drained:
+            self._ras.drain_failed(qp, left)
+
+    def _drain(self, qp: Qp) -> bool:
+        """Wait until the engines completed every doorbelled SQE; False once none completed for
+        ``DRAIN_STALL_S`` (``qm_drain_qp``'s "Fail to empty queue")."""
+        qp.device_kicks += 1
+        os.eventfd_write(qp.db_fd, 1)  # an engine takes the queue even if its doorbell was read
+        head, progress = qp.sq.head, time.monotonic()
+        while True:
+            tail = sq_tail(qp.latches[_SQ], qp.qid)
+            if tail < 0 or not qp.sq.pending(tail) or qp.view.tx_stopped:
+                return True
+            now = time.monotonic()
+            if qp.sq.head != head:
+                head, progress = qp.sq.head, now
+            elif now - progress > DRAIN_STALL_S:
+                return False
+            time.sleep(0.001)
 
     def close(self) -> None:
         self._stop.set()
@@ -313,44 +345,6 @@ class Engines:
             e[Engine.ERRORS] += failed
         if faults:
             e[Engine.IOPF] += faults
-
-    def _flush(self, qp: Qp) -> None:
-        """Complete every doorbelled SQE no engine fetched with QUEUE_STOPPED (``qp.lock`` held)."""
-        c = qp.counters
-        view = qp.view
-        tail = sq_tail(qp.latches[_SQ], qp.qid)
-        c[Queue.SQ_PENDING] = 0
-        if tail < 0:
-            return
-        cq_prio = cq_doorbell(qp)
-        words = view.sq
-        pending = qp.sq.pending(tail)
-        flushed = 0
-        for _ in range(pending):
-            slot = qp.sq.pop()
-            base = slot * _SQ_WORDS
-            words[base + _CONSUMED] = 0
-            words[base + _PRODUCED] = 0
-            words[base + _STATUS] = (words[base + _STATUS] & ~0xFF) | abi.Status.QUEUE_STOPPED
-            try:
-                qp.cq.post(view.cq, slot, qp.qid)
-            except RingOverflow:
-                lost = pending - flushed
-                self._dev[Dev.CQ_OVERFLOWS] += lost
-                c[Queue.CQ_OVERFLOWS] += lost
-                view.stop()
-                break
-            flushed += 1
-        if not flushed:
-            return
-        c[Queue.FLUSHED] += flushed
-        c[Queue.COMPLETED_ERR] += flushed
-        log.info("queue %d stopped with %d SQE(s) unfetched: completed QUEUE_STOPPED", qp.qid, flushed)
-        if cq_prio & 1:
-            if self._moderator is not None:
-                self._moderator.completed(qp, flushed)
-            else:
-                interrupt(qp)
 
     # ---- one job ---------------------------------------------------------------------------
     def _execute(self, qp: Qp, w: memoryview, base: int, worker: _EngineState) -> tuple[int, int, int, int]:

@@ -39,7 +39,7 @@ class QpState(enum.Enum):
 
     INIT = "init"  # taken by get_queue: rings exist, no engine looks at them
     STARTED = "started"  # start_queue: its doorbells reach the engines
-    STOPPED = "stopped"  # stop_queue: no engine takes it again, unfetched SQEs completed QUEUE_STOPPED
+    STOPPED = "stopped"  # stop_queue: drained (or the drain failed), no engine takes it again
     CLOSED = "closed"  # put_queue: its memory and fds are released; nothing may touch them
 
 

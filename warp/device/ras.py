@@ -5,9 +5,9 @@ The error-handling half of the HiSilicon QM driver (``drivers/crypto/hisilicon/q
 ``qm_hw_err_isolate``, ``qm_disable_qp``, ``qm_controller_reset``), plus applying the faults the
 control socket injects (what debugfs error injection is on real hardware; parsed in
 :mod:`warp.device.faults`). Hardware errors are counted against ``isolate_strategy``;
-isolation sets every queue's TX/RX stop flags, and a controller reset (control socket) clears
-them. Every change is mirrored into the device's DFX row at once, so a collector sees it without
-a round trip.
+isolation sets every queue's TX/RX stop flags, and a controller reset (control socket, or a
+stop whose drain failed) clears them. Every change is mirrored into the device's DFX row at once,
+so a collector sees it without a round trip.
 """
 
 from __future__ import annotations
@@ -103,6 +103,13 @@ class Ras:
         log.error("device isolated: more than %d hardware errors within %d s", self.errors.threshold,
                   self.errors.window)
         self.notify()
+
+    def drain_failed(self, qp: Qp, left: int) -> None:
+        """``qm_drain_qp`` timed out stopping ``qp`` (a hung engine): a hardware error, not a
+        flush. The queue stopped with ``left`` SQEs no engine fetched, which get no CQE; the
+        controller reset runs (``qm_controller_reset``) and ends the hang for the other queues."""
+        log.error("queue %d: fail to empty queue (%d SQE(s) unfetched), resetting the controller", qp.qid, left)
+        self.reset()
 
     def reset(self) -> int:
         """Controller reset: clear isolation, injected faults, the error list and every queue's

@@ -11,10 +11,13 @@ stop flags in the DUS mean it disabled the queue (isolation). Either way every j
 with :class:`DeviceLost` so the caller can re-run it elsewhere.
 
 A queue whose job outlives the caller's timeout is reset, as UADK would after ``-WD_ETIMEDOUT``:
-:meth:`ZipQueue.stop` sends PUT_Q (the device lets the running job finish and completes every other
-doorbelled SQE with ``QUEUE_STOPPED``), then :meth:`ZipQueue.close` takes those completions and
-releases the file. After a PUT_Q the device answered, it touches none of the queue's buffers, so
-every job can be re-run with the buffers it has; a device that did not answer may still write them.
+:meth:`ZipQueue.stop` sends PUT_Q (the device drains: every doorbelled SQE completes with its real
+status, as ``hisi_qm_stop_qp`` → ``qm_drain_qp``; a hung device fails the drain after
+``DRAIN_STALL_S`` without progress, resets, and leaves the unfetched SQEs without a CQE), then
+:meth:`ZipQueue.close` takes those completions, fails the jobs left without one
+(:class:`DeviceLost`: re-run on the cpu) and releases the file. After a PUT_Q the device
+answered, it touches none of the queue's buffers, so every job can be re-run with the buffers it
+has; a device that did not answer may still write them.
 """
 
 from __future__ import annotations
@@ -273,8 +276,8 @@ class ZipQueue:
         self._detach()
 
     def close(self) -> None:
-        """Stop the queue if that is not done, complete what the device completed (jobs it
-        flushed end ``QUEUE_STOPPED``, for the caller to re-run), fail the rest, release the file."""
+        """Stop the queue if that is not done, complete what the device completed (the drain),
+        fail the rest (a failed drain's unfetched SQEs, for the caller to re-run), release the file."""
         self._detach()
         self.stop()
         if self.alive:

@@ -383,8 +383,9 @@ def accelerator() -> Json:
         # errors and isolation
         panel(L, 17, "Device job errors by reason",
               "Jobs the device completed with an error, per second, by reason: addr_fault (I/O page fault "
-              "answered INVALID), hw_error, dst_too_small, corrupt_input, bad_sqe, queue_stopped (flushed by "
-              "PUT_Q or close). The library re-runs hw_error and queue_stopped jobs on the cpu.",
+              "answered INVALID), hw_error, dst_too_small, corrupt_input, bad_sqe, queue_stopped (left "
+              "without a completion when a stop could not drain a hung engine and the controller reset). The "
+              "library re-runs hw_error jobs and those of a stop that failed on the cpu.",
               "ops", [(f"sum by (reason) ({rate('warpzip_device_job_errors_total')})", "{{reason}}")],
               stack=True, color=shades("red")),
         panel(L, 18, "Hardware errors in the last hour vs isolate_strategy",

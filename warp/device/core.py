@@ -338,7 +338,7 @@ class UacceCore:
         return self.ops.ioctl(qf.qp, message)
 
     def _put(self, qf: QueueFile) -> None:
-        """``uacce_put_queue``: stop if started (jobs in flight drain or complete QUEUE_STOPPED),
+        """``uacce_put_queue``: stop if started (the jobs in flight drain, as ``qm_drain_qp``),
         free the hardware queue, keep the file. A no-op on a ZOMBIE (close after PUT_Q)."""
         with qf.lock:
             if qf.state is QState.STARTED:

@@ -6,16 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.harness.clock import FakeClock
 from warp import abi
 from warp.failover import PROBE_BACKOFF_MAX, PROBE_INTERVAL, Expiry, Failover, Probe
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_job_the_device_let_down_reruns_on_the_cpu() -> None:
@@ -39,11 +32,11 @@ def test_a_timeout_resets_the_device_in_use_fails_on_the_cpu_and_waits_on_a_rese
 
 
 def test_the_first_probe_is_due_at_once() -> None:
-    assert Failover(Clock()).probe_due()
+    assert Failover(FakeClock()).probe_due()
 
 
 def test_a_device_that_does_not_answer_is_probed_with_doubling_waits_up_to_the_maximum() -> None:
-    clock = Clock()
+    clock = FakeClock()
     failover = Failover(clock)
     waits = []
     for _ in range(8):
@@ -59,7 +52,7 @@ def test_a_device_that_does_not_answer_is_probed_with_doubling_waits_up_to_the_m
 
 
 def test_an_absent_device_is_looked_for_every_interval_and_ends_a_backoff() -> None:
-    clock = Clock()
+    clock = FakeClock()
     failover = Failover(clock)
     failover.probed(Probe.HUNG)
     failover.probed(Probe.HUNG)
@@ -70,7 +63,7 @@ def test_an_absent_device_is_looked_for_every_interval_and_ends_a_backoff() -> N
 
 
 def test_a_device_that_just_failed_a_job_gets_an_interval_before_the_next_probe() -> None:
-    clock = Clock()
+    clock = FakeClock()
     failover = Failover(clock)
     failover.postpone()
     assert not failover.probe_due()

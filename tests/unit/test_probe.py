@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Any, cast
 
+from tests.harness.clock import FakeClock
 from warp.errors import NoDevice
 from warp.failover import PROBE_BACKOFF_MAX, PROBE_INTERVAL, Failover
 from warp.probe import Prober
@@ -39,16 +40,8 @@ class Device:
         return FakeDriver()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_device_that_does_not_answer_is_probed_with_backoff_and_an_answer_resets_it() -> None:
-    device, clock = Device(down=TimeoutError), Clock()
+    device, clock = Device(down=TimeoutError), FakeClock()
     prober = Prober(device.open, Failover(clock))
     assert prober.take(background=False) is None and device.calls == 1
     waits = []
@@ -67,7 +60,7 @@ def test_a_device_that_does_not_answer_is_probed_with_backoff_and_an_answer_rese
 
 
 def test_an_absent_or_restarting_device_is_looked_for_every_interval() -> None:
-    device, clock = Device(down=NoDevice), Clock()
+    device, clock = Device(down=NoDevice), FakeClock()
     prober = Prober(device.open, Failover(clock))
     for _ in range(5):
         assert prober.take(background=False) is None

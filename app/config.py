@@ -9,14 +9,12 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn, TypeVar, final
+from typing import NoReturn, final
 
 from app import budget
 from warp import cdev, logs, options
 from warp.device import ENGINES
 from warp.tool.units import parse_size
-
-T = TypeVar("T")
 
 
 def default_workers() -> int:
@@ -64,19 +62,9 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _parser(convert: Callable[[str], T], what: str) -> Callable[[str], T]:
-    """``convert``, with its ValueError as the one-line ``not <what>: 'text'`` argparse reports."""
-    def parse(text: str) -> T:
-        try:
-            return convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
-    return parse
-
-
-_integer = _parser(int, "an integer")
-_size = _parser(parse_size, "a size")  # bytes with an optional binary suffix: 1048576, 64k, 64KiB, 1M, 1GiB
-_number = _parser(float, "a number of seconds")
+_integer = options.integer
+_size = options.parser(parse_size, "a size")  # bytes with an optional binary suffix: 1048576, 64k, 64KiB, 1M, 1GiB
+_number = options.parser(float, "a number of seconds")
 
 
 def _positive(text: str) -> int:

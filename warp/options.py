@@ -12,6 +12,21 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+def parser(convert: Callable[[str], T], what: str) -> Callable[[str], T]:
+    """``convert`` as an argparse type: its ValueError becomes the one-line ``not <what>: 'text'``,
+    the same for a flag and for its variable (:func:`env_default`)."""
+    def parse(text: str) -> T:
+        try:
+            return convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+    return parse
+
+
+integer = parser(int, "an integer")
+number = parser(float, "a number")
+
+
 def variable(flag: str) -> str:
     """``--max-body`` → ``WARPZIP_MAX_BODY``."""
     return "WARPZIP_" + flag.lstrip("-").replace("-", "_").upper()
@@ -20,7 +35,8 @@ def variable(flag: str) -> str:
 def env_default(parser: argparse.ArgumentParser, flag: str, kind: Callable[[str], T], default: T,
                 choices: Iterable[object] | None = None, environ: Mapping[str, str] | None = None) -> T:
     """``default``, or the value of ``flag``'s variable in ``environ`` (the process's by default)
-    parsed with ``kind``; a bad value is ``parser.error`` naming the variable."""
+    parsed with ``kind`` (an argparse type such as :data:`integer`); a bad value is
+    ``parser.error`` naming the variable."""
     env = os.environ if environ is None else environ
     name = variable(flag)
     if name not in env:
@@ -29,9 +45,6 @@ def env_default(parser: argparse.ArgumentParser, flag: str, kind: Callable[[str]
         value = kind(env[name])
     except argparse.ArgumentTypeError as exc:
         parser.error(f"{name}: {exc}")
-    except ValueError:
-        what = {int: "an integer", float: "a number"}.get(kind, "a valid value")  # type: ignore[call-overload]
-        parser.error(f"{name}: not {what}: {env[name]!r}")
     if choices is not None and value not in choices:
         parser.error(f"{name}: invalid choice {env[name]!r} (choose from {', '.join(map(str, choices))})")
     return value

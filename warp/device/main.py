@@ -55,18 +55,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog="Subcommands for a running device: 'inject --root DIR {hang,hw-error,iopf-storm,slow,crash}' "
                "and 'reset --root DIR' (see 'warpzip device inject --help').")
     option = functools.partial(_option, parser)
+    integer, number = options.integer, options.number
     option("--root", Path, cdev.default_root(), "runtime root")
-    option("--engines", int, ENGINES, "compression engines (threads)")
-    option("--queue-pairs", int, QUEUE_PAIRS, "hardware queue pairs of the device, shared by every process "
+    option("--engines", integer, ENGINES, "compression engines (threads)")
+    option("--queue-pairs", integer, QUEUE_PAIRS, "hardware queue pairs of the device, shared by every process "
            "(warpzip serve's --queues is per worker and direction)")
-    option("--batch", int, 32, "SQEs an engine takes from a queue per turn")
-    option("--irq-coalesce", int, 4, "completions per interrupt (interrupt moderation by count)")
-    option("--irq-delay-us", int, 0, "moderation by time: raise the interrupt at most this long after the first "
+    option("--batch", integer, 32, "SQEs an engine takes from a queue per turn")
+    option("--irq-coalesce", integer, 4, "completions per interrupt (interrupt moderation by count)")
+    option("--irq-delay-us", integer, 0, "moderation by time: raise the interrupt at most this long after the first "
            "unsignalled completion instead of at the end of each batch; 0 = off")
-    option("--reclaim-interval-ms", float, 0.0, "memory-pressure simulator: reclaim pages every this many ms; 0 = off")
-    option("--reclaim-fraction", float, 0.1, "fraction of each bound mapping's present pages a reclaim pass takes")
+    option("--reclaim-interval-ms", number, 0.0, "memory-pressure simulator: reclaim pages every this many ms; 0 = off")
+    option("--reclaim-fraction", number, 0.1, "fraction of each bound mapping's present pages a reclaim pass takes")
     option("--log-format", str, "text", "log lines as text, or one JSON object per line (as warpzip serve's)")
-    option("--iommu-sva", int, 1, "1: the IOMMU grants IOPF and SVA; 0: it cannot, so uacce clears UACCE_DEV_SVA "
+    option("--iommu-sva", integer, 1, "1: the IOMMU grants IOPF and SVA; 0: it cannot, so uacce clears UACCE_DEV_SVA "
            "from flags and QM registers no char device (the library then finds no device)")
     parser.add_argument("--parent-pipe", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

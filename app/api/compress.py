@@ -125,9 +125,7 @@ async def _transform(request: web.Request, direction: str) -> web.StreamResponse
     app = request.app
     config, runtime, metrics, admission = app[CONFIG], app[RUNTIME], app[METRICS], app[ADMISSION]
     bodies = app[BODIES]
-    session = session_for(direction, request.query, runtime, config)
-    body.check_encoding(request)
-    body.check_length(request, config.max_body)
+    session = _acceptable(request, direction)
     if not admission.admit():
         raise overloaded(admission.limit)
     try:
@@ -143,16 +141,23 @@ async def _transform(request: web.Request, direction: str) -> web.StreamResponse
         admission.leave()
 
 
+def _acceptable(request: web.Request, direction: str) -> Session:
+    """The session the request asks for, after every refusal that needs no body: a bad parameter
+    (400), a Content-Encoding (415), a declared length over ``--max-body`` (413)."""
+    config = request.app[CONFIG]
+    session = session_for(direction, request.query, request.app[RUNTIME], config)
+    body.check_encoding(request)
+    body.check_length(request, config.max_body)
+    return session
+
+
 async def expect_continue(request: web.Request) -> None:
     """``Expect: 100-continue`` on /compress or /decompress: refuse now what would be refused once
     the body arrived (a bad parameter, a Content-Encoding, a declared length over ``--max-body``),
     so that a client such as curl does not send megabytes to read a 413; else ``100 Continue``."""
     if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
         raise web.HTTPExpectationFailed()  # answered as the problem "expectation-failed"
-    app = request.app
-    session_for(DIRECTIONS[request.path], request.query, app[RUNTIME], app[CONFIG])
-    body.check_encoding(request)
-    body.check_length(request, app[CONFIG].max_body)
+    _acceptable(request, DIRECTIONS[request.path])
     if request.version == HttpVersion11:
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0  # as aiohttp's own: the response proper has not started

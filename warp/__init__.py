@@ -5,12 +5,13 @@ through SVA, and run compression sessions on them — or on the cpu driver when 
 """
 
 from warp.errors import DeviceLost, HeapExhausted, JobFailed, JobTimeout, NoDevice, RuntimeClosed, WarpError
-from warp.runtime import Result, Runtime
+from warp.result import Result
+from warp.runtime import Runtime
 from warp.session import Compressor, Decompressor
-from warp.stream import acompress_stream, compress_stream
+from warp.stream import CompressStream, DecompressStream
 from warp.uacce import Device, devices
 
 __all__ = [
-    "Compressor", "Decompressor", "Device", "DeviceLost", "HeapExhausted", "JobFailed", "JobTimeout",
-    "NoDevice", "Result", "Runtime", "RuntimeClosed", "WarpError", "acompress_stream", "compress_stream", "devices",
+    "CompressStream", "Compressor", "DecompressStream", "Decompressor", "Device", "DeviceLost", "HeapExhausted",
+    "JobFailed", "JobTimeout", "NoDevice", "Result", "Runtime", "RuntimeClosed", "WarpError", "devices",
 ]

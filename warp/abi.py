@@ -135,8 +135,14 @@ class Status(enum.IntEnum):
     BAD_LEVEL = 0x22
     ADDR_FAULT = 0x41  # the abort status seen on SMMU faults (UADK issues #220, #226)
     CORRUPT_INPUT = 0x10  # HZ_CRC_ERR: input is not a valid frame
+    DECOMP_NO_SPACE = 0x01  # HZ_DECOMP_NO_SPACE: a stream's output filled the destination; send again
+    DECOMP_END = 0x13  # HZ_DECOMP_END: a stream's frame ended in this BD
+    BAD_CTX = 0x23  # this model's own: a stateful SQE whose stream context the engine does not hold
     HW_ERROR = 0x42  # the engine hit a hardware (RAS) error; counts toward isolate_strategy
 
+
+#: Stream BD statuses that are progress, not failures (UADK: 0x13 is success, NO_SPACE is WD_EAGAIN).
+STREAM_PROGRESS: Final = frozenset({int(Status.DECOMP_NO_SPACE), int(Status.DECOMP_END)})
 
 #: Largest single job (HZ_MAX_SIZE is 8 MiB per BD on ZIP; zstd frames here may be larger).
 MAX_JOB_BYTES: Final = 256 << 20
@@ -156,6 +162,7 @@ class W(enum.IntEnum):
     PRODUCED = 1
     STATUS = 3
     INPUT_LEN = 4
+    STREAM = 7  # flush_type bit 25, stream_mode bit 26, stream_new bit 27 (see STREAM_*)
     REQ_TYPE = 9
     LEVEL = 10  # signed zstd level, two's complement
     FLAGS = 11
@@ -164,10 +171,20 @@ class W(enum.IntEnum):
     SRC_HI = 19
     DST_LO = 20
     DST_HI = 21
+    CTX_LO = 22  # stream_ctx_addr: the session's ctx_buf
+    CTX_HI = 23
     TAG = 26
 
 
 FLAG_CHECKSUM: Final = 1 << 0
+
+#: dw7 bits of a stream BD (``hisi_comp.c``): end the frame in this BD (flush_type FINISH; else
+#: SYNC_FLUSH: everything given so far comes out), stateful mode, and the first BD of a stream.
+STREAM_FINISH: Final = 1 << 25
+STREAM_STATEFUL: Final = 1 << 26
+STREAM_NEW: Final = 1 << 27
+#: A stream session's ctx_buf (UADK's ``HW_CTX_SIZE``): user memory the engine keeps its record in.
+STREAM_CTX_SIZE: Final = 0x10000
 
 SQE_DTYPE: Final = np.dtype([(f"dw{i}", "<u4") for i in range(SQ_WORDS)])
 CQE_DTYPE: Final = np.dtype([

@@ -18,19 +18,20 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, final
 
 from warp import abi, atfork, cdev, uacce
-from warp.drv.base import Driver, DriverStats, Job
+from warp.drv.base import Driver, Job
 from warp.drv.cpu import CpuDriver
 from warp.drv.zip import DOORBELL_BATCH, ZipDriver
 from warp.errors import DeviceLost, JobFailed, JobTimeout, NoDevice, RuntimeClosed
 from warp.failover import Expiry, Failover
-from warp.mem import Buffer, HeapStats, SvaHeap
+from warp.mem import Buffer, SvaHeap
 from warp.probe import Prober
+from warp.result import Result, RuntimeStats
 from warp.session import Bytes, Compressor, Decompressor
+from warp.stream import CompressStream, DecompressStream
 from warp.sva import AddressSpace
 
 DEFAULT_HEAP: Final = 1 << 30
@@ -38,45 +39,6 @@ DEFAULT_TIMEOUT: Final = 30.0
 
 #: Takes a job's outcome: its result, or the exception that ended it.
 Done = Callable[["Result | BaseException"], None]
-
-
-@final
-class Result:
-    """The output of one job: ``view`` is the destination buffer, trimmed to what was produced."""
-
-    def __init__(self, job: Job) -> None:
-        self._buffer = job.dst
-        self.view = job.dst.view[:job.produced]
-
-    def __len__(self) -> int:
-        return len(self.view)
-
-    def tobytes(self) -> bytes:
-        return bytes(self.view)
-
-    def release(self) -> None:
-        self._buffer.release()
-
-    def __enter__(self) -> Result:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-@final
-@dataclass(frozen=True)
-class RuntimeStats:
-    driver: str
-    fallback_jobs: int
-    queue_resets: int
-    heap: HeapStats
-    drivers: tuple[DriverStats, ...]
-
-    @property
-    def device(self) -> DriverStats | None:
-        """The device's driver, while the runtime has one (alive or not); None on the cpu alone."""
-        return next((d for d in self.drivers if d.device is not None), None)
 
 
 @final
@@ -153,6 +115,14 @@ class Runtime:
 
     def decompressor(self, max_output: int) -> Decompressor:
         return Decompressor(self, max_output)
+
+    def compress_stream(self, level: int = 3, checksum: bool = False) -> CompressStream:
+        """A stream session: one zstd frame across many calls (:mod:`warp.stream`)."""
+        return CompressStream(self, level, checksum)
+
+    def decompress_stream(self) -> DecompressStream:
+        """A stream session decompressing input fed in pieces, output in bounded pieces."""
+        return DecompressStream(self)
 
     def compress(self, data: Bytes, level: int = 3, checksum: bool = False) -> bytes:
         """One zstd frame of ``data`` as ``bytes`` (python-zstandard's ``compress``): for callers

@@ -15,7 +15,8 @@ from warp.errors import JobFailed
 from warp.mem import Buffer
 
 if TYPE_CHECKING:
-    from warp.runtime import Done, Result, Runtime
+    from warp.result import Result
+    from warp.runtime import Done, Runtime
 
 Bytes = bytes | bytearray | memoryview
 

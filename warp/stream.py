@@ -1,70 +1,222 @@
-"""Stream mode: inputs larger than one job, compressed as a sequence of independent zstd frames.
+"""Stream sessions: input of any size as **one** zstd frame, in bounded memory (UADK's
+``wd_do_comp_strm``).
 
-Why frame concatenation rather than splitting one frame into blocks: a frame's blocks share one
-compression context (window, entropy tables, checksum), so they cannot be compressed apart on
-different queues and engines; independent frames can, and a zstd stream may hold any number of
-frames back to back (RFC 8878 §3.1: decoders, the ``zstd`` CLI and python-zstandard's
-``read_across_frames`` included, decode them as one output). The price is the ratio lost at each
-boundary (no match across frames) — 0.1% to 2.7% at the 1 MiB default and level 3 on the first
-8 MiB of the Silesia files (mr, x-ray, dickens, xml, in that order) — and the
-gain is that a large input keeps every engine busy, needs only ``window`` blocks of memory, and
-every frame still carries its content size.
+A stream session takes one queue for its life — UADK's scheduler picks a session's ctx when the
+session is created, not per request — and a ctx_buf in the SVA heap. Its input goes to the device
+as stateful BDs of at most ``block`` bytes, in order, and the engine carries the zstd context from
+one BD to the next (:mod:`warp.device.streams`), so a body of gigabytes is one frame whose memory
+here is one BD's source and destination at a time. Compared with a frame per block, nothing is
+lost at block boundaries (matches reach back across them) and a decoder sees one frame; the price
+is that one stream's blocks run one after another on one engine, so a single stream does not use
+every engine (many streams do).
+
+On the ``cpu`` driver the same :class:`~warp.zstream.StreamContext` runs in a thread. A stream
+cannot move between the two mid-frame (its state is in the engine), so a stream whose device is
+lost under it fails with :class:`~warp.errors.DeviceLost`; the caller decides what the half-sent
+output is worth. Calls on one stream must not overlap.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Iterator
-from typing import Final
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Final, Self, final
 
-from warp.session import Bytes, Compressor
+from warp import abi, codec
+from warp.drv.base import Job
+from warp.drv.zip import ZipDriver, ZipQueue
+from warp.errors import DeviceLost, JobFailed, JobTimeout, RuntimeClosed
+from warp.mem import Buffer
+from warp.zstream import StreamContext
 
+if TYPE_CHECKING:
+    from warp.runtime import Runtime
+
+Bytes = bytes | bytearray | memoryview
+
+#: Input per compression BD (well under ZIP's 8 MiB ``HZ_MAX_SIZE``), and output per decompression BD.
 DEFAULT_BLOCK: Final = 1 << 20
+#: Room past ``ZSTD_compressBound`` for what a flushed BD may add: the frame header on the first,
+#: the empty last block and checksum on the FINISH one.
+FLUSH_SLACK: Final = 64
 
 
-def cut_blocks(chunks: Iterable[Bytes], block_size: int) -> Iterator[bytes]:
-    """Re-cut arbitrary chunks into blocks of exactly ``block_size`` (the last one shorter)."""
-    if block_size <= 0:
-        raise ValueError("block_size must be positive")
-    pending = bytearray()
-    for chunk in chunks:
-        pending += chunk
-        while len(pending) >= block_size:
-            yield bytes(pending[:block_size])
-            del pending[:block_size]
-    if pending:
-        yield bytes(pending)
+class _Stream:
+    """A session's queue, ctx_buf and zstd state; one BD at a time."""
 
+    def __init__(self, runtime: Runtime, direction: abi.QcType, level: int, checksum: bool, block: int) -> None:
+        if block <= 0:
+            raise ValueError("block must be positive")
+        if runtime.closed:
+            raise RuntimeClosed("the runtime is closed")
+        self._runtime = runtime
+        self._direction = direction
+        self._level, self._checksum, self.block = level, checksum, block
+        self._mode = abi.STREAM_STATEFUL | abi.STREAM_NEW
+        self._in_flight: Job | None = None
+        self.closed = False
+        self.total_in = self.total_out = 0
+        driver = runtime.driver
+        self._queue: ZipQueue | None = None
+        self._ctx: Buffer | None = None
+        self._soft: StreamContext | None = None
+        if isinstance(driver, ZipDriver):
+            self._queue = driver.scheduler.pick(driver.queues[direction])
+            self._ctx = runtime.alloc(abi.STREAM_CTX_SIZE)
+        else:
+            self._soft = StreamContext(direction, level, checksum)
 
-def compress_stream(session: Compressor, chunks: Iterable[Bytes], block_size: int = DEFAULT_BLOCK) -> Iterator[bytes]:
-    """Synchronous stream mode: one frame per block, in order."""
-    for block in cut_blocks(chunks, block_size):
-        with session.compress(block) as result:
-            yield result.tobytes()
+    @property
+    def on_device(self) -> bool:
+        return self._queue is not None
 
-
-async def acompress_stream(session: Compressor, chunks: Iterable[Bytes], block_size: int = DEFAULT_BLOCK,
-                           window: int = 4) -> AsyncIterator[bytes]:
-    """Async stream mode: up to ``window`` blocks in flight on the driver's queues, frames yielded
-    in input order. Leaving early cancels the blocks still in flight (their buffers come back)."""
-    if window < 1:
-        raise ValueError("window must be at least 1")
-    in_flight: list[asyncio.Task[bytes]] = []
-
-    async def one(block: bytes) -> bytes:
-        result = await session.acompress(block)
+    async def _bd(self, data: memoryview, capacity: int, finish: bool) -> tuple[int, int, bytes]:
+        """One BD: ``(status, consumed, output)``. A failed BD closes the stream."""
+        if self.closed:
+            raise RuntimeClosed("the stream is closed")
         try:
-            return result.tobytes()
-        finally:
-            result.release()
+            if self._soft is not None:
+                status, consumed, out = await asyncio.to_thread(_soft_step, self._soft, data, capacity, finish)
+            else:
+                status, consumed, out = await self._device_bd(data, capacity, finish)
+        except BaseException:
+            self.close()
+            raise
+        self._mode &= ~abi.STREAM_NEW
+        self.total_in += consumed
+        self.total_out += len(out)
+        if status != abi.Status.OK and status not in abi.STREAM_PROGRESS:
+            self.close()
+            raise JobFailed(status, f"stream BD failed with engine status 0x{status:02x}")
+        return status, consumed, out
 
-    try:
-        for block in cut_blocks(chunks, block_size):
-            in_flight.append(asyncio.ensure_future(one(block)))
-            if len(in_flight) >= window:
-                yield await in_flight.pop(0)
-        while in_flight:
-            yield await in_flight.pop(0)
-    finally:
-        for task in in_flight:
-            task.cancel()
+    async def _device_bd(self, data: memoryview, capacity: int, finish: bool) -> tuple[int, int, bytes]:
+        assert self._queue is not None and self._ctx is not None
+        runtime = self._runtime
+        src = runtime.load(data) if len(data) else runtime.alloc(1)
+        try:
+            dst = runtime.alloc(max(capacity, 1))
+        except BaseException:
+            src.release()
+            raise
+        job = Job(direction=self._direction, src=src, length=len(data), dst=dst, level=self._level,
+                  checksum=self._checksum, mode=self._mode | (abi.STREAM_FINISH if finish else 0), ctx=self._ctx)
+        try:
+            future = self._queue.submit(job)
+        except DeviceLost:
+            job.discard()
+            raise
+        self._in_flight = job
+        try:
+            await asyncio.wait_for(asyncio.shield(future), runtime.timeout)
+        except TimeoutError:
+            job.abandon()  # its buffers (and the ctx_buf, see close) go back when the engine lets go
+            raise JobTimeout(f"stream BD did not complete within {runtime.timeout} s") from None
+        except DeviceLost as lost:
+            self._in_flight = None
+            if lost.may_write:  # a stopped queue: the device may still write them until it is put
+                for buffer in (job.src, job.dst, self._ctx):
+                    if buffer is not None:
+                        lost.hold(buffer)
+                self._ctx = None
+            else:
+                job.discard()
+            raise
+        except BaseException:
+            job.abandon()
+            raise
+        self._in_flight = None
+        try:
+            return job.status, job.consumed, bytes(dst.view[:job.produced])
+        finally:
+            job.discard()
+
+    def close(self) -> None:
+        """End the session here; idempotent. The ctx_buf goes back to the heap once no BD of the
+        stream is in flight (a cancelled one hands it to its job, freed when the engine lets go)."""
+        if self.closed:
+            return
+        self.closed = True
+        ctx, self._ctx = self._ctx, None
+        job, self._in_flight = self._in_flight, None
+        if ctx is None:
+            return
+        if job is not None and not job.finished:
+            job.owns_ctx = True
+        else:
+            ctx.release()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+@final
+class CompressStream(_Stream):
+    """One zstd frame across any number of :meth:`acompress` calls, ended by :meth:`afinish`."""
+
+    def __init__(self, runtime: Runtime, level: int = 3, checksum: bool = False,
+                 block: int = DEFAULT_BLOCK) -> None:
+        if not abi.LEVEL_MIN <= level <= abi.LEVEL_MAX:
+            raise ValueError(f"level must be within {abi.LEVEL_MIN}..{abi.LEVEL_MAX}")
+        super().__init__(runtime, abi.QcType.COMPRESS, level, checksum, block)
+
+    async def acompress(self, data: Bytes) -> bytes:
+        """Compress ``data`` (any size, cut into BDs of ``block``); the frame bytes it flushed."""
+        view = memoryview(data).cast("B")
+        out = [await self._compress(view[at:at + self.block], False) for at in range(0, len(view), self.block)]
+        return b"".join(out)
+
+    async def afinish(self) -> bytes:
+        """End the frame: the last block and the checksum, if asked for. The stream is then over."""
+        out = await self._compress(memoryview(b""), True)
+        self.close()
+        return out
+
+    async def _compress(self, chunk: memoryview, finish: bool) -> bytes:
+        _status, _consumed, out = await self._bd(chunk, codec.compress_bound(len(chunk)) + FLUSH_SLACK, finish)
+        return out
+
+
+@final
+class DecompressStream(_Stream):
+    """The content of a zstd stream (one frame or several) fed in pieces of any size."""
+
+    def __init__(self, runtime: Runtime, block: int = DEFAULT_BLOCK) -> None:
+        super().__init__(runtime, abi.QcType.DECOMPRESS, 0, False, block)
+        self._at_frame_end = True
+
+    async def adecompress(self, data: Bytes) -> AsyncIterator[bytes]:
+        """Feed ``data``; yields its output in pieces of at most ``block`` bytes, so a bomb is
+        never whole in memory. Raises :class:`JobFailed` (``CORRUPT_INPUT``) on bad input."""
+        view = memoryview(data).cast("B")
+        at = 0
+        while at < len(view) or not self._at_frame_end:
+            status, consumed, out = await self._bd(view[at:at + self.block], self.block, False)
+            at += consumed
+            if consumed:
+                self._at_frame_end = False
+            if status == abi.Status.DECOMP_END:
+                self._at_frame_end = True
+            if out:
+                yield out
+            if status == abi.Status.OK and at >= len(view):
+                return  # the input is used up inside a frame: more must follow
+
+    async def afinish(self) -> None:
+        """The input is complete: fails if it ended inside a frame (truncated)."""
+        at_end = self._at_frame_end
+        self.close()
+        if not at_end:
+            raise JobFailed(abi.Status.CORRUPT_INPUT, "the input ended inside a zstd frame")
+
+
+def _soft_step(context: StreamContext, data: memoryview, capacity: int, finish: bool) -> tuple[int, int, bytes]:
+    """One BD on the cpu, in a worker thread: the engine's step over private buffers."""
+    src = bytearray(data)
+    dst = bytearray(max(capacity, 1))
+    source = codec.pointer(src) if src else codec.ffi.NULL
+    status, consumed, produced = context.step(codec.pointer(dst), capacity, source, len(src), finish)
+    return status, consumed, bytes(dst[:produced])

@@ -1,20 +1,20 @@
-"""Stream mode: a large input as concatenated frames, decodable by python-zstandard across frames
-and by the zstd CLI, with blocks in flight on several queues."""
+"""Stream sessions: any input as one zstd frame, stateful BDs on one queue with a ctx_buf, and the
+same bytes from the cpu driver."""
 
 from __future__ import annotations
 
 import asyncio
-import io
 import subprocess
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import zstandard
 
 from tests.harness import DeviceProc, require_tool
-from warp import Runtime
-from warp.stream import acompress_stream, compress_stream, cut_blocks
+from warp import JobFailed, Runtime, abi
+from warp.stream import CompressStream, DecompressStream
 
 
 @pytest.fixture
@@ -24,51 +24,144 @@ def runtime(device: DeviceProc) -> Iterator[Runtime]:
     rt.close()
 
 
-def decode_all(stream: bytes) -> bytes:
-    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(stream), read_across_frames=True)
-    return reader.read()
+async def compress_chunks(stream: CompressStream, chunks: list[bytes]) -> bytes:
+    out = [await stream.acompress(chunk) for chunk in chunks]
+    return b"".join(out) + await stream.afinish()
 
 
-def testcut_blocks_are_recut_exactly() -> None:
-    out = list(cut_blocks([b"ab", b"cdefg", b"", b"h"], 3))
-    assert out == [b"abc", b"def", b"gh"]
-    with pytest.raises(ValueError):
-        list(cut_blocks([b"x"], 0))
+async def decompress_all(stream: DecompressStream, chunks: list[bytes]) -> list[bytes]:
+    pieces = [piece for chunk in chunks async for piece in stream.adecompress(chunk)]
+    await stream.afinish()
+    return pieces
 
 
-def test_async_stream_round_trips_a_corpus_file(runtime: Runtime, corpus: dict[str, Path]) -> None:
+def one_frame_decode(frame: bytes) -> bytes:
+    """Decode the first frame only: all of the content must be in it."""
+    obj = zstandard.ZstdDecompressor().decompressobj()
+    content = obj.decompress(frame)
+    assert obj.eof and not obj.unused_data
+    return content
+
+
+def test_chunks_become_one_frame_that_the_zstd_cli_decodes(runtime: Runtime, corpus: dict[str, Path]) -> None:
+    zstd = require_tool("zstd")
     data = corpus["dickens"].read_bytes()[: 5 << 20]
-    chunks = [data[i:i + 100_000] for i in range(0, len(data), 100_000)]  # arbitrary chunking
+    chunks = [data[i:i + 100_000] for i in range(0, len(data), 100_000)]  # not aligned to the 1 MiB BDs
+    before = runtime.statistics().device
+    assert before is not None
 
-    async def main() -> list[bytes]:
-        return [frame async for frame in acompress_stream(runtime.compressor(3), chunks, 1 << 20, window=4)]
+    frame = asyncio.run(compress_chunks(runtime.compress_stream(3, checksum=True), chunks))
 
-    frames = asyncio.run(main())
-    assert len(frames) == 5  # one frame per 1 MiB block
-    assert all(zstandard.get_frame_parameters(f).content_size == 1 << 20 for f in frames)
-    assert decode_all(b"".join(frames)) == data
+    assert one_frame_decode(frame) == data  # one frame holds every byte
+    assert zstandard.get_frame_parameters(frame).has_checksum
+    out = subprocess.run([zstd, "-d", "-c"], input=frame, capture_output=True, check=True).stdout
+    assert out == data
+    after = runtime.statistics().device
+    assert after is not None and after.completed - before.completed >= len(chunks)  # every BD on the device
     assert runtime.heap.statistics().in_use_bytes == 0
 
 
-def test_sync_stream_decodes_with_the_zstd_cli(runtime: Runtime, corpus: dict[str, Path]) -> None:
-    zstd = require_tool("zstd")
-    data = corpus["xml"].read_bytes()[: 3 << 20] + b"tail"
-    stream = b"".join(compress_stream(runtime.compressor(1), [data], 1 << 20))
-    out = subprocess.run([zstd, "-d", "-c"], input=stream, capture_output=True, check=True).stdout
-    assert out == data
+def test_one_frame_is_smaller_than_a_frame_per_block(runtime: Runtime, corpus: dict[str, Path]) -> None:
+    """Matches reach back across BD boundaries: what a frame per block loses."""
+    data = corpus["xml"].read_bytes()[: 4 << 20]
+    frame = asyncio.run(compress_chunks(runtime.compress_stream(3), [data]))
+    per_block = sum(len(runtime.compress(data[i:i + (1 << 20)], 3)) for i in range(0, len(data), 1 << 20))
+    assert one_frame_decode(frame) == data
+    assert len(frame) < per_block
 
 
-def test_leaving_early_returns_every_buffer(runtime: Runtime) -> None:
+def test_the_cpu_driver_produces_the_same_frame(runtime: Runtime, corpus: dict[str, Path]) -> None:
+    data = corpus["mr"].read_bytes()[: 3 << 20]
+    chunks = [data[i:i + 700_000] for i in range(0, len(data), 700_000)]
+    on_device = asyncio.run(compress_chunks(runtime.compress_stream(5), chunks))
+    with Runtime(driver="cpu", heap_size=64 << 20) as cpu:
+        stream = cpu.compress_stream(5)
+        assert not stream.on_device
+        on_cpu = asyncio.run(compress_chunks(stream, chunks))
+        assert asyncio.run(decompress_all(cpu.decompress_stream(), [on_cpu])) != []
+    assert on_cpu == on_device
+
+
+def test_decompression_yields_bounded_pieces_of_a_bomb(runtime: Runtime) -> None:
+    bomb = zstandard.ZstdCompressor(level=3).compress(bytes(64 << 20))  # 64 MiB of zeros in a few KiB
+
+    async def main() -> tuple[int, int]:
+        stream = runtime.decompress_stream()
+        biggest = total = 0
+        async for piece in stream.adecompress(bomb):
+            biggest, total = max(biggest, len(piece)), total + len(piece)
+        await stream.afinish()
+        return biggest, total
+
+    biggest, total = asyncio.run(main())
+    assert total == 64 << 20
+    assert biggest <= 1 << 20
+    assert runtime.heap.statistics().in_use_bytes == 0
+
+
+def test_frames_fed_byte_by_odd_pieces_decode_across_frame_boundaries(runtime: Runtime) -> None:
+    first, second = b"first frame " * 5000, bytes(np.random.default_rng(7).integers(0, 255, 300_000, np.uint8))
+    stream = zstandard.ZstdCompressor().compress(first) + zstandard.ZstdCompressor(level=1).compress(second)
+    pieces = [stream[i:i + 777] for i in range(0, len(stream), 777)]
+    out = asyncio.run(decompress_all(runtime.decompress_stream(), pieces))
+    assert b"".join(out) == first + second
+
+
+def test_truncated_and_corrupt_input_fail(runtime: Runtime) -> None:
+    frame = zstandard.ZstdCompressor().compress(b"abc" * 100_000)
+    with pytest.raises(JobFailed) as truncated:
+        asyncio.run(decompress_all(runtime.decompress_stream(), [frame[:-10]]))
+    assert truncated.value.status == abi.Status.CORRUPT_INPUT
+    with pytest.raises(JobFailed) as corrupt:
+        asyncio.run(decompress_all(runtime.decompress_stream(), [b"\x28\xb5\x2f\xfd" + b"\xff" * 64]))
+    assert corrupt.value.status == abi.Status.CORRUPT_INPUT
+    assert runtime.heap.statistics().in_use_bytes == 0
+
+
+def test_a_clobbered_ctx_buf_fails_the_next_bd_with_bad_ctx(runtime: Runtime) -> None:
+    """The engine checks its record in the ctx_buf: a session that overwrote (or freed and reused)
+    its ctx_buf gets BAD_CTX, never another stream's state."""
+
     async def main() -> None:
-        stream = acompress_stream(runtime.compressor(19), [bytes(range(256)) * 40_000], 1 << 20, window=4)
-        async for _frame in stream:
-            break
-        assert isinstance(stream, AsyncGenerator)  # what acompress_stream is, behind its AsyncIterator type
-        await stream.aclose()
-        for _ in range(200):
+        stream = runtime.compress_stream(3)
+        await stream.acompress(b"hello " * 1000)
+        assert stream._ctx is not None
+        stream._ctx.write(0, bytes(32))  # what a stray write into the session's memory does
+        await stream.acompress(b"more")
+
+    with pytest.raises(JobFailed) as failed:
+        asyncio.run(main())
+    assert failed.value.status == abi.Status.BAD_CTX
+    assert runtime.heap.statistics().in_use_bytes == 0
+
+
+def test_a_cancelled_stream_returns_every_buffer(runtime: Runtime) -> None:
+    data = bytes(np.random.default_rng(1).integers(0, 4, 8 << 20, np.uint8))
+
+    async def main() -> None:
+        stream = runtime.compress_stream(19)  # slow BDs: the cancel lands while one runs
+        task = asyncio.ensure_future(stream.acompress(data))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert stream.closed
+        for _ in range(400):
             if runtime.heap.statistics().in_use_bytes == 0:
                 return
             await asyncio.sleep(0.05)
 
     asyncio.run(main())
     assert runtime.heap.statistics().in_use_bytes == 0
+
+
+def test_a_closed_stream_refuses_calls(runtime: Runtime) -> None:
+    async def main() -> None:
+        async with runtime.compress_stream() as stream:
+            await stream.acompress(b"x")
+        await stream.acompress(b"y")
+
+    with pytest.raises(Exception, match="closed"):
+        asyncio.run(main())
+    with pytest.raises(ValueError):
+        CompressStream(runtime, level=99)

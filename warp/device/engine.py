@@ -33,6 +33,7 @@ from warp import abi, codec
 from warp.device.irq import Moderator
 from warp.device.qp import Qp, QpState, cq_doorbell, interrupt, sq_tail, u64
 from warp.device.ras import Ras
+from warp.device.streams import Streams
 from warp.dfx import Dev, Dfx, Engine, Queue
 from warp.iommu.mmu import STAGED, Iommu, TranslationFault
 from warp.ring import RingOverflow
@@ -48,6 +49,9 @@ _INPUT_LEN: Final = int(abi.W.INPUT_LEN)
 _REQ_TYPE: Final = int(abi.W.REQ_TYPE)
 _LEVEL: Final = int(abi.W.LEVEL)
 _FLAGS: Final = int(abi.W.FLAGS)
+_STREAM: Final = int(abi.W.STREAM)
+_STATEFUL: Final = abi.STREAM_STATEFUL
+_STREAM_OK: Final = abi.STREAM_PROGRESS
 _DEST_AVAIL: Final = int(abi.W.DEST_AVAIL)
 _SRC_LO: Final = int(abi.W.SRC_LO)
 _SRC_HI: Final = int(abi.W.SRC_HI)
@@ -75,6 +79,7 @@ _ERROR_COLUMN: Final = {
     int(abi.Status.BAD_ALG): Queue.ERR_BAD_SQE,
     int(abi.Status.BAD_LENGTH): Queue.ERR_BAD_SQE,
     int(abi.Status.BAD_LEVEL): Queue.ERR_BAD_SQE,
+    int(abi.Status.BAD_CTX): Queue.ERR_BAD_SQE,
 }
 
 
@@ -106,6 +111,7 @@ class Engines:
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # ends every engine's epoll wait at close
         self._epoll.register(self._wake, select.EPOLLIN)
         self._moderator = Moderator(irq_coalesce, irq_delay_us * 1000) if irq_delay_us > 0 else None
+        self.streams = Streams(iommu)
         self._threads = [threading.Thread(target=self._run, args=(i,), name=f"engine-{i}", daemon=True)
                          for i in range(engines)]
         for thread in self._threads:
@@ -138,6 +144,7 @@ class Engines:
             qp.counters[Queue.SQ_PENDING] = 0
         if self._moderator is not None:
             self._moderator.flush(qp)
+        self.streams.forget(qp.qid)
         if not drained:
             self._ras.drain_failed(qp, left)
 
@@ -290,7 +297,7 @@ class Engines:
                     view.stop()  # QM_CQ_OVERFLOW: the queue is disabled, as qm_disable_qp
                     return False
                 done += 1
-                if status:
+                if status and status not in _STREAM_OK:
                     if errs is None:
                         errs = {}
                     errs[status] = errs.get(status, 0) + 1
@@ -360,6 +367,8 @@ class Engines:
             level -= 1 << 32
         if not abi.LEVEL_MIN <= level <= abi.LEVEL_MAX:
             return abi.Status.BAD_LEVEL, 0, 0, 0
+        if w[base + _STREAM] & _STATEFUL:
+            return self.streams.execute(qp, w, base, level)
         src = w[base + _SRC_LO] | w[base + _SRC_HI] << 32
         dst = w[base + _DST_LO] | w[base + _DST_HI] << 32
         try:

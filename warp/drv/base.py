@@ -39,6 +39,13 @@ class Job:
     error: BaseException | None = None
     #: The runtime's timeout for the attempt in progress; cancelled when the caller abandons the job.
     timer: asyncio.TimerHandle | None = None
+    #: A stream BD (:mod:`warp.stream`): its dw7 bits (``abi.STREAM_*``, 0 for a stateless job), its
+    #: session's ctx_buf, and the input the engine consumed.
+    mode: int = 0
+    ctx: Buffer | None = None
+    consumed: int = 0
+    #: Set when the session closed with this BD in flight: the ctx_buf goes back with the job's buffers.
+    owns_ctx: bool = False
 
     def finish(self, status: int, produced: int) -> None:
         """Called by the driver once the engine has let go of the buffers."""
@@ -78,6 +85,8 @@ class Job:
     def _free(self) -> None:
         self.src.release()
         self.dst.release()
+        if self.owns_ctx and self.ctx is not None:
+            self.ctx.release()
 
 
 @final

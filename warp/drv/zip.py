@@ -208,6 +208,10 @@ class ZipQueue:
         w[base + abi.W.SRC_HI] = job.src.address >> 32
         w[base + abi.W.DST_LO] = job.dst.address & 0xFFFFFFFF
         w[base + abi.W.DST_HI] = job.dst.address >> 32
+        w[base + abi.W.STREAM] = job.mode
+        if job.ctx is not None:
+            w[base + abi.W.CTX_LO] = job.ctx.address & 0xFFFFFFFF
+            w[base + abi.W.CTX_HI] = job.ctx.address >> 32
         w[base + abi.W.TAG] = slot
 
     def _drain(self) -> int:
@@ -222,7 +226,9 @@ class ZipQueue:
             produced = w[base + abi.W.PRODUCED]
             count += 1
             if job is not None:
-                if status != abi.Status.OK:
+                if job.mode:
+                    job.consumed = w[base + abi.W.CONSUMED]
+                if status != abi.Status.OK and status not in abi.STREAM_PROGRESS:
                     self.failed += 1
                 job.finish(status, produced)
         if count:

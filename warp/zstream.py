@@ -1,0 +1,88 @@
+"""One zstd stream's context, stepped one BD at a time: what an engine keeps for a stream session.
+
+A stream session (UADK's ``wd_do_comp_strm``) sends its input as a sequence of BDs on one queue,
+and the engine carries the compression state from one BD to the next, so the output is **one**
+zstd frame however many BDs it took — not a frame per block. Each BD ends with everything given
+so far flushed out (``ZSTD_e_flush``, ZIP's SYNC_FLUSH), and the last one, marked FINISH, ends
+the frame (``ZSTD_e_end``). Decompression is the mirror: each BD consumes input until the
+destination is full (``HZ_DECOMP_NO_SPACE``: send the rest again), the input is used up, or a frame
+ends (``HZ_DECOMP_END``).
+
+The device's engines and the ``cpu`` driver step the same :class:`StreamContext`, so a stream's
+bytes do not depend on which ran it. Calls are native (``ZSTD_compressStream2`` /
+``ZSTD_decompressStream`` on raw pointers); cffi releases the GIL for each.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, final
+
+from warp import abi
+from warp.codec import DST_TOO_SMALL, CodecError, Pointer, ffi, lib
+
+_ERROR_BASE: Final = 1 << (8 * ffi.sizeof("size_t"))
+
+
+@final
+class StreamContext:
+    """A compression or decompression stream in progress, and the bytes it has seen."""
+
+    def __init__(self, direction: abi.QcType, level: int = 3, checksum: bool = False) -> None:
+        self.direction = direction
+        self.total_in = self.total_out = 0
+        #: True between the BD that ended a frame and the next input (decompression).
+        self.at_frame_end = direction is abi.QcType.DECOMPRESS
+        if direction is abi.QcType.COMPRESS:
+            self._zstd: Any = ffi.gc(lib.ZSTD_createCCtx(), lib.ZSTD_freeCCtx)
+            _check(lib.ZSTD_CCtx_setParameter(self._zstd, lib.ZSTD_c_compressionLevel, level))
+            _check(lib.ZSTD_CCtx_setParameter(self._zstd, lib.ZSTD_c_checksumFlag, int(checksum)))
+        else:
+            self._zstd = ffi.gc(lib.ZSTD_createDCtx(), lib.ZSTD_freeDCtx)
+        self._in = ffi.new("ZSTD_inBuffer *")
+        self._out = ffi.new("ZSTD_outBuffer *")
+
+    def step(self, dst: Pointer, capacity: int, src: Pointer, size: int, finish: bool) -> tuple[abi.Status, int, int]:
+        """One BD: ``(status, consumed, produced)``, never an exception. Compression consumes all
+        of ``src`` or fails (the destination must hold its flushed output); decompression may
+        stop early. A failed step leaves the context unusable: the stream is over."""
+        self._in.src, self._in.size, self._in.pos = src, size, 0
+        self._out.dst, self._out.size, self._out.pos = dst, capacity, 0
+        if self.direction is abi.QcType.COMPRESS:
+            status = self._compress(finish)
+        else:
+            status = self._decompress()
+        consumed, produced = int(self._in.pos), int(self._out.pos)
+        self.total_in += consumed
+        self.total_out += produced
+        return status, consumed, produced
+
+    def _compress(self, finish: bool) -> abi.Status:
+        op = lib.ZSTD_e_end if finish else lib.ZSTD_e_flush
+        while True:
+            left = int(lib.ZSTD_compressStream2(self._zstd, self._out, self._in, op))
+            if lib.ZSTD_isError(left):
+                return abi.Status.DST_TOO_SMALL if _ERROR_BASE - left == DST_TOO_SMALL else abi.Status.HW_ERROR
+            if left == 0:
+                return abi.Status.OK
+            if self._out.pos == self._out.size:
+                return abi.Status.DST_TOO_SMALL  # ERR_DSTLEN_OUT: the flush did not fit
+
+    def _decompress(self) -> abi.Status:
+        while True:
+            hint = int(lib.ZSTD_decompressStream(self._zstd, self._out, self._in))
+            if lib.ZSTD_isError(hint):
+                return abi.Status.CORRUPT_INPUT
+            if hint == 0:
+                self.at_frame_end = True
+                return abi.Status.DECOMP_END
+            if self._in.pos:
+                self.at_frame_end = False
+            if self._out.pos == self._out.size:
+                return abi.Status.DECOMP_NO_SPACE
+            if self._in.pos == self._in.size:
+                return abi.Status.OK
+
+
+def _check(result: int) -> None:
+    if lib.ZSTD_isError(result):
+        raise CodecError(result)

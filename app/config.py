@@ -35,6 +35,8 @@ class Config:
     engines: int = ENGINES
     queues: int = 2
     max_body: int = 64 << 20
+    stream_above: int = 4 << 20
+    max_stream: int = 0  # 0: unlimited
     max_pending: int = 1024
     max_connections: int = 1000
     heap_size: int = 1 << 30
@@ -47,6 +49,12 @@ class Config:
     log_level: str = "INFO"
     log_format: str = "text"
     forwarded_allow_ips: str = "127.0.0.1,::1"
+
+    @property
+    def stream_threshold(self) -> int:
+        """Bodies larger than this stream (:mod:`app.api.streams`): ``--stream-above``, or ``--max-body``
+        when that is smaller, so that no body size is refused that a larger one would not be."""
+        return min(self.stream_above, self.max_body)
 
     @property
     def trusted_proxies(self) -> frozenset[str]:
@@ -114,6 +122,9 @@ OPTIONS: tuple[tuple[str, Callable[[str], object], tuple[str, ...] | None, str],
     ("engines", _positive, None, "engines of the embedded device"),
     ("queues", _positive, None, "hardware queues per worker and direction"),
     ("max_body", _size, None, "largest request body (bytes, or with a suffix: 64M, 1GiB)"),
+    ("stream_above", _size, None, "bodies larger than this (or than --max-body) are compressed as they arrive and "
+     "the response streams back; smaller ones are held whole"),
+    ("max_stream", _size, None, "largest streamed body, and decompressed output of a stream (0: unlimited)"),
     ("max_pending", _positive, None, "requests in progress per worker before 503"),
     ("max_connections", _positive, None, "open connections per worker before a new one gets 503"),
     ("heap_size", _size, None, "SVA heap per worker (bytes, or 512M, 1G)"),

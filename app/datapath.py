@@ -6,7 +6,7 @@ sends) is served here: its body is received straight into an SVA buffer (``get_b
 transport the buffer's memory, so the kernel copies the bytes where the device reads them; only
 what arrived in the same read as the head is copied once, from the head buffer), the job goes to
 the runtime, and the response is written from the result's view. Anything else — another route
-or method, a malformed or incomplete head, ``Expect``, chunked bodies, bad parameters — is handed
+or method, a malformed or incomplete head, ``Expect``, chunked bodies, streams, bad parameters — is handed
 over with the bytes received so far to aiohttp's protocol (:class:`app.connection.Connection`),
 which owns that connection from then on and answers exactly as it always did.
 
@@ -173,7 +173,7 @@ class DataPath(asyncio.BufferedProtocol):
         server = self._server
         config = server.config
         head = heads.parse(self._mv[self._start:end_of_head], server.max_line, server.max_field, server.max_fields)
-        if head is None or head.length > config.max_body:
+        if head is None or head.length > config.stream_threshold:  # a stream, or a 413: aiohttp's
             self._hand_over()
             return
         runtime = server.runtime

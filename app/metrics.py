@@ -61,6 +61,18 @@ class Metrics:
         self.tally.add("warpzip_compressor_input_bytes", (direction,), consumed)
         self.tally.add("warpzip_compressor_output_bytes", (direction,), produced)
 
+    def stream_begin(self, direction: str) -> None:
+        self.tally.add("warpzip_streams_in_flight", (direction,))
+
+    def stream_bytes(self, direction: str, consumed: int, produced: int) -> None:
+        """A stream's progress, as it goes: a stream of hours shows on the dashboard before it ends."""
+        self.tally.add("warpzip_stream_input_bytes", (direction,), consumed)
+        self.tally.add("warpzip_stream_output_bytes", (direction,), produced)
+
+    def stream_end(self, direction: str, outcome: str) -> None:
+        self.tally.add("warpzip_streams_in_flight", (direction,), -1)
+        self.tally.add("warpzip_streams", (direction, outcome))
+
     def observe_job(self, driver: str, seconds: float) -> None:
         self.tally.observe("warpzip_queue_job_duration_seconds", (driver,), seconds)
 

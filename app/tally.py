@@ -41,6 +41,12 @@ SPECS: Final[Mapping[str, Spec]] = {
                                            "Bytes given to the compressor or decompressor."),
     "warpzip_compressor_output_bytes": Spec("counter", ("direction",),
                                             "Bytes the compressor or decompressor produced."),
+    "warpzip_streams_in_flight": Spec("gauge", ("direction",), "Streamed requests (bodies over the stream "
+                                      "threshold) in progress."),
+    "warpzip_stream_input_bytes": Spec("counter", ("direction",), "Body bytes the streams handed to the device."),
+    "warpzip_stream_output_bytes": Spec("counter", ("direction",), "Bytes the streams produced and sent."),
+    "warpzip_streams": Spec("counter", ("direction", "outcome"), "Streams ended, by outcome: ok, refused (a "
+                            "problem before the response head), cut (failed after it), client_closed."),
     "warpzip_queue_job_duration_seconds": Spec("histogram", ("driver",),
                                                "Time from handing a job to the driver to its completion."),
     "warpzip_admission_pending": Spec("gauge", (), "Requests admitted and not finished."),

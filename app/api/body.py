@@ -49,9 +49,12 @@ def alloc(runtime: Runtime, size: int) -> Buffer:
         raise out_of_memory() from None
 
 
-async def read_into_heap(request: web.Request, runtime: Runtime, bodies: Bodies,
-                         limit: int) -> tuple[Buffer, int]:
-    """Stream the body into an SVA buffer; returns the buffer (owned by the caller) and its length.
+async def read_into_heap(request: web.Request, runtime: Runtime, bodies: Bodies, limit: int,
+                         spill: bool = False) -> tuple[Buffer, int, bytes | None]:
+    """Stream the body into an SVA buffer; returns the buffer (owned by the caller), its length,
+    and ``None`` — or, with ``spill``, once the body passes ``limit``: the buffer of the first
+    ``limit`` bytes or so and the chunk that did not fit, the rest still to read (a chunked body
+    that outgrew the whole-body path becomes a stream: :mod:`app.api.streams`).
 
     While it arrives, the buffer counts in ``bodies.held``: a request aiohttp serves (with
     ``Expect: 100-continue``, say) must not reserve a declared length the data path would refuse
@@ -68,6 +71,8 @@ async def read_into_heap(request: web.Request, runtime: Runtime, bodies: Bodies,
     try:
         while chunk := await request.content.readany():
             if size + len(chunk) > limit:
+                if spill:
+                    return buffer, size, chunk
                 raise Problem(413, "body-too-large", f"the body passed the limit of {limit} bytes")
             if size + len(chunk) > buffer.capacity:
                 bigger = alloc(runtime, grown(buffer.capacity, size + len(chunk), max(declared, size + len(chunk))))
@@ -83,7 +88,7 @@ async def read_into_heap(request: web.Request, runtime: Runtime, bodies: Bodies,
         raise
     finally:
         bodies.held -= held
-    return buffer, size
+    return buffer, size, None
 
 
 async def send_result(request: web.Request, result: Result, content_type: str,

@@ -18,7 +18,7 @@ from typing import Final
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 
-from app.api import body
+from app.api import body, streams
 from app.api.errors import Problem
 from app.budget import Bodies
 from app.config import Config
@@ -68,8 +68,13 @@ def session_for(direction: str, query: Mapping[str, str], runtime: Runtime, conf
             known = ", ".join(sorted(PARAMETERS[direction])) or "none"
             raise Problem(400, "bad-parameter", f"unknown query parameter {name!r} (/{direction} takes {known})")
     if direction == "compress":
-        return runtime.compressor(parse_level(query.get("level")), parse_flag(query.get("checksum"), "checksum"))
+        return runtime.compressor(*compress_parameters(query))
     return runtime.decompressor(config.max_body)
+
+
+def compress_parameters(query: Mapping[str, str]) -> tuple[int, bool]:
+    """``level`` and ``checksum`` of a /compress query, for a session or a stream alike."""
+    return parse_level(query.get("level")), parse_flag(query.get("checksum"), "checksum")
 
 
 async def run_job(session: Session, src: Buffer, size: int, direction: str, runtime: Runtime,
@@ -125,11 +130,17 @@ async def _transform(request: web.Request, direction: str) -> web.StreamResponse
     app = request.app
     config, runtime, metrics, admission = app[CONFIG], app[RUNTIME], app[METRICS], app[ADMISSION]
     bodies = app[BODIES]
-    session = _acceptable(request, direction)
+    session, stream = _acceptable(request, direction)
     if not admission.admit():
         raise overloaded(admission.limit)
     try:
-        src, size = await _read_body(request, runtime, bodies, config.max_body, config.body_timeout)
+        if stream:
+            return await streams.serve(request, direction)
+        src, size, rest = await _read_body(request, runtime, bodies, config.stream_threshold, config.body_timeout)
+        if rest is not None:  # a chunked body that outgrew the whole-body path: it streams from here
+            prefix = bytes(src.view[:size])
+            src.release()
+            return await streams.serve(request, direction, (prefix, rest))
         if not size and direction == "decompress":
             src.release()
             raise Problem(400, "empty-body", "the body is empty; send a zstd frame")
@@ -141,19 +152,22 @@ async def _transform(request: web.Request, direction: str) -> web.StreamResponse
         admission.leave()
 
 
-def _acceptable(request: web.Request, direction: str) -> Session:
-    """The session the request asks for, after every refusal that needs no body: a bad parameter
-    (400), a Content-Encoding (415), a declared length over ``--max-body`` (413)."""
+def _acceptable(request: web.Request, direction: str) -> tuple[Session, bool]:
+    """The session the request asks for and whether its body streams (declared over the stream
+    threshold), after every refusal that needs no body: a bad parameter (400), a Content-Encoding
+    (415), a declared length over ``--max-stream`` (413)."""
     config = request.app[CONFIG]
     session = session_for(direction, request.query, request.app[RUNTIME], config)
     body.check_encoding(request)
-    body.check_length(request, config.max_body)
-    return session
+    stream = (request.content_length or 0) > config.stream_threshold
+    if stream and config.max_stream:
+        body.check_length(request, config.max_stream)
+    return session, stream
 
 
 async def expect_continue(request: web.Request) -> None:
     """``Expect: 100-continue`` on /compress or /decompress: refuse now what would be refused once
-    the body arrived (a bad parameter, a Content-Encoding, a declared length over ``--max-body``),
+    the body arrived (a bad parameter, a Content-Encoding, a declared length over ``--max-stream``),
     so that a client such as curl does not send megabytes to read a 413; else ``100 Continue``."""
     if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
         raise web.HTTPExpectationFailed()  # answered as the problem "expectation-failed"
@@ -164,15 +178,15 @@ async def expect_continue(request: web.Request) -> None:
 
 
 async def _read_body(request: web.Request, runtime: Runtime, bodies: Bodies, limit: int,
-                     timeout: float) -> tuple[Buffer, int]:
+                     timeout: float) -> tuple[Buffer, int, bytes | None]:
     """The body in an SVA buffer, within ``timeout`` (a slow client must not hold a buffer) —
     unless it came whole with the head, as small bodies do: then there is nothing to wait for,
     and no timer is armed (about 3% of a 4 KiB request's CPU in a py-spy profile)."""
     if request.content.is_eof():
-        return await body.read_into_heap(request, runtime, bodies, limit)
+        return await body.read_into_heap(request, runtime, bodies, limit, spill=True)
     try:
         async with asyncio.timeout(timeout):
-            return await body.read_into_heap(request, runtime, bodies, limit)
+            return await body.read_into_heap(request, runtime, bodies, limit, spill=True)
     except TimeoutError:
         raise body_timeout(timeout) from None
 

@@ -42,10 +42,12 @@ KINDS: Final[dict[str, Kind]] = {
                            "send the head at once; the connection is closed"),
     "body-timeout": Kind(408, "the body did not arrive within `--body-timeout`",
                          "send the body at a steady pace, or in a shorter request"),
-    "body-too-large": Kind(413, "the body is over `--max-body` (announced or as it arrived)",
-                           "send less, or ask the operator to raise `--max-body`"),
-    "output-too-large": Kind(413, "the decompressed output would be over `--max-body` (a decompression "
-                             "bomb is stopped here)", "decompress it elsewhere, or in parts"),
+    "body-too-large": Kind(413, "the body is over `--max-stream` (announced, or as it arrived); bodies over "
+                           "`--max-body` stream, so only `--max-stream` bounds a body",
+                           "send less, or ask the operator to raise `--max-stream`"),
+    "output-too-large": Kind(413, "the decompressed output would be over `--max-body` (`--max-stream` for a "
+                             "streamed body; a decompression bomb is stopped here)",
+                             "decompress it elsewhere, or in parts"),
     "uri-too-long": Kind(414, "the request line is over 4094 bytes", "shorten the target"),
     "unsupported-encoding": Kind(415, "the body has a `Content-Encoding` other than identity; the service "
                                  "compresses exactly what it receives", "send the body without an encoding"),

@@ -26,7 +26,8 @@ MIB = 1 << 20
 def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     """A 1 MiB --max-body, so a 3 MiB upload is over it."""
     base = tmp_path_factory.mktemp("edges")
-    srv = start_server(base / "root", base / "server.log", "--max-body", str(MIB), "--heap-size", str(8 * MIB))
+    srv = start_server(base / "root", base / "server.log", "--max-body", str(MIB), "--heap-size", str(8 * MIB),
+                       "--max-stream", str(MIB))  # bodies over --max-body stream: bound those too
     yield srv
     stop_process(srv.proc)
 

@@ -26,9 +26,10 @@ LIMIT = 1000
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
-    """A second server whose body limit is 1000 bytes."""
+    """A second server whose body limit (whole or streamed) is 1000 bytes."""
     base = tmp_path_factory.mktemp("small")
-    srv = start_server(base / "root", base / "server.log", "--access-log", "0", "--max-body", str(LIMIT))
+    srv = start_server(base / "root", base / "server.log", "--access-log", "0", "--max-body", str(LIMIT),
+                       "--max-stream", str(LIMIT))  # bodies over --max-body stream: bound those too
     yield srv
     stop_process(srv.proc)
 

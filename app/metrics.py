@@ -32,6 +32,9 @@ from warp import Runtime, cdev
 DEVICE_NAME: Final = "warp_zip-0"
 #: The code recorded when the client disconnects before its answer (nginx's convention).
 CLIENT_CLOSED: Final = 499
+STREAM_DIRECTIONS: Final = ("compress", "decompress")
+STREAM_OUTCOMES: Final = ("ok", "refused", "cut", "client_closed")
+"""How a stream ends (:mod:`app.api.streams`): answered; a problem before its head; failed after it; the client left."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Guard = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 SYNC_INTERVAL: Final = 1.0
@@ -49,6 +52,11 @@ class Metrics:
         self.tally = Tally()
         self.tally.set("warpzip_build_info", (*BUILD, device), 1)  # device: the alerts tell "none" from an outage
         self._in_flight = self.tally.values["warpzip_http_requests_in_flight"]
+        for direction in STREAM_DIRECTIONS:  # every stream series from the start: rates and alerts need a 0
+            for name in ("warpzip_streams_in_flight", "warpzip_stream_input_bytes", "warpzip_stream_output_bytes"):
+                self.tally.set(name, (direction,), 0)
+            for outcome in STREAM_OUTCOMES:
+                self.tally.set("warpzip_streams", (direction, outcome), 0)
         self._runtime = runtime
         self._admission = admission
         self.files = SnapshotFiles()

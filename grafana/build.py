@@ -232,6 +232,7 @@ def overview() -> Json:
     lat = "warpzip_http_request_duration_seconds_bucket"
     io_routes = 'route=~"/compress|/decompress"'
     five = 'code=~"5.."'
+    ok, not_ok = 'outcome="ok"', 'outcome!="ok"'
     panels = [
         panel(L, 1, "Request rate by route and code",
               "Requests per second answered by the service, by aiohttp route and HTTP status code "
@@ -294,6 +295,21 @@ def overview() -> Json:
               "Buffer allocations per second by pool result: hit (reused a prefaulted buffer), miss (carved "
               "a new block from the heap), exhausted (no memory left: the request gets 503).",
               "ops", [(f"sum by (result) ({rate('warpzip_sva_pool_allocations_total')})", "{{result}}")]),
+        panel(L, 13, "Streams in flight and how they end",
+              "Streamed requests (bodies over --stream-above) in progress by direction "
+              "(warpzip_streams_in_flight), and streams ended per second by outcome (warpzip_streams_total): "
+              "ok; refused = a problem document before the response head; cut = failed after it, the "
+              "connection closed before the last chunk; client_closed.",
+              "short", [(f"sum by (direction) ({sel('warpzip_streams_in_flight')})", "in flight {{direction}}"),
+                        (f"sum by (outcome) ({rate('warpzip_streams_total', ok)})", "ok"),
+                        (f"sum by (outcome) ({rate('warpzip_streams_total', not_ok)})",
+                         "error {{outcome}}")]),
+        panel(L, 14, "Stream throughput",
+              "Bytes per second the streams take from their uploads and send back, by direction, counted "
+              "block by block while a stream runs (warpzip_stream_input_bytes_total / _output_bytes_total); "
+              "whole-body requests are in Compressor throughput.",
+              "Bps", [(f"sum by (direction) ({rate('warpzip_stream_input_bytes_total')})", "in {{direction}}"),
+                      (f"sum by (direction) ({rate('warpzip_stream_output_bytes_total')})", "out {{direction}}")]),
     ]
     return dashboard("warpzip-overview", "warpzip / Overview",
                      "RED metrics of the HTTP API and saturation of the queues and SVA heap.", panels)

@@ -144,8 +144,9 @@ class Status(enum.IntEnum):
 #: Stream BD statuses that are progress, not failures (UADK: 0x13 is success, NO_SPACE is WD_EAGAIN).
 STREAM_PROGRESS: Final = frozenset({int(Status.DECOMP_NO_SPACE), int(Status.DECOMP_END)})
 
-#: Largest single job (HZ_MAX_SIZE is 8 MiB per BD on ZIP; zstd frames here may be larger).
-MAX_JOB_BYTES: Final = 256 << 20
+#: Largest input or output of one BD (ZIP's ``HZ_MAX_SIZE``); the library sends larger jobs as
+#: stateful BDs of a stream (:mod:`warp.drv.split`).
+MAX_JOB_BYTES: Final = 8 << 20
 #: isolate_strategy: hardware errors per hour tolerated before isolation (UACCE_MAX_ERR_THRESHOLD).
 ISOLATE_STRATEGY_MAX: Final = 65535
 #: The window isolate_strategy counts hardware errors in (qm_hw_err_isolate: SECONDS_PER_HOUR).

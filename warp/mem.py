@@ -50,6 +50,15 @@ class Buffer:
             raise ValueError("write past the end of the buffer")
         self.heap.space.write(self.offset + at, data)
 
+    def borrow(self, at: int, size: int) -> Buffer:
+        """``[at, at + size)`` of this block as a buffer that does not own it: its ``release``
+        does nothing (the block goes back with this buffer). One BD of a split job uses one."""
+        if at < 0 or size < 0 or at + size > self.capacity:
+            raise ValueError("borrowed window outside the buffer")
+        window = Buffer(self.heap, self.offset + at, size)
+        window._released = True
+        return window
+
     def release(self) -> None:
         """Return the block to its pool; safe to call twice."""
         if not self._released:

@@ -200,6 +200,7 @@ class DecompressStream(_Stream):
                 self._at_frame_end = False
             if status == abi.Status.DECOMP_END:
                 self._at_frame_end = True
+                self._mode |= abi.STREAM_NEW  # the engine let the context go with the frame
             if out:
                 yield out
             if status == abi.Status.OK and at >= len(view):

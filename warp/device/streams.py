@@ -11,8 +11,9 @@ holds fails with ``BAD_CTX``: a session that freed its ctx_buf and reused the me
 process's address, or a context the table evicted.
 
 The BDs of one stream are on one queue, which one engine serves at a time, so a context is never
-stepped by two engines at once. A context ends with its stream (the FINISH BD of a compression, a
-failed BD), when its queue is put, or when the queue holds ``CONTEXTS_PER_QUEUE`` others
+stepped by two engines at once. A context ends with its stream — the FINISH BD of a compression,
+the end of a frame in a decompression (a decoder holds nothing between frames, so the session's
+next BD is a new stream), a failed BD — when its queue is put, or when the queue holds ``CONTEXTS_PER_QUEUE`` others
 (least recently used first).
 """
 
@@ -86,7 +87,7 @@ class Streams:
         except TranslationFault as fault:
             status, consumed, produced, more = abi.Status.ADDR_FAULT, 0, 0, fault.pages
         faults += more
-        ended = status not in (abi.Status.OK, abi.Status.DECOMP_END, abi.Status.DECOMP_NO_SPACE) or (
+        ended = status not in (abi.Status.OK, abi.Status.DECOMP_NO_SPACE) or (
             mode & abi.STREAM_FINISH and qp.qc_type is abi.QcType.COMPRESS)
         if ended:
             self._drop(qp.qid, ctx)

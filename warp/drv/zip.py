@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import Final, final
 
 from warp import abi, uacce
+from warp.drv import split
 from warp.drv.base import DriverStats, Job, QueueStats
 from warp.errors import DeviceLost, JobTimeout
 from warp.ring import CqConsumer, SqProducer
@@ -315,6 +316,7 @@ class ZipDriver:
         self.device = device
         self.scheduler: Scheduler = scheduler or LeastLoaded()
         self.queues: dict[abi.QcType, list[ZipQueue]] = {d: [] for d in abi.QcType}
+        self._splits: set[asyncio.Task[None]] = set()  # the tasks running oversized jobs' BDs
         self._alive = True
         try:
             for direction in abi.QcType:
@@ -334,17 +336,42 @@ class ZipDriver:
         self._alive = False
 
     def submit(self, job: Job) -> asyncio.Future[Job]:
-        return self.scheduler.pick(self.queues[job.direction]).submit(job)
+        queue = self.scheduler.pick(self.queues[job.direction])
+        if split.oversized(job):
+            return self._submit_split(queue, job)
+        return queue.submit(job)
+
+    def _submit_split(self, queue: ZipQueue, job: Job) -> asyncio.Future[Job]:
+        """A job over one BD (:mod:`warp.drv.split`): its BDs run in a task; its future is the job's."""
+        if not queue.alive:
+            raise queue.lost_reason
+        loop = asyncio.get_running_loop()
+        job.future = loop.create_future()
+        task = loop.create_task(split.run_async(queue, job))
+        self._splits.add(task)
+        task.add_done_callback(self._splits.discard)
+        return job.future
 
     def submit_many(self, jobs: list[Job]) -> None:
-        for queues, mine in self._split(jobs):
-            self.scheduler.pick(queues).submit_many(mine)
+        for queues, mine in self._by_direction(jobs):
+            small = [job for job in mine if not split.oversized(job)]
+            for job in mine:
+                if split.oversized(job):
+                    self.submit(job)
+            if small:
+                self.scheduler.pick(queues).submit_many(small)
 
     def run(self, jobs: list[Job], timeout: float) -> None:
-        for queues, mine in self._split(jobs):
-            self.scheduler.pick(queues).run(mine, timeout)
+        for queues, mine in self._by_direction(jobs):
+            queue = self.scheduler.pick(queues)
+            small = [job for job in mine if not split.oversized(job)]
+            if small:
+                queue.run(small, timeout)
+            for job in mine:
+                if split.oversized(job):
+                    split.run_sync(queue, job, timeout)
 
-    def _split(self, jobs: list[Job]) -> Iterator[tuple[list[ZipQueue], list[Job]]]:
+    def _by_direction(self, jobs: list[Job]) -> Iterator[tuple[list[ZipQueue], list[Job]]]:
         """A batch goes to one queue per direction, under one doorbell there."""
         for direction, queues in self.queues.items():
             mine = [job for job in jobs if job.direction is direction]

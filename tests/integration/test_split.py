@@ -1,0 +1,107 @@
+"""ZIP's 8 MiB BD limit: a larger SQE fails with BAD_LENGTH, and the library sends a larger job as
+the stateful BDs of a stream on one queue — one job and one frame to its caller, with failover."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zstandard
+
+from tests.harness import DeviceProc
+from warp import JobFailed, Runtime, abi
+from warp.drv.split import COMPRESS_PIECE, MAX_BD
+
+
+@pytest.fixture
+def runtime(device: DeviceProc) -> Iterator[Runtime]:
+    rt = Runtime(device.root, driver="zip", heap_size=256 << 20, timeout=60)
+    yield rt
+    rt.close()
+
+
+def big_input(corpus: dict[str, Path], size: int) -> bytes:
+    text = corpus["dickens"].read_bytes()
+    return (text * (size // len(text) + 1))[:size]
+
+
+def device_bds(runtime: Runtime) -> int:
+    stats = runtime.statistics().device
+    assert stats is not None
+    return stats.completed
+
+
+def test_a_job_over_one_bd_is_one_frame_made_of_several_bds(runtime: Runtime, corpus: dict[str, Path]) -> None:
+    data = big_input(corpus, 3 * MAX_BD + 12345)
+    before = device_bds(runtime)
+    frame = runtime.compress(data, 3, checksum=True)
+    bds = device_bds(runtime) - before
+    assert bds == -(-len(data) // COMPRESS_PIECE)  # every piece a BD on the device, none on the cpu
+    obj = zstandard.ZstdDecompressor().decompressobj()
+    assert obj.decompress(frame) == data and obj.eof and not obj.unused_data  # one frame
+    assert runtime.fallback_jobs == 0
+
+    before = device_bds(runtime)
+    assert runtime.decompress(frame, max_output=len(data)) == data
+    assert device_bds(runtime) - before >= len(data) // MAX_BD
+    assert runtime.heap.statistics().in_use_bytes == 0
+
+
+def test_async_split_jobs_run_beside_small_ones(runtime: Runtime, corpus: dict[str, Path]) -> None:
+    large = big_input(corpus, 2 * MAX_BD)
+    small = [os.urandom(64) * 64 for _ in range(20)]
+
+    async def main() -> list[bytes]:
+        session = runtime.compressor(1)
+        results = await asyncio.gather(session.acompress(large), *(session.acompress(s) for s in small))
+        out = [r.tobytes() for r in results]
+        for r in results:
+            r.release()
+        return out
+
+    frames = asyncio.run(main())
+    assert [zstandard.decompress(f, max_output_size=len(large)) for f in frames] == [large, *small]
+    assert runtime.fallback_jobs == 0
+    assert runtime.heap.statistics().in_use_bytes == 0
+
+
+def test_split_decompression_stops_at_the_output_limit(runtime: Runtime) -> None:
+    """A frame that does not declare its size is a bomb candidate: the split stops at the limit."""
+    zeros = bytes(3 * MAX_BD)
+    unsized = zstandard.ZstdCompressor(write_content_size=False).compress(zeros)
+    with pytest.raises(JobFailed) as failed:
+        runtime.decompress(unsized, max_output=MAX_BD + 1)
+    assert failed.value.status == abi.Status.DST_TOO_SMALL
+    assert runtime.decompress(unsized, max_output=len(zeros)) == zeros
+    assert runtime.heap.statistics().in_use_bytes == 0
+
+
+def test_a_truncated_large_frame_is_corrupt_input(runtime: Runtime) -> None:
+    data = bytes(np.random.default_rng(3).integers(0, 8, 2 * MAX_BD, np.uint8))
+    frame = zstandard.ZstdCompressor(write_content_size=False).compress(data)
+    with pytest.raises(JobFailed) as failed:
+        runtime.decompress(frame[: len(frame) // 2], max_output=len(data))
+    assert failed.value.status == abi.Status.CORRUPT_INPUT
+
+
+def test_a_device_lost_between_bds_reruns_the_whole_job_on_the_cpu(device: DeviceProc, runtime: Runtime,
+                                                                   corpus: dict[str, Path]) -> None:
+    data = big_input(corpus, 4 * MAX_BD)
+
+    async def main() -> bytes:
+        task = asyncio.ensure_future(runtime.compressor(9).acompress(data))
+        await asyncio.sleep(0.3)  # a few BDs in
+        os.kill(device.pid, signal.SIGKILL)
+        with await task as result:
+            return result.tobytes()
+
+    frame = asyncio.run(main())
+    device.proc.wait(10)
+    assert zstandard.decompress(frame, max_output_size=len(data)) == data
+    assert runtime.fallback_jobs == 1
+    assert runtime.heap.statistics().in_use_bytes == 0

@@ -75,6 +75,11 @@ _size = options.parser(parse_size, "a size")  # bytes with an optional binary su
 _number = options.parser(float, "a number of seconds")
 
 
+def _limit(text: str) -> int:
+    """A size, or 0 for no limit."""
+    return 0 if text.strip() == "0" else _size(text)
+
+
 def _positive(text: str) -> int:
     value = _integer(text)
     if value < 1:
@@ -124,7 +129,7 @@ OPTIONS: tuple[tuple[str, Callable[[str], object], tuple[str, ...] | None, str],
     ("max_body", _size, None, "largest request body (bytes, or with a suffix: 64M, 1GiB)"),
     ("stream_above", _size, None, "bodies larger than this (or than --max-body) are compressed as they arrive and "
      "the response streams back; smaller ones are held whole"),
-    ("max_stream", _size, None, "largest streamed body, and decompressed output of a stream (0: unlimited)"),
+    ("max_stream", _limit, None, "largest streamed body, and decompressed output of a stream (0: unlimited)"),
     ("max_pending", _positive, None, "requests in progress per worker before 503"),
     ("max_connections", _positive, None, "open connections per worker before a new one gets 503"),
     ("heap_size", _size, None, "SVA heap per worker (bytes, or 512M, 1G)"),

@@ -1,0 +1,104 @@
+"""Streamed requests for the tests (and the bench): bodies generated block by block, never whole in
+memory, posted with aiohttp while the response is read; and the peak RSS of each process of a
+server's tree while that happens (worker, parent, device), from /proc.
+
+A streamed body is compressible and not periodic: 1 MiB windows of the Silesia files at offsets
+that walk through them, each prefixed with its index, so a body of gigabytes compresses about as
+the corpus does and a decoder that lost or repeated a block gives a different digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import aiohttp
+
+from bench import proctree
+from bench.soak import role
+
+BLOCK = 1 << 20
+
+
+def corpus_text(files: dict[str, Path]) -> bytes:
+    """The four corpus files joined: the material :func:`body_blocks` cuts from."""
+    return b"".join(path.read_bytes() for _, path in sorted(files.items()))
+
+
+def body_blocks(material: bytes, total: int) -> Iterator[bytes]:
+    """``total`` bytes of body in blocks of :data:`BLOCK` (the last one shorter)."""
+    span = len(material) - BLOCK
+    index = 0
+    sent = 0
+    while sent < total:
+        start = (index * 7_919_123) % span
+        block = index.to_bytes(8, "little") + material[start:start + BLOCK - 8]
+        block = block[:total - sent]
+        sent += len(block)
+        index += 1
+        yield block
+
+
+def digest(blocks: Iterator[bytes]) -> str:
+    sha = hashlib.sha256()
+    for block in blocks:
+        sha.update(block)
+    return sha.hexdigest()
+
+
+async def post_stream(url: str, blocks: Iterator[bytes], out: BinaryIO, length: int | None = None,
+                      timeout: float = 600) -> tuple[int, dict[str, str]]:
+    """POST ``blocks`` (chunked, or with ``length`` as its Content-Length) and write the response body
+    to ``out`` as it arrives; returns the status and headers. A response cut short raises
+    ``aiohttp.ClientPayloadError``."""
+    async def upload() -> AsyncIterator[bytes]:
+        for block in blocks:
+            yield block
+
+    headers = {} if length is None else {"Content-Length": str(length)}
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    async with aiohttp.ClientSession(timeout=client_timeout) as session, \
+            session.post(url, data=upload(), headers=headers) as response:
+        async for piece in response.content.iter_chunked(BLOCK):
+            out.write(piece)
+        return response.status, dict(response.headers)
+
+
+class RssPeaks:
+    """Peak RSS of every process in a server's tree, sampled by a thread while a stream runs."""
+
+    def __init__(self, server_pid: int, interval_s: float = 0.05) -> None:
+        self._pid = server_pid
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self.baseline = self._sample()
+        self.peak = dict(self.baseline)
+        self._thread = threading.Thread(target=self._loop, name="rss-peaks", daemon=True)
+
+    def __enter__(self) -> RssPeaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> dict[str, int]:
+        """RSS by role (``server``, ``worker``, ``device``; the largest of a role)."""
+        rss: dict[str, int] = {}
+        for stat in proctree.snapshot_tree(self._pid):
+            name = role(stat, self._pid)
+            rss[name] = max(rss.get(name, 0), stat.rss_bytes)
+        return rss
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            for name, value in self._sample().items():
+                self.peak[name] = max(self.peak.get(name, 0), value)
+
+    def growth(self) -> dict[str, int]:
+        """Peak minus baseline, per role."""
+        return {name: value - self.baseline.get(name, 0) for name, value in self.peak.items()}

@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 SERVE_STAMP := $(VENV)/.installed-serve
 DEV_STAMP   := $(VENV)/.installed-dev
 
-.PHONY: install run test lint bench soak clean
+.PHONY: install run test lint bench soak stream-soak clean
 
 install: $(SERVE_STAMP)
 
@@ -41,6 +41,12 @@ bench: $(DEV_STAMP)
 SOAK_DURATION ?= 600
 soak: $(DEV_STAMP)
 	$(PY) -m bench.soak --duration $(SOAK_DURATION)
+
+# Streaming: a STREAM_BYTES body (2 GiB) through /compress and back through /decompress, one frame
+# checked by zstd, every warpzip process's RSS growth under a fixed bound (the suite runs 256 MiB).
+STREAM_BYTES ?= 2147483648
+stream-soak: $(DEV_STAMP)
+	WARPZIP_STREAM_BYTES=$(STREAM_BYTES) $(PY) -m pytest -q -s tests/e2e/test_stream_memory.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -13,7 +13,7 @@ import hashlib
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 import aiohttp
 
@@ -21,6 +21,26 @@ from bench import proctree
 from bench.soak import role
 
 BLOCK = 1 << 20
+
+
+class Writer(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+class Digest:
+    """A :class:`Writer` that keeps only the SHA-256 and length of what it is given."""
+
+    def __init__(self) -> None:
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def hexdigest(self) -> str:
+        return self.sha.hexdigest()
 
 
 def corpus_text(files: dict[str, Path]) -> bytes:
@@ -42,14 +62,20 @@ def body_blocks(material: bytes, total: int) -> Iterator[bytes]:
         yield block
 
 
-def digest(blocks: Iterator[bytes]) -> str:
-    sha = hashlib.sha256()
+def teed(blocks: Iterator[bytes], copy: Writer) -> Iterator[bytes]:
+    """``blocks``, each also written to ``copy`` (a body's digest taken as it is uploaded)."""
     for block in blocks:
-        sha.update(block)
-    return sha.hexdigest()
+        copy.write(block)
+        yield block
 
 
-async def post_stream(url: str, blocks: Iterator[bytes], out: BinaryIO, length: int | None = None,
+def file_blocks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as source:
+        while block := source.read(BLOCK):
+            yield block
+
+
+async def post_stream(url: str, blocks: Iterator[bytes], out: Writer, length: int | None = None,
                       timeout: float = 600) -> tuple[int, dict[str, str]]:
     """POST ``blocks`` (chunked, or with ``length`` as its Content-Length) and write the response body
     to ``out`` as it arrives; returns the status and headers. A response cut short raises

@@ -51,6 +51,10 @@ class HeapExhausted(WarpError):
     """The SVA heap has no block of the requested size: back off and retry."""
 
 
+class Busy(WarpError):
+    """The queue cannot take the request now (UADK's ``-WD_EBUSY``): every slot is in flight."""
+
+
 class JobFailed(WarpError):
     """The engine completed the job with an error status."""
 

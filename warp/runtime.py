@@ -30,6 +30,7 @@ from warp.failover import Expiry, Failover
 from warp.mem import Buffer, SvaHeap
 from warp.probe import Prober
 from warp.result import Result, RuntimeStats
+from warp.sched import POLICIES, Scheduler
 from warp.session import Bytes, Compressor, Decompressor
 from warp.stream import CompressStream, DecompressStream
 from warp.sva import AddressSpace
@@ -47,9 +48,14 @@ class Runtime:
 
     def __init__(self, root: str | os.PathLike[str] | None = None, *, driver: str = "auto", queues: int = 1,
                  heap_size: int = DEFAULT_HEAP, prefault: bool = True, cpu_threads: int = 2,
-                 timeout: float = DEFAULT_TIMEOUT, doorbell_batch: int = DOORBELL_BATCH) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, doorbell_batch: int = DOORBELL_BATCH,
+                 sched: str = "least-loaded") -> None:
         if driver not in ("auto", "zip", "cpu"):
             raise ValueError("driver must be auto, zip or cpu")
+        if sched not in POLICIES:
+            raise ValueError(f"sched must be one of {', '.join(POLICIES)}")
+        #: Which queue a job goes to (:mod:`warp.sched`); kept across the drivers a probe opens.
+        self.scheduler: Scheduler = POLICIES[sched]()
         self.root = Path(root) if root is not None else cdev.default_root()
         self.timeout = timeout
         self.space = AddressSpace(heap_size)
@@ -66,10 +72,10 @@ class Runtime:
         self._compressors: dict[tuple[int, bool], Compressor] = {}
         #: Losses whose destination buffers the device may still write (released when it lets go).
         self._quarantine: list[DeviceLost] = []
-        self._queues = queues
+        self.queue_count = queues  # per direction, on every device driver it opens
         self._use_device = driver != "cpu"
         self._failover = Failover()
-        self._prober = Prober(lambda: self._open_zip(self._queues), self._failover)
+        self._prober = Prober(lambda: self._open_zip(self.queue_count), self._failover)
         self.device_error: str | None = None
         if driver != "cpu":
             try:
@@ -85,7 +91,8 @@ class Runtime:
         found = uacce.devices(self.root, "zstd")
         if not found:
             raise NoDevice("no device offers zstd")
-        return ZipDriver(found[0], self.space, queues=queues, doorbell_batch=self.doorbell_batch)
+        return ZipDriver(found[0], self.space, queues=queues, scheduler=self.scheduler,
+                         doorbell_batch=self.doorbell_batch)
 
     @property
     def driver(self) -> Driver:
@@ -105,8 +112,11 @@ class Runtime:
         return self.cpu
 
     def compressor(self, level: int = 3, checksum: bool = False) -> Compressor:
-        """A session for these parameters; sessions hold no state of their own, so one per
-        parameter set is reused (the service asks for one per request)."""
+        """A session for these parameters. Under a per-job scheduler sessions hold no state of
+        their own, so one per parameter set is reused (the service asks for one per request);
+        under ``sched="session"`` each is new and takes the next ctx, as a UADK session does."""
+        if self.scheduler.per_session:
+            return Compressor(self, level, checksum)
         key = (level, checksum)
         session = self._compressors.get(key)
         if session is None:

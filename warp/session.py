@@ -22,8 +22,12 @@ Bytes = bytes | bytearray | memoryview
 
 
 class _Session:
+    direction: abi.QcType
+
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        #: The ctx this session was given at creation (per-session scheduling), else None.
+        self.key = runtime.scheduler.assign(self.direction, runtime.queue_count)
 
     def _job(self, src: Buffer, length: int) -> Job:
         raise NotImplementedError
@@ -70,7 +74,9 @@ class _Session:
 
     def _adopt(self, src: Buffer, length: int) -> Job:
         try:
-            return self._job(src, length)
+            job = self._job(src, length)
+            job.key = self.key
+            return job
         except BaseException:
             src.release()
             raise
@@ -79,6 +85,8 @@ class _Session:
 @final
 class Compressor(_Session):
     """Compress to one zstd frame with the content size in its header."""
+
+    direction = abi.QcType.COMPRESS
 
     def __init__(self, runtime: Runtime, level: int = 3, checksum: bool = False) -> None:
         if not abi.LEVEL_MIN <= level <= abi.LEVEL_MAX:
@@ -116,6 +124,8 @@ class Compressor(_Session):
 @final
 class Decompressor(_Session):
     """Decompress zstd frames; output beyond ``max_output`` fails instead of growing (bomb-proof)."""
+
+    direction = abi.QcType.DECOMPRESS
 
     def __init__(self, runtime: Runtime, max_output: int) -> None:
         super().__init__(runtime)

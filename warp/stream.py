@@ -61,7 +61,8 @@ class _Stream:
         self._ctx: Buffer | None = None
         self._soft: StreamContext | None = None
         if isinstance(driver, ZipDriver):
-            self._queue = driver.scheduler.pick(driver.queues[direction])
+            key = runtime.scheduler.assign(direction, runtime.queue_count)
+            self._queue = driver.scheduler.pick(driver.queues[direction], key)
             self._ctx = runtime.alloc(abi.STREAM_CTX_SIZE)
         else:
             self._soft = StreamContext(direction, level, checksum)

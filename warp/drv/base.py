@@ -46,6 +46,8 @@ class Job:
     consumed: int = 0
     #: Set when the session closed with this BD in flight: the ctx_buf goes back with the job's buffers.
     owns_ctx: bool = False
+    #: The ctx its session was given (:class:`warp.sched.SessionRoundRobin`); None: the scheduler picks.
+    key: int | None = None
 
     def finish(self, status: int, produced: int) -> None:
         """Called by the driver once the engine has let go of the buffers."""

@@ -32,6 +32,7 @@ from typing import Final, final
 from warp import abi, uacce
 from warp.drv import split
 from warp.drv.base import DriverStats, Job, QueueStats
+from warp.drv.pool import MsgPool
 from warp.errors import DeviceLost, JobTimeout
 from warp.ring import CqConsumer, SqProducer
 from warp.sched import LeastLoaded, Scheduler
@@ -62,7 +63,7 @@ class ZipQueue:
         self.direction = direction
         self.sq = SqProducer()
         self.cq = CqConsumer()
-        self.slots: list[Job | None] = [None] * abi.QUEUE_DEPTH
+        self.pool = MsgPool()
         self.pending: deque[Job] = deque()
         self.alive = True
         self.lost_reason = DeviceLost("queue is gone")
@@ -187,15 +188,14 @@ class ZipQueue:
         while self.pending and self.sq.free:
             job = self.pending.popleft()
             slot = self.sq.push()
-            self._write_sqe(slot, job)
-            self.slots[slot] = job
+            self._write_sqe(slot, job, self.pool.take(job))
             written += 1
         if written:
             self.handle.ring(abi.DoorbellCmd.SQ, self.sq.tail)
             self.submitted += written
             self.doorbells += 1
 
-    def _write_sqe(self, slot: int, job: Job) -> None:
+    def _write_sqe(self, slot: int, job: Job, tag: int) -> None:
         w, base = self._words, slot * abi.SQ_WORDS
         w[base + abi.W.CONSUMED] = 0
         w[base + abi.W.PRODUCED] = 0
@@ -213,16 +213,15 @@ class ZipQueue:
         if job.ctx is not None:
             w[base + abi.W.CTX_LO] = job.ctx.address & 0xFFFFFFFF
             w[base + abi.W.CTX_HI] = job.ctx.address >> 32
-        w[base + abi.W.TAG] = slot
+        w[base + abi.W.TAG] = tag
 
     def _drain(self) -> int:
         """Consume every valid CQE; the result is read from the SQE the CQE points at."""
         count = 0
         cq, w = self.handle.view.cq, self._words
         while (slot := self.cq.poll(cq)) is not None:
-            job = self.slots[slot]
-            self.slots[slot] = None
             base = slot * abi.SQ_WORDS
+            job = self.pool.put(w[base + abi.W.TAG])
             status = w[base + abi.W.STATUS] & 0xFF
             produced = w[base + abi.W.PRODUCED]
             count += 1
@@ -252,8 +251,7 @@ class ZipQueue:
                                       else "the device let go of the queue with the job in flight", may_write)
         self._on_lost()
         self._detach()
-        lost = [job for job in self.slots if job is not None] + list(self.pending)
-        self.slots = [None] * abi.QUEUE_DEPTH
+        lost = self.pool.clear() + list(self.pending)
         self.pending.clear()
         for job in lost:
             job.fail(self.lost_reason)
@@ -336,7 +334,7 @@ class ZipDriver:
         self._alive = False
 
     def submit(self, job: Job) -> asyncio.Future[Job]:
-        queue = self.scheduler.pick(self.queues[job.direction])
+        queue = self.scheduler.pick(self.queues[job.direction], job.key)
         if split.oversized(job):
             return self._submit_split(queue, job)
         return queue.submit(job)
@@ -359,11 +357,11 @@ class ZipDriver:
                 if split.oversized(job):
                     self.submit(job)
             if small:
-                self.scheduler.pick(queues).submit_many(small)
+                self.scheduler.pick(queues, small[0].key).submit_many(small)
 
     def run(self, jobs: list[Job], timeout: float) -> None:
         for queues, mine in self._by_direction(jobs):
-            queue = self.scheduler.pick(queues)
+            queue = self.scheduler.pick(queues, mine[0].key)
             small = [job for job in mine if not split.oversized(job)]
             if small:
                 queue.run(small, timeout)

@@ -89,3 +89,28 @@ def test_completions_are_matched_by_their_tag(runtime: Runtime) -> None:
     tags = {int(words[slot * abi.SQ_WORDS + abi.W.TAG]) for slot in range(used)}
     assert tags == {1}  # one job in flight at a time: always the pool's first slot, whatever the SQ slot
     assert queue.pool.strays == 0 and queue.pool.used == 0
+
+
+def test_sync_callers_on_threads_share_a_ctx_safely(device: DeviceProc) -> None:
+    """UADK's sync mode holds the ctx's lock across send and receive; without it two threads on
+    one queue race for its SQ and pool."""
+    import threading
+
+    with Runtime(device.root, driver="zip", queues=1, heap_size=64 << 20) as rt:
+        errors: list[BaseException] = []
+
+        def worker(seed: int) -> None:
+            try:
+                for i in range(150):
+                    data = bytes([seed, i % 256]) * (500 + i)
+                    assert rt.decompress(rt.compress(data, 1)) == data
+            except BaseException as exc:  # noqa: BLE001 -- reported by the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert not errors, errors[:3]
+        assert rt.fallback_jobs == 0

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import select
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -64,6 +65,7 @@ class ZipQueue:
         self.sq = SqProducer()
         self.cq = CqConsumer()
         self.pool = MsgPool()
+        self._sync_lock = threading.Lock()
         self.pending: deque[Job] = deque()
         self.alive = True
         self.lost_reason = DeviceLost("queue is gone")
@@ -152,6 +154,13 @@ class ZipQueue:
 
     # ---- sync ------------------------------------------------------------------------------
     def run(self, jobs: list[Job], timeout: float) -> None:
+        """Synchronous jobs, under the ctx's lock (UADK's sync mode holds ``ctx->lock`` across send
+        and receive): another thread's caller waits for the queue instead of racing for its SQ,
+        its pool and its completions."""
+        with self._sync_lock:
+            self._run(jobs, timeout)
+
+    def _run(self, jobs: list[Job], timeout: float) -> None:
         if self._loop is not None:
             if not self._loop.is_closed():
                 raise RuntimeError("this queue is driven by a running event loop; use submit()")

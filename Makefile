@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 SERVE_STAMP := $(VENV)/.installed-serve
 DEV_STAMP   := $(VENV)/.installed-dev
 
-.PHONY: install run test lint bench soak stream-soak clean
+.PHONY: install run test lint bench bench-streams soak stream-soak clean
 
 install: $(SERVE_STAMP)
 
@@ -36,6 +36,11 @@ lint: $(DEV_STAMP)
 # `$(PY) -m bench --help` (--servers, --loads, or --sizes with --connections).
 bench: $(DEV_STAMP)
 	$(PY) -m bench --out BENCHMARKS-run.md --json docs/bench/run.json --plots docs/bench
+
+# Streaming MiB/s: one STREAM_BENCH_SIZE body through /compress and back through /decompress.
+STREAM_BENCH_SIZE ?= 512M
+bench-streams: $(DEV_STAMP)
+	$(PY) -m bench.streams --size $(STREAM_BENCH_SIZE)
 
 # Memory soak: wrk -c64 for SOAK_DURATION seconds, fails if the processes' RSS grew > 10% after warm-up.
 SOAK_DURATION ?= 600

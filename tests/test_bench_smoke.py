@@ -21,6 +21,7 @@ import zstandard
 
 from bench import bodies, plots, proctree, wrk
 from bench import server as server_module
+from bench import streams as bench_streams
 from bench.driver import DEFAULT_LOADS, build_parser, choose_loads, parse_connections, parse_loads, parse_servers
 from bench.report import Meta, Role, Row, ratios_to_best_peer, ratios_to_echo_floor, render_markdown, to_json
 from bench.server import REPO_ROOT, SERVERS, RunningServer, ServerSpec, check_answer, check_echo
@@ -365,3 +366,11 @@ def test_plots_for_a_sweep_and_for_one_concurrency(tmp_path: Path) -> None:
     assert [p.name for p in plots.plot(single, tmp_path / "b")] == ["servers-4kib.png"]
     for path in (tmp_path / "a/sweep-4kib.png", tmp_path / "a/servers-4kib-c4.png", tmp_path / "b/servers-4kib.png"):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_stream_bench_reports_both_directions(tmp_path: Path) -> None:
+    """``python -m bench.streams`` on a small body: a MiB/s line per direction, the round trip checked."""
+    lines = bench_streams.run(12 << 20, 1, tmp_path)
+    assert "round trip identical" in lines[0]
+    assert lines[1].startswith("compress ") and lines[2].startswith("decompress ")
+    assert all(float(line.split()[1]) > 0 for line in lines[1:])

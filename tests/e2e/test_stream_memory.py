@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.streams import Digest, RssPeaks, body_blocks, corpus_text, file_blocks, post_stream, teed
 from tests.harness import ServerProc, require_tool, start_server
-from tests.harness.streams import Digest, RssPeaks, body_blocks, corpus_text, file_blocks, post_stream, teed
 from warp.device.launch import stop_process
 
 MIB = 1 << 20

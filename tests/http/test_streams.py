@@ -24,10 +24,10 @@ import aiohttp
 import pytest
 import zstandard
 
+from bench.streams import body_blocks, corpus_text, post_stream
 from tests.harness import ServerProc, require_tool, start_server, wait_until
 from tests.harness.http import call, check_problem
 from tests.harness.metrics import metric
-from tests.harness.streams import body_blocks, corpus_text, post_stream
 from warp.device.launch import stop_process
 
 MIB = 1 << 20

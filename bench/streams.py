@@ -1,6 +1,12 @@
-"""Streamed requests for the tests (and the bench): bodies generated block by block, never whole in
-memory, posted with aiohttp while the response is read; and the peak RSS of each process of a
-server's tree while that happens (worker, parent, device), from /proc.
+"""``python -m bench.streams``: streaming MB/s of /compress and /decompress (issue 19), and the pieces
+the stream tests share: bodies generated block by block, never whole in memory, posted with aiohttp
+while the response is read; the peak RSS of each process of a server's tree while that happens
+(worker, parent, device), from /proc.
+
+The bench starts warpzip with its defaults, sends one ``--size`` body through /compress (a
+Content-Length over ``--stream-above``, so it streams) and the frame back through /decompress, checks
+the round trip by digest, and prints MiB/s per direction (body bytes over the request's wall time,
+upload, device and download overlapped) with each process's RSS growth.
 
 A streamed body is compressible and not periodic: 1 MiB windows of the Silesia files at offsets
 that walk through them, each prefixed with its index, so a body of gigabytes compresses about as
@@ -9,16 +15,25 @@ the corpus does and a decoder that lost or repeated a block gives a different di
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import bz2
 import hashlib
+import sys
+import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import aiohttp
 
 from bench import proctree
+from bench.server import SERVERS, RunningServer
 from bench.soak import role
+from warp.tool.corpus import CORPUS_DIR
+from warp.tool.units import parse_size
 
 BLOCK = 1 << 20
 
@@ -128,3 +143,53 @@ class RssPeaks:
     def growth(self) -> dict[str, int]:
         """Peak minus baseline, per role."""
         return {name: value - self.baseline.get(name, 0) for name, value in self.peak.items()}
+
+
+def _timed(url: str, blocks: Iterator[bytes], out: Writer, length: int, pid: int) -> tuple[float, dict[str, int]]:
+    """Seconds one streamed request took, and each process's RSS growth meanwhile."""
+    started = time.monotonic()
+    with RssPeaks(pid) as peaks:
+        status, _ = asyncio.run(post_stream(url, blocks, out, length))
+    if status != 200:
+        raise RuntimeError(f"{url} answered {status}")
+    return time.monotonic() - started, peaks.growth()
+
+
+def run(size: int, level: int, scratch: Path) -> list[str]:
+    """One round trip of ``size`` bytes; the report's lines."""
+    material = b"".join(bz2.decompress(path.read_bytes()) for path in sorted(CORPUS_DIR.glob("*.bz2")))
+    frame = scratch / "body.zst"
+    sent, back = Digest(), Digest()
+    with RunningServer(SERVERS["warpzip"], scratch) as server:
+        server.wait_ready()
+        base = f"http://127.0.0.1:{server.port}"
+        with frame.open("wb") as out:
+            up_s, up_rss = _timed(f"{base}/compress?level={level}", teed(body_blocks(material, size), sent), out, size,
+                                  server.process.pid)
+        down_s, down_rss = _timed(f"{base}/decompress", file_blocks(frame), back, frame.stat().st_size,
+                                  server.process.pid)
+    if back.hexdigest() != sent.hexdigest() or back.size != size:
+        raise RuntimeError("the round trip changed the body")
+    mib = size / (1 << 20)
+    return [f"stream {mib:.0f} MiB at level {level}: frame {frame.stat().st_size / (1 << 20):.0f} MiB "
+            f"(ratio {size / frame.stat().st_size:.2f}), round trip identical",
+            f"compress   {mib / up_s:7.1f} MiB/s  ({up_s:.1f} s)  RSS growth MiB: {_mib(up_rss)}",
+            f"decompress {mib / down_s:7.1f} MiB/s  ({down_s:.1f} s)  RSS growth MiB: {_mib(down_rss)}"]
+
+
+def _mib(growth: dict[str, int]) -> str:
+    return ", ".join(f"{name} {value / (1 << 20):+.1f}" for name, value in sorted(growth.items()))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.streams", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=parse_size, default=parse_size("512M"), help="body size (512M, 2G ...)")
+    parser.add_argument("--level", type=int, default=3, help="zstd level")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="warpzip-streams-") as scratch:
+        print("\n".join(run(args.size, args.level, Path(scratch))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

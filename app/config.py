@@ -14,6 +14,7 @@ from typing import NoReturn, final
 from app import budget
 from warp import cdev, logs, options
 from warp.device import ENGINES
+from warp.sched import POLICIES
 from warp.tool.units import parse_size
 
 
@@ -34,6 +35,7 @@ class Config:
     device: str = "embedded"  # embedded | external | none
     engines: int = ENGINES
     queues: int = 2
+    sched: str = "least-loaded"
     max_body: int = 64 << 20
     stream_above: int = 4 << 20
     max_stream: int = 0  # 0: unlimited
@@ -126,6 +128,8 @@ OPTIONS: tuple[tuple[str, Callable[[str], object], tuple[str, ...] | None, str],
      "--root; none: cpu driver only"),
     ("engines", _positive, None, "engines of the embedded device"),
     ("queues", _positive, None, "hardware queues per worker and direction"),
+    ("sched", str, tuple(POLICIES), "which queue a job goes to: the least loaded (measured fastest, BENCHMARKS.md), "
+     "round-robin per job, or per session as UADK's wd_sched (a request's session keeps the queue it was given)"),
     ("max_body", _size, None, "largest request body (bytes, or with a suffix: 64M, 1GiB)"),
     ("stream_above", _size, None, "bodies larger than this (or than --max-body) are compressed as they arrive and "
      "the response streams back; smaller ones are held whole"),

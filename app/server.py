@@ -60,7 +60,8 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     driver = "cpu" if config.device == "none" else "auto"
     runtime = await asyncio.get_running_loop().run_in_executor(None, lambda: Runtime(
-        config.root, driver=driver, queues=config.queues, heap_size=config.heap_size, timeout=config.job_timeout))
+        config.root, driver=driver, queues=config.queues, heap_size=config.heap_size, timeout=config.job_timeout,
+        sched=config.sched))
     app[RUNTIME] = runtime
     if config.device != "none" and runtime.zip is None:
         log.warning("no accelerator under %s (%s); compressing on the cpu driver", config.root,

@@ -51,6 +51,7 @@ def test_every_option_names_its_variable() -> None:
     (["--max-body", str(1 << 30), "--heap-size", str(1 << 20)], {}, "--heap-size"),
     ([], {"WARPZIP_ACCESS_LOG": "maybe"}, "WARPZIP_ACCESS_LOG: not a boolean"),
     ([], {"WARPZIP_DEVICE": "gpu"}, "WARPZIP_DEVICE: invalid choice 'gpu'"),
+    (["--sched", "fastest"], {}, "--sched"),
 ])
 def test_bad_values_are_one_line_and_status_2(args: list[str], env: dict[str, str], needle: str) -> None:
     completed = subprocess.run([sys.executable, "-m", "app", "serve", *args], cwd=REPO, capture_output=True,

@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from warp import abi
 from warp.codec import CodecError, Pointer, ffi, lib
+from warp.drv.base import Job
 
 #: zstd levels whose match finders stand for ZIP's: L8 a lazy hash chain, L9 ("price") the
 #: optimal parser (btopt), which prices each choice as ZIP's price mode does.
@@ -112,6 +113,22 @@ class Lz77:
         long_lit = np.flatnonzero(lit > 0xFFFF)  # at most one: two would need 128 KiB of literals
         overflow = abi.lit_overflow_word(int(long_lit[0]), int(lit[long_lit[0]]) >> 16) if len(long_lit) else 0
         return Pass(literals=literals, sequences=len(lit), area=area, overflow=overflow)
+
+    def run_job(self, src: Pointer, job: Job) -> tuple[abi.Status, int]:
+        """A BD on the cpu driver: the engine's checks and pass, written into the job's flat
+        destination directly; ``(status, sequences)``, with the literal count and dw31 in the job."""
+        lits_size = literal_size(job.length)
+        refused = refusal(job.algorithm, job.length, job.level, job.window, lits_size)
+        if refused is not None:
+            return refused, 0
+        done = self.run(src, np.frombuffer(job.src.view, np.uint8, job.length), job.level, job.window)
+        out = np.frombuffer(job.dst.view, np.uint8)
+        if lits_size + len(done.area) > len(out):
+            return abi.Status.DST_TOO_SMALL, 0
+        out[:len(done.literals)] = done.literals
+        out[lits_size:lits_size + len(done.area)] = done.area
+        job.literals, job.overflow = len(done.literals), done.overflow
+        return abi.Status.OK, done.sequences
 
     def _context(self, level: int, window: int) -> Any:
         cctx = self._cctx.get((level, window))

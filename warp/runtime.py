@@ -20,7 +20,7 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, final
+from typing import Final, Literal, final, overload
 
 from warp import abi, atfork, cdev, uacce
 from warp.drv.base import Driver, DriverStats, Job
@@ -30,7 +30,7 @@ from warp.errors import DeviceLost, JobFailed, JobTimeout, NoDevice, RuntimeClos
 from warp.failover import Expiry, Failover
 from warp.mem import Buffer, HeapStats, SvaHeap
 from warp.probe import Prober
-from warp.session import Bytes, Compressor, Decompressor
+from warp.session import AnyCompressor, Bytes, Compressor, Decompressor, Lz77Compressor, make_compressor
 from warp.sva import AddressSpace
 
 DEFAULT_HEAP: Final = 1 << 30
@@ -101,7 +101,7 @@ class Runtime:
         self._closed_why = "the runtime is closed"
         self._resetting: set[asyncio.Task[None]] = set()
         self.doorbell_batch = doorbell_batch
-        self._compressors: dict[tuple[int, bool], Compressor] = {}
+        self._compressors: dict[tuple[int, bool, str], AnyCompressor] = {}
         #: Losses whose destination buffers the device may still write (released when it lets go).
         self._quarantine: list[DeviceLost] = []
         self._queues = queues
@@ -142,27 +142,27 @@ class Runtime:
                 return fresh
         return self.cpu
 
-    def compressor(self, level: int = 3, checksum: bool = False) -> Compressor:
-        """A session for these parameters; sessions hold no state of their own, so one per
-        parameter set is reused (the service asks for one per request)."""
-        key = (level, checksum)
-        session = self._compressors.get(key)
-        if session is None:
-            session = self._compressors[key] = Compressor(self, level, checksum)
-        return session
+    @overload
+    def compressor(self, level: int = 3, checksum: bool = False) -> Compressor: ...
+    @overload
+    def compressor(self, level: int, checksum: bool, algorithm: Literal["lz77_zstd"]) -> Lz77Compressor: ...
+    def compressor(self, level: int = 3, checksum: bool = False, algorithm: str = "zstd") -> AnyCompressor:
+        """A session per parameter set, reused: sessions hold no state (lz77_zstd: :mod:`warp.lz77`)."""
+        key = (level, checksum, algorithm)
+        if key not in self._compressors:
+            self._compressors[key] = make_compressor(self, level, checksum, algorithm)
+        return self._compressors[key]
 
     def decompressor(self, max_output: int) -> Decompressor:
         return Decompressor(self, max_output)
 
     def compress(self, data: Bytes, level: int = 3, checksum: bool = False) -> bytes:
-        """One zstd frame of ``data`` as ``bytes`` (python-zstandard's ``compress``): for callers
-        who do not keep pooled buffers; the zero-copy way is :meth:`compressor` and a view."""
+        """One zstd frame of ``data`` as ``bytes``; the zero-copy way is :meth:`compressor` and a view."""
         with self.compressor(level, checksum).compress(data) as frame:
             return bytes(frame.view)
 
     def decompress(self, data: Bytes, max_output: int | None = None) -> bytes:
-        """The content of the frames in ``data`` as ``bytes``; more than ``max_output`` (default a
-        quarter of the heap) fails with :class:`JobFailed` instead of growing (a bomb stops here)."""
+        """``data``'s content as ``bytes``; over ``max_output`` (default: heap / 4) fails (:class:`JobFailed`)."""
         limit = self.space.size // 4 if max_output is None else max_output
         with self.decompressor(limit).decompress(data) as content:
             return bytes(content.view)

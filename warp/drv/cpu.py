@@ -12,7 +12,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import final
 
-from warp import abi, codec
+from warp import abi, codec, lz77
 from warp.drv.base import DriverStats, Job
 from warp.errors import JobTimeout
 from warp.sva import AddressSpace
@@ -69,8 +69,17 @@ class CpuDriver:
             worker = self._local.codec = codec.Codec()
         base = job.src.heap.space.base
         memory = self._memory
+        if job.algorithm is not abi.Alg.ZSTD:
+            return self._lz77().run_job(memory + (job.src.address - base), job)
         return worker.run(job.direction, memory + (job.dst.address - base), job.dst.capacity,
                           memory + (job.src.address - base), job.length, job.level, job.checksum)
+
+    def _lz77(self) -> lz77.Lz77:
+        """This thread's lz77_zstd match finder: the same pass as the device's engines."""
+        found: lz77.Lz77 | None = getattr(self._local, "lz77", None)
+        if found is None:
+            found = self._local.lz77 = lz77.Lz77()
+        return found
 
     def _complete(self, job: Job, done: asyncio.Future[tuple[abi.Status, int]]) -> None:
         if done.cancelled():

@@ -5,6 +5,7 @@ one zstd frame of the BDs — decoded by the real ``zstd`` CLI and python-zstand
 from __future__ import annotations
 
 import asyncio
+import random
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -257,3 +258,36 @@ def test_cpu_pass_refuses_a_destination_the_sequences_do_not_fit(device: DeviceP
         cpu.cpu.run([job], timeout=30)
         assert (job.status, job.literals) == (abi.Status.DST_TOO_SMALL, 0)
         job.abandon()
+
+
+def test_random_lz77_sqes_complete_with_a_status_and_never_crash(device: DeviceProc) -> None:
+    """lz77_zstd codes with garbage lengths, levels, windows, buffer sizes and addresses: each SQE
+    completes with some status, and a good BD after them still runs."""
+    rng = random.Random(77)
+    space = loaded_space(8 * MIB, b"lz77 fuzz " * 30000)
+    try:
+        with queue_and_counters(device.root, space) as (q, _counters):
+            for _ in range(100):
+                words = {i: rng.getrandbits(32) for i in range(abi.SQ_WORDS)}
+                lits, dst = (rng.choice([OUT, OUT + 200 * KIB, rng.getrandbits(47)]) for _ in range(2))
+                src = rng.choice([0, rng.getrandbits(47)])
+                words |= {abi.W.REQ_TYPE: rng.choice(list(lz77.ALGORITHM.values())) | rng.randint(0, 6) << 12,
+                          abi.W.LEVEL: rng.randint(7, 10),
+                          abi.W.INPUT_LEN: rng.choice([0, 5, 4096, 128 * KIB, 200 * KIB]),
+                          abi.W.LIT_SIZE: rng.choice([0, 200 * KIB, rng.getrandbits(32)]),
+                          abi.W.DEST_AVAIL: rng.choice([0, 1000, 100 * KIB, rng.getrandbits(32)]),
+                          abi.W.SRC_LO: space.address(src) & 0xFFFFFFFF, abi.W.SRC_HI: space.address(src) >> 32,
+                          abi.W.LIT_LO: space.address(lits) & 0xFFFFFFFF, abi.W.LIT_HI: space.address(lits) >> 32,
+                          abi.W.DST_LO: space.address(dst) & 0xFFFFFFFF, abi.W.DST_HI: space.address(dst) >> 32}
+                q.write_words(words)
+            q.doorbell()
+            got = q.wait(100)
+            assert len(got) == 100 and {c.status for c in got} <= {int(s) for s in abi.Status}
+            assert any(c.status == abi.Status.OK for c in got)
+            size = lz77.literal_size(4096)
+            _lz77_sqe(q, abi.Alg.LZ77_ZSTD, 8, 4096, size, 64 * KIB)
+            q.doorbell()
+            assert q.wait(1)[0].status == abi.Status.OK
+        assert device.proc.poll() is None
+    finally:
+        space.close()

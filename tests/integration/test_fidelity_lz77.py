@@ -5,7 +5,9 @@ one zstd frame of the BDs — decoded by the real ``zstd`` CLI and python-zstand
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -291,3 +293,22 @@ def test_random_lz77_sqes_complete_with_a_status_and_never_crash(device: DeviceP
         assert device.proc.poll() is None
     finally:
         space.close()
+
+
+def test_device_killed_mid_frame_finishes_the_frame_on_the_cpu(device: DeviceProc, corpus: dict[str, Path]) -> None:
+    """BDs in flight when the device dies are re-run on the cpu (same pass, same output): the
+    frame is the one the cpu alone would have made."""
+    data = corpus["dickens"].read_bytes()[:4 * MIB]
+    with Runtime(device.root, driver="cpu", heap_size=64 * MIB) as cpu:
+        expected = cpu.compressor(19, False, "lz77_zstd").compress(data)
+    with Runtime(device.root, driver="auto", heap_size=64 * MIB) as rt:
+
+        async def main() -> bytes:
+            task = asyncio.ensure_future(rt.compressor(19, False, "lz77_zstd").acompress(data))
+            await asyncio.sleep(0.05)  # L9 on 32 BDs keeps the one engine busy for far longer
+            assert not task.done()
+            os.kill(device.pid, signal.SIGKILL)
+            return await task
+
+        assert asyncio.run(main()) == expected
+        assert 0 < rt.fallback_jobs <= 32

@@ -125,6 +125,14 @@ class Lz77:
         return cctx
 
 
+def this_thread() -> Lz77:
+    """This thread's match-finder contexts: engine threads and cpu workers keep their own."""
+    found: Lz77 | None = getattr(_local, "lz77", None)
+    if found is None:
+        found = _local.lz77 = Lz77()
+    return found
+
+
 def _literals(data: _U8, lit: _I64, match: _I64) -> _U8:
     """The literal bytes in order — each sequence's, then the BD's last ones — gathered with one
     index array: literal ``k`` of sequence ``i`` is at ``start[i] + k``."""

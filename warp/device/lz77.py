@@ -8,7 +8,6 @@ I/O page fault there, and an unmapped one aborts the BD, as for whole zstd frame
 
 from __future__ import annotations
 
-import threading
 from typing import Final
 
 import numpy as np
@@ -20,7 +19,6 @@ from warp.iommu.mmu import Iommu, TranslationFault
 
 _W: Final = abi.W
 _ALGORITHMS: Final = frozenset(int(alg) for alg in lz77.ALGORITHM.values())
-_local = threading.local()
 
 
 def execute(iommu: Iommu, qp: Qp, w: memoryview, base: int) -> tuple[int, int, int, int]:
@@ -43,7 +41,7 @@ def execute(iommu: Iommu, qp: Qp, w: memoryview, base: int) -> tuple[int, int, i
     except TranslationFault as fault:
         return abi.Status.ADDR_FAULT, 0, 0, fault.pages
     data = np.frombuffer(ffi.buffer(qp.memory + source, length), dtype=np.uint8) if length else np.empty(0, np.uint8)
-    done = _pass().run(qp.memory + source, data, w[base + _W.LEVEL], window)
+    done = lz77.this_thread().run(qp.memory + source, data, w[base + _W.LEVEL], window)
     if len(done.area) > w[base + _W.DEST_AVAIL]:
         return abi.Status.DST_TOO_SMALL, 0, 0, faults  # ERR_DSTLEN_OUT: the sequences do not fit
     try:
@@ -55,10 +53,3 @@ def execute(iommu: Iommu, qp: Qp, w: memoryview, base: int) -> tuple[int, int, i
     w[base + _W.LIT_OVERFLOW] = done.overflow
     return abi.Status.OK, length, done.sequences, faults
 
-
-def _pass() -> lz77.Lz77:
-    """This engine thread's match-finder contexts."""
-    found: lz77.Lz77 | None = getattr(_local, "lz77", None)
-    if found is None:
-        found = _local.lz77 = lz77.Lz77()
-    return found

@@ -83,7 +83,7 @@ class CpuDriver:
         refused = lz77.refusal(job.algorithm, job.length, job.level, job.window, lits_size)
         if refused is not None:
             return refused, 0
-        done = self._lz77().run(src, np.frombuffer(job.src.view, np.uint8, job.length), job.level, job.window)
+        done = lz77.this_thread().run(src, np.frombuffer(job.src.view, np.uint8, job.length), job.level, job.window)
         out = np.frombuffer(job.dst.view, np.uint8)
         if lits_size + len(done.area) > len(out):
             return abi.Status.DST_TOO_SMALL, 0
@@ -91,13 +91,6 @@ class CpuDriver:
         out[lits_size:lits_size + len(done.area)] = done.area
         job.literals, job.overflow = len(done.literals), done.overflow
         return abi.Status.OK, done.sequences
-
-    def _lz77(self) -> lz77.Lz77:
-        """This thread's lz77_zstd match finder: the same pass as the device's engines."""
-        found: lz77.Lz77 | None = getattr(self._local, "lz77", None)
-        if found is None:
-            found = self._local.lz77 = lz77.Lz77()
-        return found
 
     def _complete(self, job: Job, done: asyncio.Future[tuple[abi.Status, int]]) -> None:
         if done.cancelled():

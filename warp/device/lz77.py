@@ -52,4 +52,3 @@ def execute(iommu: Iommu, qp: Qp, w: memoryview, base: int) -> tuple[int, int, i
     w[base + _W.LIT_NUM] = len(done.literals)
     w[base + _W.LIT_OVERFLOW] = done.overflow
     return abi.Status.OK, length, done.sequences, faults
-

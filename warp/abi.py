@@ -120,8 +120,11 @@ class QcType(enum.IntEnum):
 
 
 class Alg(enum.IntEnum):
-    """``req_type`` in SQE dw9. zstd is this device's algorithm; the code sits after HW_LZ77_ZSTD."""
+    """``req_type`` in SQE dw9. Whole zstd frames are this device's own algorithm (the code sits
+    after HW_LZ77_ZSTD); the two lz77_zstd codes are ZIP's (reference §2.7): LZ77 pass only."""
 
+    LZ77_ZSTD_PRICE = 0x42  # L9: the price (optimal-parse) match finder
+    LZ77_ZSTD = 0x43  # L8
     ZSTD = 0x44
 
 
@@ -160,21 +163,26 @@ class W(enum.IntEnum):
     """SQE word indexes (dw numbers of ``struct hisi_zip_sqe``)."""
 
     CONSUMED = 0
-    PRODUCED = 1
+    PRODUCED = 1  # lz77_zstd: the number of sequences
+    LIT_NUM = 2  # comp_data_length; lz77_zstd: the literal count
     STATUS = 3
     INPUT_LEN = 4
     STREAM = 7  # flush_type bit 25, stream_mode bit 26, stream_new bit 27 (see STREAM_*)
     REQ_TYPE = 9
     LEVEL = 10  # signed zstd level, two's complement
     FLAGS = 11
-    DEST_AVAIL = 14
+    LIT_SIZE = 13  # lz77_zstd: literal-buffer size
+    DEST_AVAIL = 14  # lz77_zstd: sequence-area size
     SRC_LO = 18
     SRC_HI = 19
     DST_LO = 20
     DST_HI = 21
     CTX_LO = 22  # stream_ctx_addr: the session's ctx_buf
     CTX_HI = 23
+    LIT_LO = 24  # lz77_zstd: literals_addr
+    LIT_HI = 25
     TAG = 26
+    LIT_OVERFLOW = 31  # lz77_zstd: the sequence whose litLength overflows u16 [23:0], litLength >> 16 [31:24]
 
 
 FLAG_CHECKSUM: Final = 1 << 0
@@ -186,6 +194,32 @@ STREAM_STATEFUL: Final = 1 << 26
 STREAM_NEW: Final = 1 << 27
 #: A stream session's ctx_buf (UADK's ``HW_CTX_SIZE``): user memory the engine keeps its record in.
 STREAM_CTX_SIZE: Final = 0x10000
+#: dw9 window_size[15:12] (lz77_zstd): code → zstd windowLog. zstd windows are powers of two, so
+#: ZIP's 24 KiB (code 3) is 32 KiB here.
+WINDOW_SHIFT: Final = 12
+WINDOW_LOG: Final = (12, 13, 14, 15, 15)
+
+#: lz77_zstd limits and flat layout (reference §3.9): ``dst = [literals: LIT_RESERVE + input]
+#: [sequences: n × seqDef][OVERFLOW_SIZE][FREQ_SIZE]``; an input BD is at most one zstd block.
+ZSTD_MAX_SIZE: Final = 1 << 17
+LIT_RESERVE: Final = 16
+OVERFLOW_SIZE: Final = 8
+FREQ_SIZE: Final = 784
+#: zstd's ``seqDef``: ``offset`` is offBase (real offset + 3: this model never emits repcodes 1..3),
+#: ``matchLength`` is matchLength − MINMATCH, ``litLength`` the low 16 bits (the rest in dw31).
+SEQDEF_DTYPE: Final = np.dtype([("offset", "<u4"), ("litLength", "<u2"), ("matchLength", "<u2")])
+OFFBASE: Final = 3
+MINMATCH: Final = 3
+
+
+def lit_overflow_word(position: int, high: int) -> int:
+    """dw31: the one sequence of a BD whose litLength is ≥ 64 Ki (``high`` = litLength >> 16)."""
+    return (position & 0xFFFFFF) | (high & 0xFF) << 24
+
+
+def lit_overflow(word: int) -> tuple[int, int]:
+    """Inverse of :func:`lit_overflow_word`: ``(position, high)``; ``high == 0`` means none."""
+    return word & 0xFFFFFF, word >> 24
 
 SQE_DTYPE: Final = np.dtype([(f"dw{i}", "<u4") for i in range(SQ_WORDS)])
 CQE_DTYPE: Final = np.dtype([

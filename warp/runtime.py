@@ -19,7 +19,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Final, final
+from typing import Final, Literal, final, overload
 
 from warp import abi, atfork, cdev, uacce
 from warp.drv.base import Driver, Job
@@ -31,7 +31,7 @@ from warp.mem import Buffer, SvaHeap
 from warp.probe import Prober
 from warp.result import Result, RuntimeStats
 from warp.sched import POLICIES, Scheduler
-from warp.session import Bytes, Compressor, Decompressor
+from warp.session import AnyCompressor, Bytes, Compressor, Decompressor, Lz77Compressor, make_compressor
 from warp.stream import CompressStream, DecompressStream
 from warp.sva import AddressSpace
 
@@ -69,7 +69,7 @@ class Runtime:
         self._closed_why = "the runtime is closed"
         self._resetting: set[asyncio.Task[None]] = set()
         self.doorbell_batch = doorbell_batch
-        self._compressors: dict[tuple[int, bool], Compressor] = {}
+        self._compressors: dict[tuple[int, bool, str], AnyCompressor] = {}
         #: Losses whose destination buffers the device may still write (released when it lets go).
         self._quarantine: list[DeviceLost] = []
         self.queue_count = queues  # per direction, on every device driver it opens
@@ -111,17 +111,20 @@ class Runtime:
                 return fresh
         return self.cpu
 
-    def compressor(self, level: int = 3, checksum: bool = False) -> Compressor:
-        """A session for these parameters. Under a per-job scheduler sessions hold no state of
-        their own, so one per parameter set is reused (the service asks for one per request);
-        under ``sched="session"`` each is new and takes the next ctx, as a UADK session does."""
+    @overload
+    def compressor(self, level: int = 3, checksum: bool = False) -> Compressor: ...
+    @overload
+    def compressor(self, level: int, checksum: bool, algorithm: Literal["lz77_zstd"]) -> Lz77Compressor: ...
+    def compressor(self, level: int = 3, checksum: bool = False, algorithm: str = "zstd") -> AnyCompressor:
+        """A session for these parameters (lz77_zstd: :mod:`warp.lz77`). Under a per-job scheduler
+        sessions hold no state, so one per parameter set is reused (the service asks for one per
+        request); under ``sched="session"`` each is new and takes the next ctx, as UADK's do."""
         if self.scheduler.per_session:
-            return Compressor(self, level, checksum)
-        key = (level, checksum)
-        session = self._compressors.get(key)
-        if session is None:
-            session = self._compressors[key] = Compressor(self, level, checksum)
-        return session
+            return make_compressor(self, level, checksum, algorithm)
+        key = (level, checksum, algorithm)
+        if key not in self._compressors:
+            self._compressors[key] = make_compressor(self, level, checksum, algorithm)
+        return self._compressors[key]
 
     def decompressor(self, max_output: int) -> Decompressor:
         return Decompressor(self, max_output)
@@ -135,14 +138,12 @@ class Runtime:
         return DecompressStream(self)
 
     def compress(self, data: Bytes, level: int = 3, checksum: bool = False) -> bytes:
-        """One zstd frame of ``data`` as ``bytes`` (python-zstandard's ``compress``): for callers
-        who do not keep pooled buffers; the zero-copy way is :meth:`compressor` and a view."""
+        """One zstd frame of ``data`` as ``bytes``; the zero-copy way is :meth:`compressor` and a view."""
         with self.compressor(level, checksum).compress(data) as frame:
             return bytes(frame.view)
 
     def decompress(self, data: Bytes, max_output: int | None = None) -> bytes:
-        """The content of the frames in ``data`` as ``bytes``; more than ``max_output`` (default a
-        quarter of the heap) fails with :class:`JobFailed` instead of growing (a bomb stops here)."""
+        """``data``'s content as ``bytes``; over ``max_output`` (default: heap / 4) fails (:class:`JobFailed`)."""
         limit = self.space.size // 4 if max_output is None else max_output
         with self.decompressor(limit).decompress(data) as content:
             return bytes(content.view)

@@ -6,10 +6,12 @@ parameters, created by a :class:`~warp.runtime.Runtime`: sync, async, and batche
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Final, final
 
-from warp import abi, codec
+from warp import abi, codec, lz77
 from warp.drv.base import Job
 from warp.errors import JobFailed
 from warp.mem import Buffer
@@ -119,6 +121,80 @@ class Compressor(_Session):
     async def acompress_many(self, items: Sequence[Bytes]) -> list[Result]:
         """A frame per item, under one doorbell, from an event loop (:meth:`arun_many`)."""
         return await self.arun_many(items)
+
+
+@final
+class Lz77Compressor(_Session):
+    """lz77_zstd (:mod:`warp.lz77`): the input cut into BDs of at most 128 KiB, the LZ77 pass of
+    each on the device (or the cpu), and one zstd frame built by software zstd from their literals
+    and sequences. ``level`` is a zstd level, mapped to ZIP's L8/L9 and window as KAEZstd maps it.
+
+    A BD the device lets down is re-run on the cpu like any job; the pass is the same native call
+    there, so the frame is the one the device would have given. The frame is this process's
+    output, not a device buffer, so it comes back as ``bytes``.
+    """
+
+    direction = abi.QcType.COMPRESS
+
+    def __init__(self, runtime: Runtime, level: int = 3, checksum: bool = False) -> None:
+        if not abi.LEVEL_MIN <= level <= abi.LEVEL_MAX:
+            raise ValueError(f"level must be within {abi.LEVEL_MIN}..{abi.LEVEL_MAX}")
+        super().__init__(runtime)
+        self.level = level
+        self.checksum = checksum
+        self.hw_level, self.window = lz77.hw_params(level)
+        #: CPU time (thread time, ns) this session's software stage spent building frames: what the
+        #: host pays for the entropy coding the device leaves to it (``warpzip bench device``).
+        self.stage_cpu_ns = 0
+
+    def _job(self, src: Buffer, length: int) -> Job:
+        dst = self.runtime.alloc(lz77.output_size(length))
+        return Job(direction=abi.QcType.COMPRESS, src=src, length=length, dst=dst, level=self.hw_level,
+                   algorithm=lz77.ALGORITHM[self.hw_level], window=self.window)
+
+    def compress(self, data: Bytes) -> bytes:
+        """``data`` as one frame, synchronously: every BD under one doorbell."""
+        jobs = self._load_all(_bds(data))
+        return self._frame(jobs, self.runtime.execute_many_sync(jobs), data)
+
+    async def acompress(self, data: Bytes) -> bytes:
+        """``data`` as one frame, from an event loop; the software stage runs in a thread."""
+        jobs = self._load_all(_bds(data))
+        results = await self.runtime.execute_many(jobs)
+        return await asyncio.to_thread(self._frame, jobs, results, data)
+
+    def _frame(self, jobs: list[Job], results: list[Result], data: Bytes) -> bytes:
+        """The software stage over the BDs' outputs (each job's ``dst``: its result's buffer)."""
+        started = time.thread_time_ns()
+        try:
+            blocks = [lz77.Block(job.dst.view, job.length, job.literals, job.produced, job.overflow) for job in jobs]
+            return lz77.frame(blocks, data, self.checksum)
+        finally:
+            for result in results:
+                result.release()
+            self.stage_cpu_ns += time.thread_time_ns() - started
+
+
+#: ``Runtime.compressor``'s algorithms (the device's ``algorithms`` lines).
+ALGORITHMS: Final = ("zstd", "lz77_zstd")
+
+
+AnyCompressor = Compressor | Lz77Compressor
+
+
+def make_compressor(runtime: Runtime, level: int, checksum: bool, algorithm: str) -> AnyCompressor:
+    """A compression session of ``algorithm`` (one of :data:`ALGORITHMS`)."""
+    if algorithm == "lz77_zstd":
+        return Lz77Compressor(runtime, level, checksum)
+    if algorithm != "zstd":
+        raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}")
+    return Compressor(runtime, level, checksum)
+
+
+def _bds(data: Bytes) -> list[memoryview]:
+    """``data`` cut into BDs of at most ``ZSTD_MAX_SIZE`` (one, empty, for empty input)."""
+    view = memoryview(data).cast("B")
+    return [view[at:at + abi.ZSTD_MAX_SIZE] for at in range(0, max(len(view), 1), abi.ZSTD_MAX_SIZE)]
 
 
 @final

@@ -62,7 +62,7 @@ def test_device(server: ServerProc) -> None:
     assert DEVICE_ATTRS <= attrs.keys(), attrs
     assert attrs["name"] == "warp_zip-0"
     assert attrs["api"] == "hisi_qm_v2"
-    assert attrs["algorithms"] == ["zstd"]
+    assert attrs["algorithms"] == ["zstd", "lz77_zstd"]
     assert attrs["isolate"] == 0
     assert attrs["available_instances"] >= 0
     states = [q["state"] for q in device["queues"]]

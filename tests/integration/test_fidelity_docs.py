@@ -42,6 +42,8 @@ def test_fidelity_docs_tables_match_the_abi() -> None:
     sqe = {name(r[1]): int(r[0]) for r in table("sqe")}
     assert sqe == {w.name: int(w) for w in abi.W}
     assert f"`0x{int(abi.Alg.ZSTD):02x}` = zstd" in DOC.read_text()
+    for alg in (abi.Alg.LZ77_ZSTD, abi.Alg.LZ77_ZSTD_PRICE):  # ZIP's codes, by ZIP's names
+        assert f"`0x{int(alg):02x}` = `HW_{alg.name}`" in DOC.read_text()
 
 
 def test_status_codes_are_documented_exactly() -> None:

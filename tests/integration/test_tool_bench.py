@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.harness import REPO, DeviceProc
+from warp import abi
 from warp.tool.bench import main
 
 # Small corpus cut (0.5 MiB a file) and short runs: the point is the plumbing, not the figures.
@@ -43,7 +44,8 @@ def check_report(report: dict[str, Any]) -> None:
         assert m["mb_s"] == pytest.approx(m["bytes_in"] / m["seconds"] / 1e6, rel=1e-3)
     for m in report["runs"]:
         assert m["jobs"] > 0 and m["verified"] is True and m["fallback_jobs"] == 0
-        assert m["device_jobs"] == m["jobs"], "the per-queue DFX counter saw exactly our jobs"
+        bds = -(-report["config"]["block_size"] // abi.ZSTD_MAX_SIZE) if m.get("algorithm") == "lz77_zstd" else 1
+        assert m["device_jobs"] == m["jobs"] * bds, "the per-queue DFX counter saw exactly our jobs (BDs)"
         assert m["engines"] == report["device"]["engines"] == len(m["engine_busy_s"])
         assert sum(m["engine_jobs"]) >= m["jobs"]
         assert 0 < m["engine_busy_ratio"] <= 1.1
@@ -131,3 +133,17 @@ def test_embedded_device_through_warpzip_cli(tmp_path: Path) -> None:
     assert not device_processes(dev["root"]), "the embedded device outlived the benchmark"
     with pytest.raises(ProcessLookupError):
         os.kill(dev["pid"], 0)
+
+
+@pytest.mark.parametrize("mode", ["--sync", "--async"])
+def test_compare_lz77_adds_an_lz77_zstd_run_beside_zstd(device: DeviceProc, tmp_path: Path, mode: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """--compare-lz77: the same blocks through lz77_zstd, with the software stage's CPU reported,
+    and the headline still zstd's."""
+    report = run_tool(device, tmp_path, mode, "--depth", "2", "--block-size", "192k", "--compare-lz77")
+    zstd, lz77 = report["runs"]
+    assert lz77["label"].startswith("lz77_zstd device") and lz77["jobs"] > 0 and lz77["verified"] is True
+    assert lz77["software_stage_cpu_ns"] > 0 and 0 < lz77["software_stage_cpu_share"] <= 1
+    assert lz77["ratio"] > 1 and lz77["errors"] == 0
+    assert report["headline"]["run"] == zstd["label"]
+    assert "software stage (entropy coding + frame)" in capsys.readouterr().out

@@ -30,6 +30,7 @@ from typing import Final, final
 import numpy as np
 
 from warp import abi, codec
+from warp.device import lz77
 from warp.device.irq import Moderator
 from warp.device.qp import Qp, QpState, cq_doorbell, interrupt, sq_tail, u64
 from warp.device.ras import Ras
@@ -357,7 +358,7 @@ class Engines:
     def _execute(self, qp: Qp, w: memoryview, base: int, worker: _EngineState) -> tuple[int, int, int, int]:
         """Run the SQE at word ``base``: ``(status, consumed, produced, faults)``. Bad SQEs fail, never raise."""
         if w[base + _REQ_TYPE] & 0xFF != _ZSTD:
-            return abi.Status.BAD_ALG, 0, 0, 0
+            return lz77.execute(self.iommu, qp, w, base)  # lz77_zstd, or BAD_ALG
         length = w[base + _INPUT_LEN]
         capacity = w[base + _DEST_AVAIL]
         if length > _MAX_JOB or capacity > _MAX_JOB:

@@ -25,7 +25,7 @@ from warp.device.ras import Ras
 from warp.dfx import Dfx, Queue
 from warp.iommu.mmu import Iommu, Mapping
 
-ALGORITHMS: Final = ("zstd",)
+ALGORITHMS: Final = ("zstd", "lz77_zstd")
 
 
 @final

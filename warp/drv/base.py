@@ -48,6 +48,12 @@ class Job:
     owns_ctx: bool = False
     #: The ctx its session was given (:class:`warp.sched.SessionRoundRobin`); None: the scheduler picks.
     key: int | None = None
+    #: lz77_zstd (:mod:`warp.lz77`): the SQE's alg code and window code; the engine's literal
+    #: count (dw2) and litLength overflow word (dw31), read back with ``produced`` (the sequences).
+    algorithm: abi.Alg = abi.Alg.ZSTD
+    window: int = 0
+    literals: int = 0
+    overflow: int = 0
 
     def finish(self, status: int, produced: int) -> None:
         """Called by the driver once the engine has let go of the buffers."""

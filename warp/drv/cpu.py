@@ -12,7 +12,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import final
 
-from warp import abi, codec
+import numpy as np
+
+from warp import abi, codec, lz77
 from warp.drv.base import DriverStats, Job
 from warp.errors import JobTimeout
 from warp.sva import AddressSpace
@@ -69,8 +71,26 @@ class CpuDriver:
             worker = self._local.codec = codec.Codec()
         base = job.src.heap.space.base
         memory = self._memory
+        if job.algorithm is not abi.Alg.ZSTD:
+            return self._lz77_bd(memory + (job.src.address - base), job)
         return worker.run(job.direction, memory + (job.dst.address - base), job.dst.capacity,
                           memory + (job.src.address - base), job.length, job.level, job.checksum)
+
+    def _lz77_bd(self, src: codec.Pointer, job: Job) -> tuple[abi.Status, int]:
+        """An lz77_zstd BD: the engine's checks and pass (:mod:`warp.lz77`), written into the job's
+        flat destination; ``(status, sequences)``, the literal count and dw31 into the job."""
+        lits_size = lz77.literal_size(job.length)
+        refused = lz77.refusal(job.algorithm, job.length, job.level, job.window, lits_size)
+        if refused is not None:
+            return refused, 0
+        done = lz77.this_thread().run(src, np.frombuffer(job.src.view, np.uint8, job.length), job.level, job.window)
+        out = np.frombuffer(job.dst.view, np.uint8)
+        if lits_size + len(done.area) > len(out):
+            return abi.Status.DST_TOO_SMALL, 0
+        out[:len(done.literals)] = done.literals
+        out[lits_size:lits_size + len(done.area)] = done.area
+        job.literals, job.overflow = len(done.literals), done.overflow
+        return abi.Status.OK, done.sequences
 
     def _complete(self, job: Job, done: asyncio.Future[tuple[abi.Status, int]]) -> None:
         if done.cancelled():

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Final, final
 
-from warp import abi, uacce
+from warp import abi, lz77, uacce
 from warp.drv import split
 from warp.drv.base import DriverStats, Job, QueueStats
 from warp.drv.pool import MsgPool
@@ -210,14 +210,22 @@ class ZipQueue:
         w[base + abi.W.PRODUCED] = 0
         w[base + abi.W.STATUS] = 0
         w[base + abi.W.INPUT_LEN] = job.length
-        w[base + abi.W.REQ_TYPE] = abi.Alg.ZSTD
+        w[base + abi.W.REQ_TYPE] = job.algorithm | job.window << abi.WINDOW_SHIFT
         w[base + abi.W.LEVEL] = abi.level_to_word(job.level)
         w[base + abi.W.FLAGS] = abi.FLAG_CHECKSUM if job.checksum else 0
-        w[base + abi.W.DEST_AVAIL] = job.dst.capacity
+        dst, avail = job.dst.address, job.dst.capacity
+        if job.algorithm is not abi.Alg.ZSTD:  # lz77_zstd: the literals first, the sequence area after them
+            lits = lz77.literal_size(job.length)
+            w[base + abi.W.LIT_NUM] = w[base + abi.W.LIT_OVERFLOW] = 0
+            w[base + abi.W.LIT_SIZE] = lits
+            w[base + abi.W.LIT_LO] = dst & 0xFFFFFFFF
+            w[base + abi.W.LIT_HI] = dst >> 32
+            dst, avail = dst + lits, avail - lits
+        w[base + abi.W.DEST_AVAIL] = avail
         w[base + abi.W.SRC_LO] = job.src.address & 0xFFFFFFFF
         w[base + abi.W.SRC_HI] = job.src.address >> 32
-        w[base + abi.W.DST_LO] = job.dst.address & 0xFFFFFFFF
-        w[base + abi.W.DST_HI] = job.dst.address >> 32
+        w[base + abi.W.DST_LO] = dst & 0xFFFFFFFF
+        w[base + abi.W.DST_HI] = dst >> 32
         w[base + abi.W.STREAM] = job.mode
         if job.ctx is not None:
             w[base + abi.W.CTX_LO] = job.ctx.address & 0xFFFFFFFF
@@ -239,6 +247,8 @@ class ZipQueue:
                     job.consumed = w[base + abi.W.CONSUMED]
                 if status != abi.Status.OK and status not in abi.STREAM_PROGRESS:
                     self.failed += 1
+                if job.algorithm is not abi.Alg.ZSTD:
+                    job.literals, job.overflow = w[base + abi.W.LIT_NUM], w[base + abi.W.LIT_OVERFLOW]
                 job.finish(status, produced)
         if count:
             self.sq.retire(count)

@@ -22,8 +22,10 @@ after the run, over the jobs) is held against the inline call's CPU per job: the
 the hand-off (rings, doorbells, interrupts, translation, counters) costs on top of zstd.
 
 ``--sweep-depth 1,2,4,...`` repeats the async device run at each depth; ``--compare-prefault``
-runs with and without prefaulted buffers back to back. Without ``--root`` the tool starts a device
-of its own (``--engines N``) in a temporary root and stops it at the end.
+runs with and without prefaulted buffers back to back; ``--compare-lz77`` adds an lz77_zstd run per
+depth (:mod:`~warp.tool.bench.lz77`: the engine's LZ77 pass per 128 KiB BD, the frame by software
+zstd in this process, whose CPU it reports). Without ``--root`` the tool starts a device of its own
+(``--engines N``) in a temporary root and stops it at the end.
 
 Each device run opens a fresh :class:`~warp.Runtime` (a fresh SVA heap), so a no-prefault run
 starts from memory the device has never seen: its first pass over the pool faults every

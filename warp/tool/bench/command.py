@@ -16,6 +16,7 @@ from warp.tool import corpus
 from warp.tool.bench import report
 from warp.tool.bench.baselines import measure_inline, measure_peer
 from warp.tool.bench.device import device_pid, device_root, measure_device
+from warp.tool.bench.lz77 import measure_lz77
 from warp.tool.bench.measurement import Measurement, merge
 from warp.tool.bench.options import PROG, Options, parse_options
 from warp.tool.bench.progress import Progress
@@ -51,10 +52,12 @@ def run(opts: Options, argv: Sequence[str], out: IO[str], err: IO[str]) -> dict[
             peers.append(measure_peer(blocks, opts.level, opts.seconds, progress))
             inlines.append(measure_inline(blocks, opts.level, opts.seconds, progress))
             rounds.append([measure_device(root, opts, blocks, depth, prefault, progress, used_pasids, target.pid)
-                           for depth, prefault in configs])
+                           for depth, prefault in configs]
+                          + [measure_lz77(root, opts, blocks, depth, progress, used_pasids, target.pid)
+                             for depth in (opts.depths if opts.lz77 else ())])
         peer = merge(peers)
         inline = merge(inlines)
-        runs = [merge([r[i] for r in rounds]) for i in range(len(configs))]
+        runs = [merge([r[i] for r in rounds]) for i in range(len(rounds[0]))]
     figures = report.build(opts, argv, started, blocks, target, peer, inline, runs)
     out.write(report.render_report(figures, peer, inline, runs, opts, target.engines) + "\n")
     out.flush()

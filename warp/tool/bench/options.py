@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "(default: the Silesia corpus in shared/corpus)")
     job.add_argument("--corpus-bytes", default="16m",
                      help="data cut into blocks at start, spread over the corpus files, default 16m")
+    job.add_argument("--compare-lz77", action="store_true",
+                     help="also run lz77_zstd (the engine's LZ77 pass per 128 KiB BD, the frame by software "
+                          "zstd) in the same mode, depth and level")
     runs = parser.add_argument_group("series")
     runs.add_argument("--sweep-depth", default=None, metavar="LIST",
                       help="async runs at each depth, e.g. 1,2,4,8,16,32 (overrides --depth)")
@@ -91,6 +94,8 @@ class Options:
     quiet: bool
     loop: str
     notes: tuple[str, ...] = ()
+    #: Also measure lz77_zstd (:mod:`warp.tool.bench.lz77`).
+    lz77: bool = False
 
 
 def parse_options(argv: Sequence[str]) -> Options:
@@ -113,7 +118,7 @@ def parse_options(argv: Sequence[str]) -> Options:
         depths=tuple(depths), mode=args.mode, level=args.level,
         prefaults=(True, False) if args.compare_prefault else (bool(args.prefault),),
         seconds=args.seconds, repeat=args.repeat, corpus=args.corpus or CORPUS_DIR, corpus_bytes=corpus_bytes,
-        json=args.json, quiet=args.quiet, loop=loop, notes=tuple(notes))
+        json=args.json, quiet=args.quiet, loop=loop, notes=tuple(notes), lz77=args.compare_lz77)
 
 
 def _check_ranges(args: argparse.Namespace, depths: Sequence[int]) -> None:

@@ -190,10 +190,18 @@ def render_report(report: dict[str, Any], peer: Measurement, inline: Measurement
             lines.append(f"warning: {m.label}: {m.errors} failed job(s) (engine status: count "
                          f"{m.extra.get('error_statuses')}), {m.extra.get('fallback_jobs')} re-run on the cpu, "
                          f"output verified: {m.extra.get('verified')}")
+    lines += [_software_stage_line(m) for m in runs if "software_stage_cpu_ns" in m.extra]
     lines += ["", "in uadk_tool's layout (perf = input KiB/s, iops = Kops, CPU_rate = this process's CPU):"]
     lines += [uadk_line(m, opts.block_size) for m in (peer, inline, *runs)]
     lines += ["", headline(peer, best(runs)), cpu_headline(inline, best(runs))]
     return "\n".join(lines)
+
+
+def _software_stage_line(m: Measurement) -> str:
+    """An lz77_zstd run: what the host paid for the frames the device left to it."""
+    per_job, share = m.extra.get("software_stage_cpu_us_per_job"), m.extra.get("software_stage_cpu_share")
+    return (f"{m.label}: software stage (entropy coding + frame) {_fmt(per_job, '{:.1f}')} us CPU per job, "
+            f"{_fmt(share, '{:.0%}')} of this process's CPU; ratio {_fmt(m.ratio, '{:.3f}')}")
 
 
 def uadk_line(m: Measurement, block_size: int) -> str:
@@ -201,7 +209,8 @@ def uadk_line(m: Measurement, block_size: int) -> str:
     iops: CPU_rate:``, then the average latency ``--latency`` adds and the compress data rate, the
     output as a share of the input), so figures read side by side with the real tool's."""
     rate = 100 * m.bytes_out / m.bytes_in if m.bytes_in else math.nan
-    return (f"{ALGORITHM}: {m.label}: length: {block_size} perf: {m.mb_s * MB / 1024:.0f}KiB/s "
+    return (f"{m.extra.get('algorithm', ALGORITHM)}: {m.label}: length: {block_size} "
+            f"perf: {m.mb_s * MB / 1024:.0f}KiB/s "
             f"iops: {m.jobs_s / 1000:.3f}Kops CPU_rate: {m.cpu_rate * 100:.2f}% "
             f"avg latency: {m.latency.mean_us:.1f}us compress data rate: {rate:.1f}%")
 

@@ -164,10 +164,9 @@ def device_root(opts: Options, progress: Progress) -> Iterator[tuple[Path, int |
         yield opts.root, None
         return
     with tempfile.TemporaryDirectory(prefix="warpzip-bench-") as scratch, \
-            DeviceProcess(Path(scratch) / "root", "--engines", str(opts.engines),
-                          log=Path(scratch) / "device.log") as device:
+            DeviceProcess(Path(scratch) / "root", *opts.device_args, log=Path(scratch) / "device.log") as device:
         pid = device.pid
-        progress.note(f"started device pid {pid} with {opts.engines} engine(s) in {device.root}")
+        progress.note(f"started device pid {pid} ({' '.join(opts.device_args)}) in {device.root}")
         assert pid is not None  # started above
         yield device.root, pid
     progress.note(f"stopped device pid {pid}")

@@ -24,12 +24,14 @@ from warp.tool.bench.report import ALGORITHM, Target
 
 
 def find_target(root: Path, embedded_pid: int | None) -> Target:
-    """The zstd device under ``root``: its name, engine count (from DFX) and the PID serving it."""
+    """The zstd device under ``root``: its name, the engines of its compression pool (from DFX:
+    the ones that serve the benchmark's jobs, so "per engine" means per engine that could) and the
+    PID serving it."""
     found = uacce.devices(root, ALGORITHM)
     if not found:
         raise SystemExit(f"{PROG}: no {ALGORITHM} device under {root}")
     dfx = Dfx(found[0].paths.dfx, 0, 0, create=False)
-    engines = dfx.engines
+    engines = saturation.pool_sizes(dfx)["compress"]
     dfx.close()
     served_by = device_pid(root, found[0].name) if embedded_pid is None else embedded_pid
     return Target(name=found[0].name, root=root, embedded=embedded_pid is not None, pid=served_by, engines=engines)

@@ -111,7 +111,8 @@ OPTIONS: tuple[tuple[str, Callable[[str], object], tuple[str, ...] | None, str],
     ("device", str, ("embedded", "external", "none"),
      "embedded: start a device (and restart it if it dies); external: use one already running under "
      "--root; none: cpu driver only"),
-    ("engines", _positive, None, "engines of the embedded device"),
+    ("engines", _positive, None, "engines per pool (compression, decompression) of the embedded device; "
+     "WARPZIP_COMP_ENGINES / WARPZIP_DECOMP_ENGINES size one pool on its own"),
     ("queues", _positive, None, "hardware queues per worker and direction"),
     ("max_body", _size, None, "largest request body (bytes, or with a suffix: 64M, 1GiB)"),
     ("max_pending", _positive, None, "requests in progress per worker before 503"),

@@ -109,6 +109,9 @@ class Engines:
         self._timing = timing if timing is not None and timing.on else None
         self._job = self._execute if self._timing is None else self._execute_timed
         self._pools = {kind: Pool(kind, pools.ids(kind), self._wake, self._run) for kind in abi.QcType}
+        for kind in abi.QcType:  # before any thread runs: a reader never sees a row without its pool
+            for eid in pools.ids(kind):
+                dfx.engine(eid)[Engine.POOL] = kind
         for pool in self._pools.values():
             pool.start()
 
@@ -172,7 +175,6 @@ class Engines:
     # ---- one engine ------------------------------------------------------------------------
     def _run(self, pool: Pool, eid: int) -> None:
         worker = _EngineState(eid=eid, codec=codec.Codec(), counters=u64(self.dfx.engine(eid)))
-        worker.counters[Engine.POOL] = pool.kind
         faults = self.faults
         while not self._stop.is_set():
             if faults.hang_until and self._hung():

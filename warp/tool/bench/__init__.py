@@ -23,7 +23,10 @@ the hand-off (rings, doorbells, interrupts, translation, counters) costs on top 
 
 ``--sweep-depth 1,2,4,...`` repeats the async device run at each depth; ``--compare-prefault``
 runs with and without prefaulted buffers back to back. Without ``--root`` the tool starts a device
-of its own (``--engines N``) in a temporary root and stops it at the end.
+of its own (``--engines N`` per pool, the pool and timing flags if given) in a temporary root and
+stops it at the end. The device's compression pool serves these runs, so "per engine" is per
+engine of that pool. ``--saturation`` measures instead each pool's throughput and latency against
+BDs in flight (:mod:`~warp.tool.bench.saturation`).
 
 Each device run opens a fresh :class:`~warp.Runtime` (a fresh SVA heap), so a no-prefault run
 starts from memory the device has never seen: its first pass over the pool faults every
@@ -33,7 +36,8 @@ those first faults are what ``IOPF/job`` shows, and their cost is part of the th
 The modules: :mod:`~warp.tool.bench.options` (the command line), :mod:`~warp.tool.bench.baselines`
 (peer and inline), :mod:`~warp.tool.bench.device` and :mod:`~warp.tool.bench.loops` (the device
 runs), :mod:`~warp.tool.bench.measurement` (the figures and their arithmetic, free of I/O),
-:mod:`~warp.tool.bench.report` (JSON and text), :mod:`~warp.tool.bench.progress` and
+:mod:`~warp.tool.bench.report` (JSON and text), :mod:`~warp.tool.bench.saturation` (the curve),
+:mod:`~warp.tool.bench.progress` and
 :mod:`~warp.tool.bench.command` (the run end to end, and ``main``).
 """
 

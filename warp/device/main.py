@@ -59,8 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     integer, number = options.integer, options.number
     option("--root", Path, cdev.default_root(), "runtime root")
     option("--engines", integer, ENGINES, "engines (threads) of each pool that has no size of its own")
-    option("--comp-engines", integer, None, "engines of the compression pool (default: --engines)")
-    option("--decomp-engines", integer, None, "engines of the decompression pool (default: --engines)")
+    option("--comp-engines", integer, None, "engines of the compression pool; None: as --engines")
+    option("--decomp-engines", integer, None, "engines of the decompression pool; None: as --engines")
     option("--bd-latency-us", number, 0.0, "timing model: every BD takes at least this long, the engine sleeping "
            "out what real zstd time leaves; 0 = off (real zstd time)")
     option("--engine-mb-s", number, 0.0, "timing model: engine rate in MB/s of uncompressed bytes, added to "

@@ -114,7 +114,7 @@ def _info(argv: list[str]) -> int:
             print(f"  queue {q['qid']:3d} {q['state']:8s} pasid {q['pasid']:3d} {q['qc_type']:10s} "
                   f"jobs {q['submitted']} ok {q['completed_ok']} err {q['completed_err']} iopf {q['iopf']}")
         for e in device.get("engines", []):
-            print(f"  engine {e['engine']} jobs {e['jobs']} busy {e['busy_ns'] / 1e9:.3f} s")
+            print(f"  engine {e['engine']} ({e['pool']}) jobs {e['jobs']} busy {e['busy_ns'] / 1e9:.3f} s")
     return 1 if gone else 0
 
 

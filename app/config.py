@@ -126,7 +126,8 @@ OPTIONS: tuple[tuple[str, Callable[[str], object], tuple[str, ...] | None, str],
     ("device", str, ("embedded", "external", "none"),
      "embedded: start a device (and restart it if it dies); external: use one already running under "
      "--root; none: cpu driver only"),
-    ("engines", _positive, None, "engines of the embedded device"),
+    ("engines", _positive, None, "engines per pool (compression, decompression) of the embedded device; "
+     "WARPZIP_COMP_ENGINES / WARPZIP_DECOMP_ENGINES size one pool on its own"),
     ("queues", _positive, None, "hardware queues per worker and direction"),
     ("sched", str, tuple(POLICIES), "which queue a job goes to: the least loaded (measured fastest, BENCHMARKS.md), "
      "round-robin per job, or per session as UADK's wd_sched (a request's session keeps the queue it was given)"),

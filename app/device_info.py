@@ -42,7 +42,8 @@ def _device(paths: DevicePaths, running: bool, attrs: dict[str, Any]) -> dict[st
          "qc_type": "decompress" if row[Queue.QC_TYPE] else "compress", "sq_pending": row[Queue.SQ_PENDING],
          **row.named(QUEUE_COUNTERS)}
         for qid, row in dfx.queues_in_use()]
-    out["engines"] = [{"engine": eid, **row.named(Engine)} for eid, row in enumerate(dfx.engines)]
+    out["engines"] = [{"engine": eid, **row.named(Engine), "pool": "decompress" if row[Engine.POOL] else "compress"}
+                      for eid, row in enumerate(dfx.engines)]
     out["iopf"] = dfx.faults.named(c for c in FaultCounter if c < FaultCounter.HIST0)
     out["errors"] = dfx.device.named(Dev)
     return out

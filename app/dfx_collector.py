@@ -94,9 +94,9 @@ class AcceleratorCollector(Collector):
     @staticmethod
     def _engines(dfx: DfxSnapshot) -> Metric:
         busy = CounterMetricFamily("warpzip_device_engine_busy_seconds", "Time engines spent on jobs.",
-                                   labels=["engine"])
+                                   labels=["engine", "pool"])
         for eid, row in enumerate(dfx.engines):
-            busy.add_metric([str(eid)], row[Engine.BUSY_NS] / 1e9)
+            busy.add_metric([str(eid), "decompress" if row[Engine.POOL] else "compress"], row[Engine.BUSY_NS] / 1e9)
         return busy
 
     @staticmethod

@@ -89,6 +89,7 @@ class Engine(enum.IntEnum):
     BYTES_OUT = 4
     ERRORS = 5
     IOPF = 6
+    POOL = 7  # gauge: the engine's pool, as abi.QcType (0 compression, 1 decompression)
 
 
 ROW_HEADER: Final = 0

@@ -16,6 +16,7 @@ import pytest
 from tests.harness import DeviceProc, device_cli
 from tests.integration.fidelity import RawFile, RawQueue, attr, dfx, paths, queue_and_counters, wait_for
 from warp import abi, devices
+from warp.device.pool import PoolSizes
 from warp.device.zip import ZipDevice
 from warp.dfx import Dev, Dfx, Queue
 from warp.iommu.mmu import Iommu
@@ -201,9 +202,9 @@ def test_queues_cannot_be_created_or_started_while_the_qm_resets(tmp_path: Path,
     (open) and starting one fail with EPERM; before and after, both work. Driven in process: the
     reset publishes its new state (the sysfs refresh) while the QM still counts as stopped, which
     is where the probe runs."""
-    counters = Dfx(tmp_path / "dfx", queues=4, engines=1, create=True)
+    counters = Dfx(tmp_path / "dfx", queues=4, engines=2, create=True)
     iommu = Iommu(counters.faults)
-    zip_dev = ZipDevice(iommu, counters, engines=1)
+    zip_dev = ZipDevice(iommu, counters, PoolSizes(1, 1))
     mapping = iommu.bind(os.getpid(), space.heap_fd, space.pt_fd, space.base, space.size)
     idle = zip_dev.get_queue(mapping)
     during: list[str] = []

@@ -4,11 +4,13 @@ What the accelerator's silicon does, so no kernel file is its counterpart: ``qm.
 the doorbells these engines answer, and waits in ``hisi_qm_stop_qp`` for the drain modelled here.
 Queue pairs are in :mod:`warp.device.qp`, errors and isolation in :mod:`warp.device.ras`.
 
-Engines share one epoll set of doorbell eventfds registered EPOLLONESHOT: a doorbelled queue goes
-to exactly one engine (so completions stay in order per queue), which fetches at most ``batch``
-SQEs, posts their CQEs, raises its interrupts (moderated by count, and by time with
-``irq_delay_us``), and — if SQEs remain — kicks the queue again so it rejoins the ready list behind
-the others (round-robin arbitration).
+Engines come in two pools, compression and decompression (:mod:`warp.device.pool`); a started
+queue's doorbell eventfd joins its direction's epoll set, registered EPOLLONESHOT: a doorbelled
+queue goes to exactly one engine of that pool (so completions stay in order per queue), which
+fetches at most ``batch`` SQEs, posts their CQEs, raises its interrupts (moderated by count, and by
+time with ``irq_delay_us``), and — if SQEs remain — kicks the queue again so it rejoins the ready
+list behind the others (round-robin arbitration). With a timing model each job takes at least its
+modelled time, the engine sleeping out the rest (:meth:`Engines._execute_timed`).
 
 Stopping a queue (PUT_Q or close) drains it, as ``hisi_qm_stop_qp`` → ``qm_drain_qp``: the engines
 finish every SQE doorbelled before the stop, each with its real status, and only then does the
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ import numpy as np
 from warp import abi, codec
 from warp.device import lz77
 from warp.device.irq import Moderator
+from warp.device.pool import Pool, PoolSizes, Timing
 from warp.device.qp import Qp, QpState, cq_doorbell, interrupt, sq_tail, u64
 from warp.device.ras import Ras
 from warp.device.streams import Streams
@@ -96,8 +98,8 @@ class _EngineState:
 class Engines:
     """The engine threads of one device, the doorbells they wait on, and the interrupt timer."""
 
-    def __init__(self, iommu: Iommu, dfx: Dfx, ras: Ras, engines: int, batch: int, irq_coalesce: int,
-                 irq_delay_us: int) -> None:
+    def __init__(self, iommu: Iommu, dfx: Dfx, ras: Ras, pools: PoolSizes, batch: int, irq_coalesce: int,
+                 irq_delay_us: int, timing: Timing | None = None) -> None:
         self.iommu = iommu
         self.dfx = dfx
         self.batch = batch
@@ -106,24 +108,29 @@ class Engines:
         self._ras = ras
         self._dev = dfx.dev
         self._lock = threading.Lock()
-        self._by_db: dict[int, Qp] = {}
-        self._epoll = select.epoll()
+        self._by_db: dict[int, tuple[Qp, Pool]] = {}
         self._stop = threading.Event()
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # ends every engine's epoll wait at close
-        self._epoll.register(self._wake, select.EPOLLIN)
         self._moderator = Moderator(irq_coalesce, irq_delay_us * 1000) if irq_delay_us > 0 else None
         self.streams = Streams(iommu)
-        self._threads = [threading.Thread(target=self._run, args=(i,), name=f"engine-{i}", daemon=True)
-                         for i in range(engines)]
-        for thread in self._threads:
-            thread.start()
+        self._timing = timing if timing is not None and timing.on else None
+        self._job = self._execute if self._timing is None else self._execute_timed
+        self._pools = {kind: Pool(kind, pools.ids(kind), self._wake, self._run) for kind in abi.QcType}
+        for kind in abi.QcType:  # before any thread runs: a reader never sees a row without its pool
+            for eid in pools.ids(kind):
+                dfx.engine(eid)[Engine.POOL] = kind
+        for pool in self._pools.values():
+            pool.start()
 
     def start(self, qp: Qp) -> None:
-        """STARTED, and its doorbells reach the engines."""
+        """STARTED, and its doorbells reach the engines of its direction's pool: the direction
+        goes into the SQC at start (``qm_sq_ctx_cfg``), so a SET_QP_CTX after START does not move
+        the queue to the other pool, as it does not reprogram the hardware's SQC."""
+        pool = self._pools[qp.qc_type]
         qp.set_state(QpState.STARTED)
         with self._lock:
-            self._by_db[qp.db_fd] = qp
-        self._epoll.register(qp.db_fd, select.EPOLLIN | select.EPOLLONESHOT)
+            self._by_db[qp.db_fd] = (qp, pool)
+        pool.join(qp.db_fd)
 
     def stop(self, qp: Qp) -> None:
         """``hisi_qm_stop_qp``: drain (``qm_drain_qp``), then no engine takes the queue again. A
@@ -131,11 +138,9 @@ class Engines:
         drain leaves the SQEs no engine fetched without a CQE and takes the reset path."""
         drained = qp.view.tx_stopped or self._drain(qp)
         with self._lock:
-            self._by_db.pop(qp.db_fd, None)
-        try:
-            self._epoll.unregister(qp.db_fd)
-        except (OSError, ValueError):
-            pass
+            entry = self._by_db.pop(qp.db_fd, None)
+        if entry is not None:
+            entry[1].leave(qp.db_fd)
         qp.set_state(QpState.STOPPED)
         qp.halt = True  # an engine inside a batch leaves it after the current job
         with qp.lock:
@@ -169,31 +174,30 @@ class Engines:
     def close(self) -> None:
         self._stop.set()
         os.eventfd_write(self._wake, 1)
-        for thread in self._threads:
-            thread.join(timeout=5)
+        for pool in self._pools.values():
+            pool.close(timeout=5)
         if self._moderator is not None:
             self._moderator.close()
-        self._epoll.close()
         os.close(self._wake)
 
     # ---- one engine ------------------------------------------------------------------------
-    def _run(self, eid: int) -> None:
+    def _run(self, pool: Pool, eid: int) -> None:
         worker = _EngineState(eid=eid, codec=codec.Codec(), counters=u64(self.dfx.engine(eid)))
         faults = self.faults
         while not self._stop.is_set():
             if faults.hang_until and self._hung():
                 continue
             try:
-                events = self._epoll.poll(0.2)
+                events = pool.epoll.poll(0.2)
             except (OSError, ValueError):
                 return
             for fd, _mask in events:
                 if fd == self._wake:
                     break
                 with self._lock:
-                    qp = self._by_db.get(fd)
-                if qp is not None:
-                    self._turn(qp, fd, worker)
+                    entry = self._by_db.get(fd)
+                if entry is not None:
+                    self._turn(entry[0], fd, worker, entry[1])
 
     def _hung(self) -> bool:
         """An injected hang: fetch nothing (doorbells stay pending in epoll) while it lasts."""
@@ -204,7 +208,7 @@ class Engines:
         self._ras.end_hang()
         return False
 
-    def _turn(self, qp: Qp, fd: int, worker: _EngineState) -> None:
+    def _turn(self, qp: Qp, fd: int, worker: _EngineState, pool: Pool) -> None:
         """Serve one doorbelled queue for one batch, then rearm its doorbell."""
         with qp.lock:
             if qp.state is not _STARTED:
@@ -228,10 +232,7 @@ class Engines:
             if more and qp.state is _STARTED:
                 qp.device_kicks += 1
                 os.eventfd_write(fd, 1)  # back of the ready list: round-robin
-            try:
-                self._epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
-            except (OSError, ValueError):
-                pass
+            pool.rearm(fd)
 
     def _serve(self, qp: Qp, worker: _EngineState, budget: int) -> bool:
         """Fetch up to ``budget`` doorbelled SQEs and complete them in order; True if more wait."""
@@ -267,7 +268,7 @@ class Engines:
         cqv = view.cq
         sq, cq = qp.sq, qp.cq
         qid = qp.qid
-        execute = self._execute
+        execute = self._job
         bytes_in = bytes_out = ok = faults = done = unsignalled = 0
         errs: dict[int, int] | None = None
         moderator = self._moderator
@@ -411,10 +412,22 @@ class Engines:
             return abi.Status.HW_ERROR, 0, 0, 0
         factor = self.faults.slow_factor
         if factor == 1.0:
-            return self._execute(qp, w, base, worker)
+            return self._job(qp, w, base, worker)
         started = time.monotonic()
-        result = self._execute(qp, w, base, worker)
+        result = self._job(qp, w, base, worker)
         self._stop.wait((factor - 1.0) * (time.monotonic() - started))
+        return result
+
+    def _execute_timed(self, qp: Qp, w: memoryview, base: int, worker: _EngineState) -> tuple[int, int, int, int]:
+        """A job under the timing model: it takes max(real time, modelled time). The engine
+        sleeps out the difference rather than spinning, so modelled engines cost no CPU and the
+        saturation of a pool is visible on a machine shared with other work; close ends the sleep."""
+        assert self._timing is not None  # chosen as the job only with a model
+        started = time.monotonic_ns()
+        result = self._execute(qp, w, base, worker)
+        left = started + self._timing.cost_ns(qp.qc_type, result[1], result[2]) - time.monotonic_ns()
+        if left > 0:
+            self._stop.wait(left / 1e9)
         return result
 
 

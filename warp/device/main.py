@@ -37,6 +37,7 @@ from typing import TypeVar
 from warp import cdev, logs, options
 from warp.device import ENGINES, QUEUE_PAIRS, control
 from warp.device.core import UacceCore
+from warp.device.pool import PoolSizes, Timing
 from warp.device.zip import ZipDevice
 from warp.dfx import Dfx
 from warp.iommu.mmu import Iommu
@@ -57,7 +58,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     option = functools.partial(_option, parser)
     integer, number = options.integer, options.number
     option("--root", Path, cdev.default_root(), "runtime root")
-    option("--engines", integer, ENGINES, "compression engines (threads)")
+    option("--engines", integer, ENGINES, "engines (threads) of each pool that has no size of its own")
+    option("--comp-engines", integer, None, "engines of the compression pool; None: as --engines")
+    option("--decomp-engines", integer, None, "engines of the decompression pool; None: as --engines")
+    option("--bd-latency-us", number, 0.0, "timing model: every BD takes at least this long, the engine sleeping "
+           "out what real zstd time leaves; 0 = off (real zstd time)")
+    option("--engine-mb-s", number, 0.0, "timing model: engine rate in MB/s of uncompressed bytes, added to "
+           "--bd-latency-us; 0 = off")
     option("--queue-pairs", integer, QUEUE_PAIRS, "hardware queue pairs of the device, shared by every process "
            "(warpzip serve's --queues is per worker and direction)")
     option("--batch", integer, 32, "SQEs an engine takes from a queue per turn")
@@ -73,13 +80,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.log_format not in logs.FORMATS:
         parser.error(f"--log-format: choose from {', '.join(logs.FORMATS)}")
-    for name in ("engines", "queue_pairs", "batch", "irq_coalesce"):
+    args.comp_engines = args.engines if args.comp_engines is None else args.comp_engines
+    args.decomp_engines = args.engines if args.decomp_engines is None else args.decomp_engines
+    for name in ("engines", "comp_engines", "decomp_engines", "queue_pairs", "batch", "irq_coalesce"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.queue_pairs > 0xFFF + 1:
         parser.error("--queue-pairs: a doorbell addresses at most 4096 queues (qn is 12 bits)")
-    if args.irq_delay_us < 0 or args.reclaim_interval_ms < 0:
-        parser.error("--irq-delay-us and --reclaim-interval-ms must not be negative")
+    if args.irq_delay_us < 0 or args.reclaim_interval_ms < 0 or args.bd_latency_us < 0 or args.engine_mb_s < 0:
+        parser.error("--irq-delay-us, --reclaim-interval-ms, --bd-latency-us and --engine-mb-s must not be negative")
     if not 0 < args.reclaim_fraction <= 1:
         parser.error("--reclaim-fraction must be within (0, 1]")
     return args
@@ -143,18 +152,20 @@ def run(args: argparse.Namespace) -> int:
     claim_root(args.root)  # its fd stays open, and locked, for the life of the process
     paths = cdev.DevicePaths(args.root, ZipDevice.name)
     paths.debugfs.mkdir(parents=True, exist_ok=True)
-    dfx = Dfx(paths.dfx, queues=args.queue_pairs, engines=args.engines, create=True)
+    pools = PoolSizes(args.comp_engines, args.decomp_engines)
+    dfx = Dfx(paths.dfx, queues=args.queue_pairs, engines=pools.total, create=True)
     iommu = Iommu(dfx.faults)
-    device = ZipDevice(iommu, dfx, engines=args.engines, batch=args.batch, irq_coalesce=args.irq_coalesce,
+    device = ZipDevice(iommu, dfx, pools=pools, batch=args.batch, irq_coalesce=args.irq_coalesce,
                        irq_delay_us=args.irq_delay_us, reclaim_interval_ms=args.reclaim_interval_ms,
-                       reclaim_fraction=args.reclaim_fraction)
+                       reclaim_fraction=args.reclaim_fraction, timing=Timing(args.bd_latency_us, args.engine_mb_s))
     core = UacceCore(paths, device, iommu, sva=bool(args.iommu_sva))
     core.publish()
     ctl = control.ControlServer(paths.control, device.control)
     ctl.serve()
     core.serve()
-    log.info("%s ready at %s (%d engines, %d queue pairs%s)", device.name, paths.chardev, args.engines,
-             args.queue_pairs, "" if args.iommu_sva else ", no SVA: not registered")
+    log.info("%s ready at %s (%d compression + %d decompression engines, %d queue pairs%s)", device.name,
+             paths.chardev, pools.comp, pools.decomp, args.queue_pairs,
+             "" if args.iommu_sva else ", no SVA: not registered")
     print(f"READY {paths.chardev}", flush=True)
     while not signalled and not stop.wait(SIGNAL_POLL):
         pass

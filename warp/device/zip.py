@@ -20,6 +20,7 @@ from warp import abi, cdev
 from warp.device.control import Reply
 from warp.device.engine import Engines
 from warp.device.faults import Injection, Reclaimer
+from warp.device.pool import PoolSizes, Timing
 from warp.device.qp import Qp, u64
 from warp.device.ras import Ras
 from warp.dfx import Dfx, Queue
@@ -35,9 +36,10 @@ class ZipDevice:
     name = "warp_zip-0"
     algorithms: tuple[str, ...] = ALGORITHMS
 
-    def __init__(self, iommu: Iommu, dfx: Dfx, engines: int = 1, batch: int = 32, irq_coalesce: int = 4,
-                 irq_delay_us: int = 0, reclaim_interval_ms: float = 0, reclaim_fraction: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, iommu: Iommu, dfx: Dfx, pools: PoolSizes, batch: int = 32,
+                 irq_coalesce: int = 4, irq_delay_us: int = 0, reclaim_interval_ms: float = 0,
+                 reclaim_fraction: float = 0.0, clock: Callable[[], float] = time.monotonic,
+                 timing: Timing | None = None) -> None:
         self.iommu = iommu
         self.dfx = dfx
         self._lock = threading.Lock()
@@ -45,7 +47,7 @@ class ZipDevice:
         self._next_qid = 0  # where the cyclic allocator looks first
         self._building: set[int] = set()  # ids handed out whose Qp is still being built
         self.ras = Ras(dfx.dev, iommu, self._taken, clock)
-        self.engines = Engines(iommu, dfx, self.ras, engines, batch, irq_coalesce, irq_delay_us)
+        self.engines = Engines(iommu, dfx, self.ras, pools, batch, irq_coalesce, irq_delay_us, timing)
         self._reclaimer = (Reclaimer(iommu, reclaim_interval_ms / 1000, reclaim_fraction, self.ras.reclaimed)
                            if reclaim_interval_ms > 0 and reclaim_fraction > 0 else None)
         if self._reclaimer is not None:

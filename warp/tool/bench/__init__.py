@@ -25,7 +25,10 @@ the hand-off (rings, doorbells, interrupts, translation, counters) costs on top 
 runs with and without prefaulted buffers back to back; ``--compare-lz77`` adds an lz77_zstd run per
 depth (:mod:`~warp.tool.bench.lz77`: the engine's LZ77 pass per 128 KiB BD, the frame by software
 zstd in this process, whose CPU it reports). Without ``--root`` the tool starts a device of its own
-(``--engines N``) in a temporary root and stops it at the end.
+(``--engines N`` per pool, the pool and timing flags if given) in a temporary root and stops it at
+the end. The device's compression pool serves these runs, so "per engine" is per engine of that
+pool. ``--saturation`` measures instead each pool's throughput and latency against BDs in flight
+(:mod:`~warp.tool.bench.saturation`).
 
 Each device run opens a fresh :class:`~warp.Runtime` (a fresh SVA heap), so a no-prefault run
 starts from memory the device has never seen: its first pass over the pool faults every
@@ -35,7 +38,8 @@ those first faults are what ``IOPF/job`` shows, and their cost is part of the th
 The modules: :mod:`~warp.tool.bench.options` (the command line), :mod:`~warp.tool.bench.baselines`
 (peer and inline), :mod:`~warp.tool.bench.device` and :mod:`~warp.tool.bench.loops` (the device
 runs), :mod:`~warp.tool.bench.measurement` (the figures and their arithmetic, free of I/O),
-:mod:`~warp.tool.bench.report` (JSON and text), :mod:`~warp.tool.bench.progress` and
+:mod:`~warp.tool.bench.report` (JSON and text), :mod:`~warp.tool.bench.saturation` (the curve),
+:mod:`~warp.tool.bench.progress` and
 :mod:`~warp.tool.bench.command` (the run end to end, and ``main``).
 """
 

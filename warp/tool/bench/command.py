@@ -4,6 +4,7 @@ peer, the inline call and every device configuration, then the report on stdout 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from typing import IO, Any
 from warp import WarpError, uacce
 from warp.dfx import Dfx
 from warp.tool import corpus
-from warp.tool.bench import report
+from warp.tool.bench import report, saturation
 from warp.tool.bench.baselines import measure_inline, measure_peer
 from warp.tool.bench.device import device_pid, device_root, measure_device
 from warp.tool.bench.lz77 import measure_lz77
@@ -24,12 +25,14 @@ from warp.tool.bench.report import ALGORITHM, Target
 
 
 def find_target(root: Path, embedded_pid: int | None) -> Target:
-    """The zstd device under ``root``: its name, engine count (from DFX) and the PID serving it."""
+    """The zstd device under ``root``: its name, the engines of its compression pool (from DFX:
+    the ones that serve the benchmark's jobs, so "per engine" means per engine that could) and the
+    PID serving it."""
     found = uacce.devices(root, ALGORITHM)
     if not found:
         raise SystemExit(f"{PROG}: no {ALGORITHM} device under {root}")
     dfx = Dfx(found[0].paths.dfx, 0, 0, create=False)
-    engines = dfx.engines
+    engines = saturation.pool_sizes(dfx)["compress"]
     dfx.close()
     served_by = device_pid(root, found[0].name) if embedded_pid is None else embedded_pid
     return Target(name=found[0].name, root=root, embedded=embedded_pid is not None, pid=served_by, engines=engines)
@@ -41,6 +44,8 @@ def run(opts: Options, argv: Sequence[str], out: IO[str], err: IO[str]) -> dict[
         err.write(f"{PROG}: {note}\n")
     started = time.time()
     blocks = corpus.blocks(opts.corpus, opts.block_size, opts.corpus_bytes)
+    if opts.saturation:
+        return run_saturation(opts, argv, blocks, out, progress)
     with device_root(opts, progress) as (root, pid):
         target = find_target(root, pid)
         used_pasids: set[int] = set()
@@ -64,6 +69,27 @@ def run(opts: Options, argv: Sequence[str], out: IO[str], err: IO[str]) -> dict[
     return figures
 
 
+def run_saturation(opts: Options, argv: Sequence[str], blocks: Sequence[bytes], out: IO[str],
+                   progress: Progress) -> dict[str, Any]:
+    """``--saturation``: each pool's curve (:mod:`~warp.tool.bench.saturation`), as a table and JSON."""
+    with device_root(opts, progress) as (root, pid):
+        target = find_target(root, pid)
+        dfx = Dfx(uacce.devices(root, ALGORITHM)[0].paths.dfx, 0, 0, create=False)
+        try:
+            sizes = saturation.pool_sizes(dfx)
+            limit = dfx.queues // 2  # a point opens its in-flight count of queues per direction
+        finally:
+            dfx.close()
+        points = saturation.measure_curve(root, opts, blocks, sizes, limit, progress)
+    out.write(saturation.render_curve(points, sizes) + "\n")
+    out.flush()
+    return {"tool": PROG, "command": shlex.join(["warpzip", "bench", "device", *argv]),
+            "config": {"level": opts.level, "block_size": opts.block_size, "seconds": opts.seconds,
+                       "device_args": list(opts.device_args) if target.embedded else None},
+            "device": {"name": target.name, "pid": target.pid, "pools": sizes},
+            "saturation": [p.as_dict() for p in points]}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     opts = parse_options(args)
@@ -77,5 +103,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if opts.json is not None:
         opts.json.write_text(json.dumps(figures, indent=2) + "\n")
-    failed = any(r["jobs"] == 0 or r["verified"] is False for r in figures["runs"])
+    rows = figures["runs"] if "runs" in figures else figures["saturation"]
+    failed = any(r["jobs"] == 0 or r.get("verified") is False for r in rows)
     return 1 if failed else 0

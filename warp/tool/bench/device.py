@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import zstandard
 
-from warp import Runtime, cdev
+from warp import Runtime, abi, cdev
 from warp.device.launch import DeviceProcess
 from warp.dfx import Dfx, Engine, Queue
 from warp.iommu.fault import FaultCounter
@@ -45,15 +45,16 @@ _CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
 def snapshot(dfx: Dfx, qids: Sequence[int]) -> DeviceCounters:
     """The DFX counters a run reads, from one snapshot: its own queues' summed, the fault
-    handler's and every engine's."""
+    handler's and those of every engine of the compression pool, the one that serves its jobs."""
     now = dfx.snapshot()
     queues = [now.queues[q] for q in qids]
+    engines = [e for e in now.engines if e[Engine.POOL] == abi.QcType.COMPRESS]
     return DeviceCounters(
         iopf=sum(q[Queue.IOPF] for q in queues),
         queue_jobs=sum(q[Queue.SUBMITTED] for q in queues),
         fault_pages=now.faults[FaultCounter.PAGES_OK],
-        engine_busy_ns=tuple(e[Engine.BUSY_NS] for e in now.engines),
-        engine_jobs=tuple(e[Engine.JOBS] for e in now.engines),
+        engine_busy_ns=tuple(e[Engine.BUSY_NS] for e in engines),
+        engine_jobs=tuple(e[Engine.JOBS] for e in engines),
         batches=sum(q[Queue.BATCHES] for q in queues),
         interrupts=sum(q[Queue.INTERRUPTS] for q in queues),
         doorbells=sum(q[Queue.DOORBELLS] for q in queues))
@@ -164,10 +165,9 @@ def device_root(opts: Options, progress: Progress) -> Iterator[tuple[Path, int |
         yield opts.root, None
         return
     with tempfile.TemporaryDirectory(prefix="warpzip-bench-") as scratch, \
-            DeviceProcess(Path(scratch) / "root", "--engines", str(opts.engines),
-                          log=Path(scratch) / "device.log") as device:
+            DeviceProcess(Path(scratch) / "root", *opts.device_args, log=Path(scratch) / "device.log") as device:
         pid = device.pid
-        progress.note(f"started device pid {pid} with {opts.engines} engine(s) in {device.root}")
+        progress.note(f"started device pid {pid} ({' '.join(opts.device_args)}) in {device.root}")
         assert pid is not None  # started above
         yield device.root, pid
     progress.note(f"stopped device pid {pid}")

@@ -8,11 +8,13 @@ import asyncio
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from warp import Compressor, JobFailed, Runtime
 from warp.tool.bench.progress import Progress
 from warp.tool.units import NS
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -142,7 +144,7 @@ async def async_loop(rt: Runtime, comp: Compressor, blocks: Sequence[bytes], dep
     return start, clock()
 
 
-def run_loop(loop: str, main: Callable[[], Coroutine[Any, Any, tuple[int, int]]]) -> tuple[int, int]:
+def run_loop(loop: str, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """``main()`` to completion on a fresh ``uvloop`` or ``asyncio`` event loop."""
     if loop == "uvloop":
         import uvloop

@@ -35,6 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="runtime root of a running device (default: start one in a temporary root)")
     where.add_argument("--engines", type=int, default=1,
                        help="engines of the device this tool starts (ignored with --root), default 1")
+    where.add_argument("--comp-engines", type=int, default=None,
+                       help="engines of the started device's compression pool, default --engines")
+    where.add_argument("--decomp-engines", type=int, default=None,
+                       help="engines of the started device's decompression pool, default --engines")
+    where.add_argument("--bd-latency-us", type=float, default=0.0,
+                       help="the started device's timing model: every BD takes at least this long (default 0: off)")
+    where.add_argument("--engine-mb-s", type=float, default=0.0,
+                       help="the started device's timing model: engine MB/s of uncompressed bytes (default 0: off)")
     where.add_argument("--queues", type=int, default=None,
                        help="queues per direction the benchmark opens (uadk_tool --ctxnum), default = engines")
     job = parser.add_argument_group("jobs")
@@ -66,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="async runs at each depth, e.g. 1,2,4,8,16,32 (overrides --depth)")
     runs.add_argument("--compare-prefault", action="store_true",
                       help="run with and without prefault back to back (overrides --prefault)")
+    runs.add_argument("--saturation", action="store_true",
+                      help="instead of the comparison: each pool's throughput and latency against BDs in flight")
+    runs.add_argument("--inflight", default=None, metavar="LIST",
+                      help="--saturation: BDs in flight per point, e.g. 1,2,4,8 (default 1, 2, 4 ... 4 x the pool)")
     out = parser.add_argument_group("output")
     out.add_argument("--json", type=Path, default=None, metavar="PATH", help="write every figure as JSON to PATH")
     out.add_argument("--quiet", action="store_true", help="no progress display")
@@ -96,6 +108,9 @@ class Options:
     notes: tuple[str, ...] = ()
     #: Also measure lz77_zstd (:mod:`warp.tool.bench.lz77`).
     lz77: bool = False
+    device_args: tuple[str, ...] = ()  # flags of the device the tool starts (``--engines N`` and the pool flags)
+    saturation: bool = False
+    inflight: tuple[int, ...] = ()  # empty: the default curve per pool
 
 
 def parse_options(argv: Sequence[str]) -> Options:
@@ -108,23 +123,40 @@ def parse_options(argv: Sequence[str]) -> Options:
         depths = parse_depths(args.sweep_depth) if args.sweep_depth else [args.depth]
         _check_ranges(args, depths)
         depths = _mode_depths(args, depths, notes)
+        inflight = parse_depths(args.inflight) if args.inflight else []
     except ValueError as exc:
         parser.error(str(exc))
     loop = _event_loop(args.loop, notes)
-    if args.root is not None and args.engines != 1:
-        notes.append("--engines is ignored with --root: the running device has its own")
+    device_args = _device_args(args)
+    if args.root is not None and device_args != ("--engines", "1"):
+        notes.append("--engines, the pool and the timing flags are ignored with --root: the running device has its own")
     return Options(
         root=args.root, engines=args.engines, queues=args.queues or args.engines, block_size=block_size,
         depths=tuple(depths), mode=args.mode, level=args.level,
         prefaults=(True, False) if args.compare_prefault else (bool(args.prefault),),
         seconds=args.seconds, repeat=args.repeat, corpus=args.corpus or CORPUS_DIR, corpus_bytes=corpus_bytes,
-        json=args.json, quiet=args.quiet, loop=loop, notes=tuple(notes), lz77=args.compare_lz77)
+        json=args.json, quiet=args.quiet, loop=loop, notes=tuple(notes), lz77=args.compare_lz77,
+        device_args=device_args,
+        saturation=args.saturation, inflight=tuple(inflight))
+
+
+def _device_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """The flags of the device the tool starts: ``--engines N``, then only the pool and timing
+    flags given (the device checks them, as for any user)."""
+    out = ["--engines", str(args.engines)]
+    for flag in ("comp_engines", "decomp_engines", "bd_latency_us", "engine_mb_s"):
+        value = getattr(args, flag)
+        if value:
+            out += ["--" + flag.replace("_", "-"), str(value)]
+    return tuple(out)
 
 
 def _check_ranges(args: argparse.Namespace, depths: Sequence[int]) -> None:
     """Every number the run takes is within its range; ``ValueError`` names the first that is not."""
-    if args.engines < 1 or (args.queues is not None and args.queues < 1):
-        raise ValueError("--engines and --queues must be at least 1")
+    if any(n is not None and n < 1 for n in (args.engines, args.comp_engines, args.decomp_engines, args.queues)):
+        raise ValueError("--engines, --comp-engines, --decomp-engines and --queues must be at least 1")
+    if args.bd_latency_us < 0 or args.engine_mb_s < 0:
+        raise ValueError("--bd-latency-us and --engine-mb-s must not be negative")
     if min(depths) < 1:
         raise ValueError("--depth must be at least 1")
     if not 0 < args.seconds <= 3600:

@@ -27,7 +27,7 @@ ALGORITHM: Final = "zstd"
 @dataclass(frozen=True)
 class Target:
     """The device a run measured: its name and root, whether this tool started it, the PID that
-    served the jobs and its engine count."""
+    served the jobs and the engines of its compression pool (those that serve the jobs)."""
 
     name: str
     root: Path
@@ -177,7 +177,7 @@ def render_report(report: dict[str, Any], peer: Measurement, inline: Measurement
         f"{PROG}: {ALGORITHM} level {opts.level}, {human_size(opts.block_size)} blocks, "
         f"{cfg['blocks']} blocks ({human_size(cfg['corpus_bytes'])}) of {'/'.join(names)} round-robin, "
         f"{opts.seconds:g} s per run" + (f", {opts.repeat} interleaved repeats summed" if opts.repeat > 1 else ""),
-        f"device {dev['name']} ({where}): {engines} engine(s), {opts.queues} queue(s) per direction; "
+        f"device {dev['name']} ({where}): {engines} compression engine(s), {opts.queues} queue(s) per direction; "
         f"mode {opts.mode}" + {"sync": " (one job at a time: depth 1)", "batch": " (depth jobs per compress_many)"}
         .get(opts.mode, f", {opts.loop} loop"),
         "",

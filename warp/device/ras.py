@@ -142,35 +142,21 @@ class Ras:
     def reset(self) -> int:
         """Controller reset (``qm_controller_reset``): prepare (count toward isolation, stop every
         queue), reset, restart the QM. Returns the count of resets; raises ``OSError(EIO)`` if it
-        failed, which isolates the device and leaves the QM stopped."""
+        failed, which isolates the device and leaves the QM stopped. The outcome is published
+        (counters, sysfs, each user woken) once the QM runs again, so whoever it wakes can open
+        a new queue at once."""
         with self._reset_lock:
             self._resetting = True
             self._dev[Dev.QM_STOPPED] = 1
+            isolate, qps, failed = False, [], False
             try:
-                return self._controller_reset()
+                isolate = self._hw_err_isolate()
+                qps = self._stop_all()
+                failed = self.faults.take_reset_failure()
+                if not failed:
+                    self._recover()
             finally:
-                with self._lock:
-                    self._reset_scheduled = False
-                    self._resetting = False
-                    self._dev[Dev.QM_STOPPED] = int(self._failed)
-
-    def _controller_reset(self) -> int:
-        isolate = self._hw_err_isolate()
-        qps = self._stop_all()
-        failed = self.faults.take_reset_failure()
-        with self._lock:
-            dev = self._dev
-            dev[Dev.RESETS] += 1
-            dev[Dev.RESET_FAILS_PENDING] = self.faults.reset_failures
-            resets = int(dev[Dev.RESETS])
-            if failed:
-                dev[Dev.RESET_FAILURES] += 1
-            if (failed or isolate) and not self.isolated():
-                dev[Dev.ISOLATED] = 1
-                dev[Dev.ISOLATIONS] += 1
-            self._failed = failed
-        if not failed:
-            self._recover()
+                resets = self._reset_done(isolate, failed)
         self._wake(qps)
         self.notify()
         if failed:
@@ -179,6 +165,23 @@ class Ras:
         log.warning("controller reset #%d done; every queue keeps its stop flags%s", resets,
                     " (the device is isolated)" if self.isolated() else "")
         return resets
+
+    def _reset_done(self, isolate: bool, failed: bool) -> int:
+        """Publish a controller reset's outcome in one step; the count of resets."""
+        with self._lock:
+            dev = self._dev
+            if failed:
+                dev[Dev.RESET_FAILURES] += 1
+            if (failed or isolate) and not self.isolated():
+                dev[Dev.ISOLATED] = 1
+                dev[Dev.ISOLATIONS] += 1
+            self._failed = failed
+            self._reset_scheduled = False
+            self._resetting = False
+            dev[Dev.RESET_FAILS_PENDING] = self.faults.reset_failures
+            dev[Dev.QM_STOPPED] = int(failed)
+            dev[Dev.RESETS] += 1
+            return int(dev[Dev.RESETS])
 
     def _hw_err_isolate(self) -> bool:
         """Reset-prepare's ``qm_hw_err_isolate``: nothing while isolated; else log the error
@@ -199,14 +202,15 @@ class Ras:
         with self._reset_lock:
             self._resetting = True
             self._dev[Dev.QM_STOPPED] = 1
+            qps: list[Qp] = []
             try:
                 qps = self._stop_all()
-                self._dev[Dev.FUNCTION_RESETS] += 1
                 self._recover()
             finally:
                 with self._lock:
                     self._resetting = False
                     self._dev[Dev.QM_STOPPED] = int(self._failed)
+                    self._dev[Dev.FUNCTION_RESETS] += 1
         self._wake(qps)
         self.notify()
 

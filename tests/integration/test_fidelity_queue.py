@@ -92,7 +92,8 @@ def test_full_sq_is_refused_and_counted_as_send_busy(device: DeviceProc, space: 
 
 def test_cq_never_returned_overflows_and_disables_the_queue(device: DeviceProc, space: AddressSpace) -> None:
     """A consumer that reads CQEs but never rings the CQ doorbell leaves the device no CQ slot:
-    the next completion is a CQ overflow (QM_CQ_OVERFLOW), and the queue is disabled (TX/RX)."""
+    the next completion is a CQ overflow (an AEQE ``QM_CQ_OVERFLOW``), and the QM driver disables
+    the queue (TX/RX)."""
     space.write(0, b"y" * 100)
     space.prefault(MIB, MIB)
     with queue_and_counters(device.root, space) as (q, counters):
@@ -109,6 +110,9 @@ def test_cq_never_returned_overflows_and_disables_the_queue(device: DeviceProc, 
         assert wait_for(lambda: q.handle.view.tx_stopped and q.handle.view.rx_stopped)
         assert int(counters.queue(q.sqn)[Queue.CQ_OVERFLOWS]) == 1
         assert int(counters.dev[Dev.CQ_OVERFLOWS]) == 1
+        # reported as an AEQE (QM_CQ_OVERFLOW), which the QM driver answers with qm_disable_qp
+        assert wait_for(lambda: int(counters.dev[Dev.QPS_DISABLED]) == 1)
+        assert int(counters.dev[Dev.AEQ_CQ_OVERFLOW]) == 1 and int(counters.dev[Dev.RESETS]) == 0
 
 
 def test_qp_info_reports_the_ring_geometry(device: DeviceProc, space: AddressSpace) -> None:

@@ -6,13 +6,16 @@ does), and each AEQ event type has its effect and its DFX count."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import DeviceProc, device_cli, start_device
+from tests.harness import REPO, DeviceProc, device_cli, start_device
 from tests.integration.fidelity import RawFile, RawQueue, attr, dfx, errno_name, paths, wait_for
 from warp import abi, devices
 from warp.device.engine import DRAIN_STALL_S
@@ -37,6 +40,10 @@ def counters(device: DeviceProc) -> Iterator[Dfx]:
     c = dfx(device.root)
     yield c
     c.close()
+
+
+def resets_reach(counters: Dfx, n: int) -> Callable[[], bool]:
+    return lambda: int(counters.dev[Dev.RESETS]) == n
 
 
 def run_one(q: RawQueue, timeout: float = 10) -> int:
@@ -123,7 +130,7 @@ def test_resets_count_toward_isolation_and_no_reset_clears_it(
     assert device_cli(root, "inject", "hw-error", "--count", "3").returncode == 0
     for n in (1, 2):
         assert run_fresh(root, space) == abi.Status.HW_ERROR
-        assert wait_for(lambda: int(counters.dev[Dev.RESETS]) == n, 5)  # noqa: B023 -- used at once
+        assert wait_for(resets_reach(counters, n), 5)
         assert attr(root, "isolate") == "0", f"{n} reset(s) in the hour: not more than isolate_strategy=2"
     assert run_fresh(root, space) == abi.Status.HW_ERROR
     assert wait_for(lambda: attr(root, "isolate") == "1", 5)
@@ -226,6 +233,10 @@ def test_a_cqe_error_disables_only_its_queue(device: DeviceProc, space: AddressS
         assert wait_for(lambda: int(counters.dev[Dev.AEQ_CQE_ERROR]) == 2, 5)
         assert int(counters.dev[Dev.QPS_DISABLED]) == 1 and run_one(other) == abi.Status.OK
         assert int(counters.dev[Dev.RESETS]) == 0 and int(counters.dev[Dev.HW_ERRORS_WINDOW]) == 0
+        shown = subprocess.run([sys.executable, "-m", "app", "info", "--root", str(root), "--json"], cwd=REPO,
+                               capture_output=True, text=True, timeout=30)
+        (listed,) = json.loads(shown.stdout)
+        assert listed["errors"]["aeq_cqe_error"] == 2 and listed["errors"]["qps_disabled"] == 1, "warpzip info"
     finally:
         victim.close()
         other.close()

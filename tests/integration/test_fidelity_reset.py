@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from app.dfx_collector import AcceleratorCollector
 from tests.harness import REPO, DeviceProc, device_cli, start_device
 from tests.integration.fidelity import RawFile, RawQueue, attr, dfx, errno_name, paths, wait_for
 from warp import abi, devices
@@ -237,6 +238,10 @@ def test_a_cqe_error_disables_only_its_queue(device: DeviceProc, space: AddressS
                                capture_output=True, text=True, timeout=30)
         (listed,) = json.loads(shown.stdout)
         assert listed["errors"]["aeq_cqe_error"] == 2 and listed["errors"]["qps_disabled"] == 1, "warpzip info"
+        scraped = {(m.name, s.labels.get("type")): s.value for m in AcceleratorCollector(paths(root)).collect()
+                   for s in m.samples if m.name == "warpzip_device_aeq_events"}
+        assert scraped[("warpzip_device_aeq_events", "cqe_error")] == 2, "the Prometheus collector"
+        assert scraped[("warpzip_device_aeq_events", "cq_overflow")] == 0
     finally:
         victim.close()
         other.close()

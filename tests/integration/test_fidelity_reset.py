@@ -267,6 +267,20 @@ def test_an_eq_overflow_resets_the_function(device: DeviceProc, space: AddressSp
         second.close()
 
 
+def test_an_eq_overflow_restarts_a_qm_a_failed_reset_left_stopped(
+        device: DeviceProc, space: AddressSpace, counters: Dfx) -> None:
+    """``qm_reset_function`` ends in ``hisi_qm_start``: the QM runs again after a failed controller
+    reset left it stopped — and the device stays isolated."""
+    root = device.root
+    assert device_cli(root, "inject", "reset-fail").returncode == 0
+    assert device_cli(root, "reset").returncode == 1
+    assert int(counters.dev[Dev.QM_STOPPED]) == 1
+    assert device_cli(root, "inject", "eq-overflow").returncode == 0
+    assert wait_for(lambda: int(counters.dev[Dev.FUNCTION_RESETS]) == 1, 5)
+    assert int(counters.dev[Dev.QM_STOPPED]) == 0 and attr(root, "isolate") == "1"
+    assert run_fresh(root, space) == abi.Status.OK
+
+
 @pytest.mark.parametrize("argv", [("cqe-error",), ("cqe-error", "--qp", "65536"), ("reset-fail", "--count", "0")])
 def test_aeq_and_reset_injections_are_validated(device: DeviceProc, argv: tuple[str, ...]) -> None:
     """Refused by the CLI (a missing --qp) or by the device (EINVAL), never a crash."""

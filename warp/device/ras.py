@@ -209,7 +209,8 @@ class Ras:
             finally:
                 with self._lock:
                     self._resetting = False
-                    self._dev[Dev.QM_STOPPED] = int(self._failed)
+                    self._failed = False  # hisi_qm_start: the QM runs again, even after a failed reset
+                    self._dev[Dev.QM_STOPPED] = 0
                     self._dev[Dev.FUNCTION_RESETS] += 1
         self._wake(qps)
         self.notify()

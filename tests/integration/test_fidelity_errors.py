@@ -10,7 +10,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -73,6 +73,10 @@ def test_isolate_strategy_writes_are_validated(device: DeviceProc, written: str,
         counters.close()
 
 
+def resets_reach(counters: Dfx, n: int) -> Callable[[], bool]:
+    return lambda: int(counters.dev[Dev.RESETS]) == n
+
+
 def run_one(q: RawQueue, timeout: float = 10) -> int:
     q.write(0, 4000, MIB, 8192, level=1)
     q.doorbell()
@@ -104,7 +108,7 @@ def test_hw_errors_isolate_the_device(device: DeviceProc, space: AddressSpace) -
         before = time.time_ns()
         for n in (1, 2):
             assert run_fresh(root, space) == abi.Status.HW_ERROR
-            assert wait_for(lambda: int(counters.dev[Dev.RESETS]) == n, 5)  # noqa: B023 -- used at once
+            assert wait_for(resets_reach(counters, n), 5)
         assert attr(root, "isolate") == "0", "two errors in the hour: not more than isolate_strategy=2"
         q = RawQueue(root, space)
         row = counters.queue(q.sqn)
@@ -145,7 +149,7 @@ def test_hw_errors_without_a_threshold_never_isolate(device: DeviceProc, space: 
         outcomes = []
         for n in range(11):
             outcomes.append(run_fresh(device.root, space))
-            assert wait_for(lambda: int(counters.dev[Dev.RESETS]) == min(n + 1, 10), 5)  # noqa: B023
+            assert wait_for(resets_reach(counters, min(n + 1, 10)), 5)
         assert outcomes == [abi.Status.HW_ERROR] * 10 + [abi.Status.OK]
         assert attr(device.root, "isolate") == "0" and int(counters.dev[Dev.HW_ERRORS]) == 10
     finally:

@@ -94,6 +94,8 @@ class AeqRing:
         self._returned = head
 
 
+_KNOWN: Final = frozenset(int(t) for t in AeqType)
+
 #: What the driver does with one event: ``(qp_id, type)``.
 Handler = Callable[[int, AeqType], None]
 
@@ -139,10 +141,11 @@ class Aeq:
                 events = self._ring.take()
             for dw0 in events:
                 qp_id, kind = decode(dw0)
+                if kind not in _KNOWN:
+                    log.error("AEQ: unknown error type %d", kind)
+                    continue
                 try:
                     self._handle(qp_id, AeqType(kind))
-                except ValueError:
-                    log.error("AEQ: unknown error type %d", kind)
                 except Exception:  # a model bug must not end the event thread
                     log.exception("AEQ: handling %#x failed", dw0)
             with self._cond:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from tests.integration.fidelity import wait_for
 from warp.device.aeq import Aeq, AeqRing, AeqType, decode, encode
 
@@ -67,4 +69,17 @@ def test_the_driver_thread_handles_events_in_order_and_counts_lost_ones() -> Non
         assert wait_for(lambda: handled[-1] == (6, AeqType.EQ_OVERFLOW))
     finally:
         gate.set()
+        aeq.close()
+
+
+def test_an_unknown_event_type_is_logged_and_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    """qm_aeq_thread's default case: "unknown error type", and the walk goes on."""
+    handled: list[tuple[int, AeqType]] = []
+    aeq = Aeq(lambda qp, kind: handled.append((qp, kind)), lambda: None, depth=8)
+    try:
+        aeq.post(3, 5)
+        aeq.post(4, AeqType.CQE_ERROR)
+        assert wait_for(lambda: handled == [(4, AeqType.CQE_ERROR)])
+        assert "unknown error type 5" in caplog.text
+    finally:
         aeq.close()

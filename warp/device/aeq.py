@@ -39,7 +39,7 @@ class AeqType(enum.IntEnum):
     CQE_ERROR = 2  # QM_CQE_ERROR: qm_disable_qp
 
 
-def encode(qp_id: int, kind: AeqType, phase: int) -> int:
+def encode(qp_id: int, kind: int, phase: int) -> int:
     """One AEQE's ``dw0``."""
     return (qp_id & QP_MASK) | (phase & 1) << 16 | int(kind) << TYPE_SHIFT
 
@@ -66,8 +66,9 @@ class AeqRing:
         self.head = 0
         self.phase = 1  # the consumer's aeqc_phase
 
-    def post(self, qp_id: int, kind: AeqType) -> bool:
-        """The hardware writes one AEQE; False if the ring is full."""
+    def post(self, qp_id: int, kind: int) -> bool:
+        """The hardware writes one AEQE (of any type: qm.c logs those it does not know); False if
+        the ring is full."""
         if self._used == self.depth - 1:
             return False
         self.words[self._tail] = encode(qp_id, kind, self._tail_phase)
@@ -114,14 +115,14 @@ class Aeq:
         self._thread = threading.Thread(target=self._run, name="qm-aeq", daemon=True)
         self._thread.start()
 
-    def post(self, qp_id: int, kind: AeqType) -> None:
+    def post(self, qp_id: int, kind: int) -> None:
         """The hardware reports an event and raises the AEQ interrupt (any thread; never blocks)."""
         with self._cond:
             posted = self._ring.post(qp_id, kind)
             self._raised = True
             self._cond.notify()
         if not posted:
-            log.error("AEQ full: %s event of queue %d lost", kind.name, qp_id)
+            log.error("AEQ full: event type %d of queue %d lost", kind, qp_id)
             self._lost()
 
     def close(self) -> None:

@@ -21,6 +21,9 @@ from warp.iommu.fault import SERVICE_BUCKETS, FaultCounter
 ERROR_REASONS: Final = (("addr_fault", Queue.ERR_ADDR_FAULT), ("hw_error", Queue.ERR_HW),
                         ("dst_too_small", Queue.ERR_DST_TOO_SMALL), ("corrupt_input", Queue.ERR_CORRUPT_INPUT),
                         ("bad_sqe", Queue.ERR_BAD_SQE), ("queue_stopped", Queue.FLUSHED))
+#: AEQ event types (label value, column): a disabled queue (CQ overflow, CQE error) or a function reset.
+AEQ_EVENTS: Final = (("cq_overflow", Dev.AEQ_CQ_OVERFLOW), ("eq_overflow", Dev.AEQ_EQ_OVERFLOW),
+                     ("cqe_error", Dev.AEQ_CQE_ERROR))
 #: Per-queue counters exported as they are: column → (family, help).
 PER_QUEUE: Final = {
     Queue.SUBMITTED: ("warpzip_device_jobs_fetched", "SQEs fetched by the engines."),
@@ -62,6 +65,11 @@ class AcceleratorCollector(Collector):
                                 "isolate_strategy in force: errors per hour tolerated (0 = never isolate).",
                                 value=dev[Dev.ISOLATE_STRATEGY])
         yield CounterMetricFamily("warpzip_device_resets", "Controller resets.", value=dev[Dev.RESETS])
+        aeq = CounterMetricFamily("warpzip_device_aeq_events", "AEQ events the QM driver handled, by type.",
+                                  labels=["type"])
+        for kind, column in AEQ_EVENTS:
+            aeq.add_metric([kind], dev[column])
+        yield aeq
         try:
             available = int((self.paths.sysfs / "available_instances").read_text())
             yield GaugeMetricFamily("warpzip_device_available_instances", "Free hardware queues.", value=available)

@@ -37,7 +37,7 @@ class Dev(enum.IntEnum):
     """Device-wide counters and gauges."""
 
     HW_ERRORS = 0  # hardware errors ever (injected RAS errors)
-    RESETS = 1  # controller resets (``warpzip device reset``)
+    RESETS = 1  # controller resets, automatic (hardware errors) and ``warpzip device reset``, failed ones too
     ISOLATED = 2  # gauge: 1 while isolated (the ``isolate`` attribute)
     CQ_OVERFLOWS = 3
     LAST_HW_ERROR_NS = 4  # wall-clock time of the last hardware error, ns since the epoch
@@ -50,6 +50,15 @@ class Dev(enum.IntEnum):
     RECLAIMED_PAGES = 11  # pages the reclaim simulator or an IOPF storm made non-present
     RECLAIM_PASSES = 12
     INJECTIONS = 13  # fault-injection commands accepted
+    AEQ_CQ_OVERFLOW = 14  # AEQEs the QM driver handled, by type (QM_CQ_OVERFLOW, QM_EQ_OVERFLOW, QM_CQE_ERROR)
+    AEQ_EQ_OVERFLOW = 15
+    AEQ_CQE_ERROR = 16
+    AEQ_LOST = 17  # events the hardware could not post: the AEQ was full
+    QPS_DISABLED = 18  # queue pairs qm_disable_qp stopped (TX flag, stop, RX flag)
+    FUNCTION_RESETS = 19  # qm_reset_function runs (an EQ overflow)
+    RESET_FAILURES = 20  # controller resets that failed (each isolates the device)
+    RESET_FAILS_PENDING = 21  # gauge: injected reset failures not yet delivered
+    QM_STOPPED = 22  # gauge: 1 while the QM is stopped (a reset runs, or the last one failed)
 
 
 class Queue(enum.IntEnum):

@@ -1,7 +1,9 @@
 """The combined run of issue 9: wrk load while the device hangs past the job timeout (the workers
-reset their queues and re-run the jobs on the cpu), takes a burst of hardware errors
-and isolates itself, is reset, suffers an I/O page-fault storm and is killed. Every request gets
-a correct frame (or a clean 503) and every request the service answered reached the client.
+reset their queues and re-run the jobs on the cpu), takes a burst of hardware errors (each resets
+the controller, which stops every queue: the workers re-create theirs), suffers an I/O page-fault
+storm, isolates itself when a reset fails, and is killed (the service starts a new one, which is
+not isolated). Every request gets a correct frame (or a clean 503) and every request the service
+answered reached the client.
 
 The service is stopped (SIGTERM) while wrk still runs, so no request is left half-way when wrk
 ends: every one the service answered was read by wrk, and the rest were refused at connect.
@@ -40,22 +42,22 @@ def test_faults_under_wrk_lose_nothing(corpus: dict[str, Path], tmp_path: Path) 
     log = tmp_path / "server.log"
     srv = start_server(root, log, "--workers", "2", "--job-timeout", "1", "--access-log", "1")
     try:
-        (root / "sys/class/uacce/warp_zip-0/isolate_strategy").write_text("3\n")
         load = start_wrk(wrk, f"{srv.url}/compress?level=3", body, seconds=20, connections=16)
         time.sleep(1.5)
         # past --job-timeout: the workers reset their queues and re-run the jobs on the cpu
         assert device_cli(root, "inject", "hang", "--seconds", "2.5").returncode == 0
         time.sleep(3)
-        # re-run on the cpu; more than 3 per hour isolates the device
-        assert device_cli(root, "inject", "hw-error", "--count", "5").returncode == 0
-        time.sleep(2)
-        assert (root / "sys/class/uacce/warp_zip-0/isolate").read_text().strip() == "1"
-        assert device_cli(root, "reset").returncode == 0  # the workers find the device again by themselves
-        time.sleep(2)
+        # each resets the controller: the jobs re-run on the cpu, the workers re-create their queues
+        assert device_cli(root, "inject", "hw-error", "--count", "3").returncode == 0
+        time.sleep(3)
         assert device_cli(root, "inject", "iopf-storm").returncode == 0  # every page reclaimed: faults, no errors
         time.sleep(2)
+        assert device_cli(root, "inject", "reset-fail").returncode == 0
+        assert device_cli(root, "reset").returncode == 1  # the reset fails: isolated, the workers stay on the cpu
+        assert (root / "sys/class/uacce/warp_zip-0/isolate").read_text().strip() == "1"
+        time.sleep(1)
         pid = device_pid(root)
-        subprocess.run(["kill", "-KILL", str(pid)], check=True)  # the service restarts it
+        subprocess.run(["kill", "-KILL", str(pid)], check=True)  # the service starts a new one, not isolated
         time.sleep(3)
         resets = metric(srv.url, "warpzip_queue_resets_total")
         srv.proc.send_signal(signal.SIGTERM)

@@ -8,17 +8,18 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import zstandard
 
 from tests.harness import DeviceProc, device_cli, process_stopped
-from tests.integration.fidelity import attr, compress_all, wait_for
+from tests.integration.fidelity import attr, compress_all, dfx, wait_for
 from warp import JobTimeout, Result, Runtime, RuntimeClosed
-from warp.cdev import DevicePaths
+from warp.dfx import Dev
 from warp.drv.zip import RESET_GRACE
+from warp.failover import PROBE_INTERVAL
 
 
 @pytest.fixture
@@ -28,46 +29,134 @@ def runtime(device: DeviceProc) -> Iterator[Runtime]:
     rt.close()
 
 
-def test_hardware_errors_are_rerun_on_the_cpu(device: DeviceProc, runtime: Runtime) -> None:
-    assert device_cli(device.root, "inject", "hw-error", "--count", "5").returncode == 0
+def resets(root: Path) -> int:
+    counters = dfx(root)
+    try:
+        return int(counters.dev[Dev.RESETS])
+    finally:
+        counters.close()
+
+
+def resets_reach(root: Path, n: int) -> Callable[[], bool]:
+    return lambda: resets(root) == n
+
+
+def on_fresh_queues(rt: Runtime, old: set[int]) -> Callable[[], bool]:
+    """The runtime is on the device again, on queues it did not have before."""
+    return lambda: rt.driver.name == "zip" and sqns(rt).isdisjoint(old)
+
+
+def sqns(rt: Runtime) -> set[int]:
+    stats = rt.statistics().device
+    assert stats is not None
+    return {q.sqn for q in stats.per_queue}
+
+
+def test_hardware_errors_are_rerun_on_the_cpu_and_the_device_is_used_again(device: DeviceProc,
+                                                                           runtime: Runtime) -> None:
+    """Each hardware error resets the controller, which stops every queue for good: the failed
+    job and those in flight re-run on the cpu, and the runtime re-creates its queues (as UADK
+    users after ``-WD_HW_EACCESS``), so later jobs run on the device again — three times over."""
     bodies = [os.urandom(100) * (i + 1) for i in range(20)]
-    frames = compress_all(runtime, bodies)
+    for n in (1, 2, 3):
+        before = sqns(runtime)
+        assert device_cli(device.root, "inject", "hw-error").returncode == 0
+        frames = compress_all(runtime, bodies)
+        assert [zstandard.decompress(f) for f in frames] == bodies
+        assert wait_for(resets_reach(device.root, n))
+        assert runtime.fallback_jobs >= n  # the failed ones at least, each re-run once
+        assert wait_for(on_fresh_queues(runtime, before), 10), \
+            "fresh queues on the device"
+    assert compress_all(runtime, bodies[:3])
+    stats = runtime.statistics().device
+    assert stats is not None and stats.alive and stats.completed >= 3
+    assert attr(device.root, "isolate") == "0"
+
+
+def test_a_reset_under_load_reruns_the_jobs_in_flight_and_later_jobs_use_fresh_queues(
+        device: DeviceProc, runtime: Runtime) -> None:
+    """An operator's reset while jobs wait in the SQs (a hung engine, which the reset ends): the
+    jobs the reset stopped re-run on the cpu, every result is right, no job waits for its
+    timeout, and the next jobs run on new queues on the device — no restart of anything."""
+    assert compress_all(runtime, [b"warm" * 100])
+    before = sqns(runtime)
+    assert device_cli(device.root, "inject", "hang").returncode == 0
+    bodies = [os.urandom(1024) * (i + 1) for i in range(24)]
+
+    async def main() -> list[bytes]:
+        comp = runtime.compressor(3)
+        pending = [asyncio.ensure_future(comp.acompress(b)) for b in bodies]
+        await asyncio.sleep(0.2)
+        cli = await asyncio.to_thread(device_cli, device.root, "reset")
+        assert cli.returncode == 0, cli.stderr
+        results = await asyncio.gather(*pending)
+        out = [bytes(r.view) for r in results]
+        for r in results:
+            r.release()
+        return out
+
+    started = time.monotonic()
+    frames = asyncio.run(main())
     assert [zstandard.decompress(f) for f in frames] == bodies
-    assert runtime.fallback_jobs == 5  # exactly the failed ones, each re-run once
-    assert runtime.driver.name == "zip"  # errors below the isolation threshold keep the device
+    assert time.monotonic() - started < runtime.timeout / 2, "no job waited for its timeout"
+    assert runtime.fallback_jobs == len(bodies), "every job the reset stopped re-ran on the cpu"
+    assert wait_for(on_fresh_queues(runtime, before), 10)
+    done = compress_all(runtime, bodies[:4])
+    assert [zstandard.decompress(f) for f in done] == bodies[:4]
+    stats = runtime.statistics().device
+    assert stats is not None and stats.alive and stats.completed >= 4 and sqns(runtime).isdisjoint(before)
+
+
+def test_sync_callers_re_create_their_queues_after_a_reset(device: DeviceProc, runtime: Runtime) -> None:
+    """Without an event loop: the first send after a reset finds the TX flag (UADK's "hw error
+    happened before qm send", ``-WD_HW_EACCESS``) and the job re-runs on the cpu; a later call
+    probes in line and opens fresh queues."""
+    data = os.urandom(100) * 50
+    assert zstandard.decompress(runtime.compress(data)) == data
+    before = sqns(runtime)
+    assert device_cli(device.root, "reset").returncode == 0
+    assert zstandard.decompress(runtime.compress(data)) == data
+    assert runtime.fallback_jobs == 1
+    fresh = on_fresh_queues(runtime, before)
+    deadline = time.monotonic() + 10
+    while not fresh() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fresh()
+    completed = runtime.statistics().drivers[0].completed
+    assert zstandard.decompress(runtime.compress(data)) == data
+    assert runtime.statistics().drivers[0].completed == completed + 1, "the job ran on the new queues"
 
 
 def test_isolation_fails_over_at_once(device: DeviceProc, runtime: Runtime) -> None:
-    strategy = DevicePaths(device.root, "warp_zip-0").sysfs / "isolate_strategy"
-    strategy.write_text("1\n")
-    assert wait_for(lambda: device_cli(device.root, "inject", "hw-error", "--count", "2").returncode == 0)
+    """A reset that fails isolates the device: the jobs it stopped re-run on the cpu at once (no
+    timeout), and the runtime stays on the cpu, as discovery skips an isolated device."""
+    assert device_cli(device.root, "inject", "reset-fail").returncode == 0
+    assert device_cli(device.root, "inject", "hw-error").returncode == 0
     started = time.monotonic()
     bodies = [os.urandom(50) * (i + 2) for i in range(30)]
-    frames = compress_all(runtime, bodies)  # two hit the errors; the device isolates itself
+    frames = compress_all(runtime, bodies)  # one hits the error; its reset fails; the device isolates
     assert [zstandard.decompress(f) for f in frames] == bodies
-    assert wait_for(lambda: (DevicePaths(device.root, "warp_zip-0").sysfs / "isolate").read_text().strip() == "1")
+    assert wait_for(lambda: attr(device.root, "isolate") == "1")
+    time.sleep(PROBE_INTERVAL)  # a probe is due: it finds no usable device
     again = compress_all(runtime, bodies[:5])  # now on the cpu driver, without waiting for timeouts
     assert [zstandard.decompress(f) for f in again] == bodies[:5]
     assert runtime.driver.name == "cpu"
     assert time.monotonic() - started < 10, "a stopped queue must fail over, not time out"
 
 
-def test_isolation_cycles_give_the_held_buffers_back(device: DeviceProc, runtime: Runtime) -> None:
+def test_reset_cycles_give_the_held_buffers_back(device: DeviceProc, runtime: Runtime) -> None:
     """Issue 15, item 6: destinations a stopped queue might still write are held back — until
     the device answers the old queues' PUT_Q (when the runtime moves onto fresh ones), not until
-    close. Three isolate/reset cycles leave nothing held."""
-    paths = DevicePaths(device.root, "warp_zip-0")
-    (paths.sysfs / "isolate_strategy").write_text("1\n")
+    close. Three reset cycles leave nothing held."""
     bodies = [os.urandom(50) * (i + 2) for i in range(30)]
-    for _ in range(3):
-        assert wait_for(lambda: device_cli(device.root, "inject", "hw-error", "--count", "2").returncode == 0)
+    for n in (1, 2, 3):
+        assert device_cli(device.root, "inject", "hw-error").returncode == 0
         frames = compress_all(runtime, bodies)
         assert [zstandard.decompress(f) for f in frames] == bodies
-        assert wait_for(lambda: attr(device.root, "isolate") == "1")
-        assert device_cli(device.root, "reset").returncode == 0
+        assert wait_for(resets_reach(device.root, n))
         assert wait_for(lambda: runtime.driver.name == "zip", timeout=10)
     assert runtime.fallback_jobs > 0
-    assert heap_idle(runtime), runtime.heap.statistics()
+    assert wait_for(lambda: heap_idle(runtime)), runtime.heap.statistics()
 
 
 def heap_idle(rt: Runtime) -> bool:

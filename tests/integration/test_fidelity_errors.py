@@ -1,20 +1,22 @@
 """Errors and isolation (reference §1.4, §1.5, §4.3, §7 items 1, 14, 16): malformed SQEs fail
 with a status, hardware errors are counted and time-stamped, more than ``isolate_strategy`` in an
-hour isolate the device until a reset, and ``isolate_strategy`` is validated like a kernel store."""
+hour isolate the device (for good: test_fidelity_reset.py), and ``isolate_strategy`` is
+validated like a kernel store."""
 
 from __future__ import annotations
 
 import errno
 import os
 import random
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.harness import DeviceProc, device_cli
-from tests.integration.fidelity import RawFile, RawQueue, attr, dfx, paths, queue_and_counters, wait_for
+from tests.integration.fidelity import RawFile, RawQueue, attr, dfx, paths, wait_for
 from warp import abi, devices
 from warp.device.pool import PoolSizes
 from warp.device.zip import ZipDevice
@@ -72,6 +74,10 @@ def test_isolate_strategy_writes_are_validated(device: DeviceProc, written: str,
         counters.close()
 
 
+def resets_reach(counters: Dfx, n: int) -> Callable[[], bool]:
+    return lambda: int(counters.dev[Dev.RESETS]) == n
+
+
 def run_one(q: RawQueue, timeout: float = 10) -> int:
     q.write(0, 4000, MIB, 8192, level=1)
     q.doorbell()
@@ -79,13 +85,21 @@ def run_one(q: RawQueue, timeout: float = 10) -> int:
     return done.status
 
 
-def test_hw_errors_isolate_the_device_until_reset(device: DeviceProc, space: AddressSpace) -> None:
-    root = device.root
+def run_fresh(root: Path, space: AddressSpace) -> int:
+    """One job on a queue of its own: each hardware error resets the controller, which stops
+    every queue for good, so a user re-creates its queue (test_fidelity_reset.py)."""
     q = RawQueue(root, space)
+    try:
+        return run_one(q)
+    finally:
+        q.close()
+
+
+def test_hw_errors_isolate_the_device(device: DeviceProc, space: AddressSpace) -> None:
+    root = device.root
     idle = RawFile(root)  # a queue opened before isolation and never started (INIT)
     idle.open(space)
     counters = dfx(root)
-    row = counters.queue(q.sqn)
     try:
         write_strategy(root, "2\n")
         assert wait_for(lambda: int(counters.dev[Dev.ISOLATE_STRATEGY]) == 2, 5)
@@ -93,16 +107,24 @@ def test_hw_errors_isolate_the_device_until_reset(device: DeviceProc, space: Add
         assert cli.returncode == 0, cli.stderr
         assert int(counters.dev[Dev.HW_ERRORS_PENDING]) == 5
         before = time.time_ns()
-        assert [run_one(q), run_one(q)] == [abi.Status.HW_ERROR] * 2
+        for n in (1, 2):
+            assert run_fresh(root, space) == abi.Status.HW_ERROR
+            assert wait_for(resets_reach(counters, n), 5)
         assert attr(root, "isolate") == "0", "two errors in the hour: not more than isolate_strategy=2"
-        assert run_one(q) == abi.Status.HW_ERROR
-        # the third error in the hour isolates
-        assert wait_for(lambda: attr(root, "isolate") == "1", 5)
-        assert int(counters.dev[Dev.ISOLATED]) == 1 and int(counters.dev[Dev.ISOLATIONS]) == 1
-        assert int(counters.dev[Dev.HW_ERRORS]) == 3 and int(counters.dev[Dev.HW_ERRORS_WINDOW]) == 3
-        assert before <= int(counters.dev[Dev.LAST_HW_ERROR_NS]) <= time.time_ns()
-        assert int(row[Queue.ERR_HW]) == 3 and int(row[Queue.ERR_BD]) == 3
-        assert q.handle.view.tx_stopped and q.handle.view.rx_stopped, "running queues are disabled"
+        q = RawQueue(root, space)
+        row = counters.queue(q.sqn)
+        try:
+            assert run_one(q) == abi.Status.HW_ERROR
+            # the third error in the hour isolates (in the reset it triggers)
+            assert wait_for(lambda: attr(root, "isolate") == "1", 5)
+            assert int(counters.dev[Dev.ISOLATED]) == 1 and int(counters.dev[Dev.ISOLATIONS]) == 1
+            assert int(counters.dev[Dev.HW_ERRORS]) == 3 and int(counters.dev[Dev.HW_ERRORS_WINDOW]) == 3
+            assert int(counters.dev[Dev.HW_ERRORS_PENDING]) == 2, "a reset keeps the injected budget"
+            assert before <= int(counters.dev[Dev.LAST_HW_ERROR_NS]) <= time.time_ns()
+            assert int(row[Queue.ERR_HW]) == 1 and int(row[Queue.ERR_BD]) == 1
+            assert q.handle.view.tx_stopped and q.handle.view.rx_stopped, "running queues are disabled"
+        finally:
+            q.close()
         assert devices(root, "zstd") == [], "discovery skips an isolated device"
         (found,) = devices(root, "zstd", every=True)
         assert found.isolated
@@ -116,33 +138,23 @@ def test_hw_errors_isolate_the_device_until_reset(device: DeviceProc, space: Add
         assert idle.call({"cmd": "ioctl", "op": "set_qp_ctx", "qc_type": 0})["sqn"] >= 0
         write_strategy(root, "9\n")  # refused while isolated (EPERM): the old value comes back
         assert wait_for(lambda: attr(root, "isolate_strategy") == "2", 5)
-        q.write(0, 4000, MIB, 8192, level=1)  # a disabled queue fetches nothing
-        q.doorbell()
-        time.sleep(0.3)
-        assert q.poll() == []
-        cli = device_cli(root, "reset")
-        assert cli.returncode == 0, cli.stderr
-        assert "reset" in cli.stdout
-        assert wait_for(lambda: attr(root, "isolate") == "0", 5)
-        assert int(counters.dev[Dev.ISOLATED]) == 0 and int(counters.dev[Dev.RESETS]) == 1
-        assert int(counters.dev[Dev.HW_ERRORS_WINDOW]) == 0 and int(counters.dev[Dev.HW_ERRORS_PENDING]) == 0
-        assert not q.handle.view.tx_stopped and not q.handle.view.rx_stopped
-        (done,) = q.wait(1)
-        assert done.status == abi.Status.OK, "the job that waited in the stopped SQ runs after the reset"
-        assert run_one(q) == abi.Status.OK
-        assert len(devices(root, "zstd")) == 1
-        assert int(counters.dev[Dev.HW_ERRORS]) == 3, "the total survives a reset; the window does not"
     finally:
         counters.close()
         idle.close()
-        q.close()
 
 
 def test_hw_errors_without_a_threshold_never_isolate(device: DeviceProc, space: AddressSpace) -> None:
-    with queue_and_counters(device.root, space) as (q, counters):
+    counters = dfx(device.root)
+    try:
         assert device_cli(device.root, "inject", "hw-error", "--count", "10").returncode == 0
-        assert [run_one(q) for _ in range(11)] == [abi.Status.HW_ERROR] * 10 + [abi.Status.OK]
+        outcomes = []
+        for n in range(11):
+            outcomes.append(run_fresh(device.root, space))
+            assert wait_for(resets_reach(counters, min(n + 1, 10)), 5)
+        assert outcomes == [abi.Status.HW_ERROR] * 10 + [abi.Status.OK]
         assert attr(device.root, "isolate") == "0" and int(counters.dev[Dev.HW_ERRORS]) == 10
+    finally:
+        counters.close()
 
 
 def test_random_sqes_complete_with_a_status_and_never_crash(device: DeviceProc, space: AddressSpace) -> None:
@@ -198,34 +210,35 @@ def test_malformed_doorbells_are_ignored(device: DeviceProc, space: AddressSpace
 
 
 def test_queues_cannot_be_created_or_started_while_the_qm_resets(tmp_path: Path, space: AddressSpace) -> None:
-    """``qm_qp_avail_state``: while a controller reset has the QM stopped, creating a queue
-    (open) and starting one fail with EPERM; before and after, both work. Driven in process: the
-    reset publishes its new state (the sysfs refresh) while the QM still counts as stopped, which
-    is where the probe runs."""
+    """``qm_qp_avail_state``: while a controller reset has the QM stopped — held here in its stop
+    of a queue an engine is busy with (the test holds the queue's lock, as the engine would) —
+    creating a queue (open) and starting one fail with EPERM; once it is over, starting works.
+    The reset sets the stop flags of a queue that was never started too. Driven in process."""
     counters = Dfx(tmp_path / "dfx", queues=4, engines=2, create=True)
     iommu = Iommu(counters.faults)
     zip_dev = ZipDevice(iommu, counters, PoolSizes(1, 1))
     mapping = iommu.bind(os.getpid(), space.heap_fd, space.pt_fd, space.base, space.size)
+    busy = zip_dev.get_queue(mapping)
+    zip_dev.start_queue(busy)
     idle = zip_dev.get_queue(mapping)
-    during: list[str] = []
-
-    def probe() -> None:
-        for call in (lambda: zip_dev.get_queue(mapping), lambda: zip_dev.start_queue(idle)):
-            try:
-                call()
-                during.append("ok")
-            except OSError as exc:
-                during.append(errno.errorcode[exc.errno or 0])
-
+    resetting = threading.Thread(target=zip_dev.control, args=({"cmd": "reset"},))
     try:
-        zip_dev.set_notifier(probe)
-        zip_dev.control({"cmd": "reset"})
-        zip_dev.set_notifier(lambda: None)
-        assert during == ["EPERM", "EPERM"]
+        with busy.lock:
+            resetting.start()
+            assert wait_for(lambda: zip_dev.ras.qm_stopped, 5)
+            for call in (lambda: zip_dev.get_queue(mapping), lambda: zip_dev.start_queue(idle)):
+                with pytest.raises(OSError) as refused:
+                    call()
+                assert refused.value.errno == errno.EPERM
+        resetting.join(10)
+        assert not zip_dev.ras.qm_stopped and int(counters.dev[Dev.RESETS]) == 1
+        assert idle.view.tx_stopped and idle.view.rx_stopped, "a queue never started is stopped too"
         zip_dev.start_queue(idle)
         zip_dev.stop_queue(idle)
+        zip_dev.stop_queue(busy)
     finally:
         zip_dev.put_queue(idle)
+        zip_dev.put_queue(busy)
         iommu.unbind(mapping)
         zip_dev.close()
         iommu.faults.close()

@@ -101,7 +101,8 @@ def test_hang_then_put_q_fails_the_drain_and_resets(device: DeviceProc, space: A
 
 
 def test_hang_mid_batch_stops_fetching(device: DeviceProc, space: AddressSpace) -> None:
-    """A hang injected while an engine is inside a batch takes effect at the next job boundary."""
+    """A hang injected while an engine is inside a batch takes effect at the next job boundary;
+    a reset ends it (and stops the queue: a new one runs)."""
     q = RawQueue(device.root, space)
     try:
         submit(q, 20, size=MIB, level=12)  # ~20 ms each, one batch
@@ -112,9 +113,17 @@ def test_hang_mid_batch_stops_fetching(device: DeviceProc, space: AddressSpace) 
         time.sleep(0.4)
         assert q.poll() == [], "jobs still completing during the hang"
         assert len(got) < 20
-        assert device_cli(device.root, "reset").returncode == 0
-        got += q.wait(20 - len(got), timeout=30)
-        assert [c.slot for c in got] == list(range(20)) and all(c.status == abi.Status.OK for c in got)
+        assert device_cli(device.root, "reset").returncode == 0  # ends the hang, and stops the queue for good
+        time.sleep(0.3)
+        assert q.poll() == [], "the jobs that waited in the SQ are not fetched after the reset"
+        assert q.handle.view.tx_stopped and q.handle.view.rx_stopped
+        assert [c.slot for c in got] == list(range(len(got))) and all(c.status == abi.Status.OK for c in got)
+        fresh = RawQueue(device.root, space)
+        try:
+            submit(fresh)
+            assert [c.status for c in fresh.wait(1)] == [abi.Status.OK], "a new queue runs: the hang is over"
+        finally:
+            fresh.close()
     finally:
         q.close()
 
@@ -142,6 +151,8 @@ def test_slow_factor_stretches_every_job(device: DeviceProc, space: AddressSpace
         slowed = engine_ns_per_job(device.root, q, 8)
         assert slowed / normal >= 3, f"factor 5 gave {slowed / normal:.1f}x"
         assert device_cli(device.root, "reset").returncode == 0
+        q.close()
+        q = RawQueue(device.root, space)  # the reset stopped the old queue for good
         again = engine_ns_per_job(device.root, q, 8)
         assert again / normal < 2.5, f"after reset still {again / normal:.1f}x"
     finally:

@@ -228,12 +228,14 @@ def test_bad_lz77_sqes_fail_with_their_status(device: DeviceProc, corpus: dict[s
 
 def test_hardware_errors_mid_frame_rerun_those_bds_on_the_cpu(runtime: Runtime, device: DeviceProc,
                                                               corpus: dict[str, Path]) -> None:
+    """A hardware error resets the controller, which stops the queue: the failed BD and the ones
+    still in flight behind it re-run on the cpu, and the frame is the one the device would give."""
     data = corpus["mr"].read_bytes()[:MIB]
     expected = runtime.compressor(3, False, "lz77_zstd").compress(data)
     assert device_cli(device.root, "inject", "hw-error", "--count", "3").returncode == 0
     frame = runtime.compressor(3, False, "lz77_zstd").compress(data)
     assert frame == expected and unzstd(frame) == data
-    assert runtime.fallback_jobs == 3
+    assert 1 <= runtime.fallback_jobs <= -(-len(data) // abi.ZSTD_MAX_SIZE)
 
 
 def test_a_dead_device_leaves_lz77_zstd_to_the_cpu(device: DeviceProc, corpus: dict[str, Path]) -> None:

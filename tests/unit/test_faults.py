@@ -44,6 +44,11 @@ def test_error_log_isolates_on_more_than_threshold_errors_per_hour() -> None:
     ({"fault": "slow", "factor": 1}, Injection("slow", factor=1.0)),
     ({"fault": "slow", "factor": MAX_SLOW_FACTOR}, Injection("slow", factor=MAX_SLOW_FACTOR)),
     ({"fault": "iopf-storm"}, Injection("iopf-storm")),
+    ({"fault": "reset-fail"}, Injection("reset-fail", count=1)),
+    ({"fault": "reset-fail", "count": 3}, Injection("reset-fail", count=3)),
+    ({"fault": "cqe-error", "qp": 0}, Injection("cqe-error", qp=0)),
+    ({"fault": "cqe-error", "qp": 0xFFFF}, Injection("cqe-error", qp=0xFFFF)),
+    ({"fault": "eq-overflow"}, Injection("eq-overflow")),
     ({"fault": "crash"}, Injection("crash")),
 ])
 def test_an_injection_is_parsed(message: cdev.Message, parsed: Injection) -> None:
@@ -55,6 +60,9 @@ def test_an_injection_is_parsed(message: cdev.Message, parsed: Injection) -> Non
     ({"fault": "hang", "seconds": float("inf")}, "--seconds"),
     ({"fault": "hang", "seconds": float("nan")}, "--seconds"),
     ({"fault": "hw-error", "count": 0}, "--count"),
+    ({"fault": "reset-fail", "count": 0}, "--count"),
+    ({"fault": "cqe-error"}, "--qp"),
+    ({"fault": "cqe-error", "qp": 0x10000}, "--qp"),
     ({"fault": "slow"}, "--factor"),
     ({"fault": "slow", "factor": 0.5}, "--factor"),
     ({"fault": "slow", "factor": MAX_SLOW_FACTOR * 2}, "--factor"),

@@ -16,7 +16,7 @@ Stopping a queue (PUT_Q or close) drains it, as ``hisi_qm_stop_qp`` → ``qm_dra
 finish every SQE doorbelled before the stop, each with its real status, and only then does the
 queue stop. A drain that makes no progress for ``DRAIN_STALL_S`` (a hung engine) is a hardware
 error: the queue stops with the SQEs no engine fetched left without a CQE (counted in
-``Queue.FLUSHED``) and the controller reset path runs (:meth:`warp.device.ras.Ras.drain_failed`).
+``Queue.FLUSHED``) and the controller reset runs (:meth:`warp.device.ras.Ras.drain_failed`).
 """
 
 from __future__ import annotations
@@ -296,7 +296,7 @@ class Engines:
                 except RingOverflow:
                     self._dev[Dev.CQ_OVERFLOWS] += 1
                     qp.counters[Queue.CQ_OVERFLOWS] += 1
-                    view.stop()  # QM_CQ_OVERFLOW: the queue is disabled, as qm_disable_qp
+                    self._ras.cq_overflow(qp)  # an AEQE: the QM driver disables the queue
                     return False
                 done += 1
                 if status and status not in _STREAM_OK:

@@ -10,7 +10,7 @@ Small pieces the device's RAS (:mod:`warp.device.ras`) and the zip device compos
 * :class:`Injection` — one ``inject`` request of the control socket, parsed and validated before
   anything changes (an invalid one is refused with EINVAL and injects nothing).
 * :class:`Injected` — the faults ``warpzip device inject`` asked for: a hang deadline, a budget of
-  jobs that fail with a hardware error, a slow-down factor.
+  jobs that fail with a hardware error, a budget of controller resets that fail, a slow-down factor.
 * :class:`Reclaimer` — a thread that periodically takes a fraction of every bound mapping's pages
   away (``--reclaim-interval-ms`` / ``--reclaim-fraction``), the host page-table dynamics behind
   the large-working-set collapse of reference §3.11.
@@ -40,7 +40,9 @@ CRASH_STATUS: Final = 70
 #: Largest slow-down ``inject slow`` accepts.
 MAX_SLOW_FACTOR: Final = 1000.0
 #: The faults ``inject`` knows.
-FAULTS: Final = ("hang", "hw-error", "iopf-storm", "slow", "crash")
+FAULTS: Final = ("hang", "hw-error", "reset-fail", "cqe-error", "eq-overflow", "iopf-storm", "slow", "crash")
+#: Largest queue number an AEQE carries (``qp_id[15:0]``).
+MAX_QP_ID: Final = 0xFFFF
 
 
 @final
@@ -77,9 +79,6 @@ class ErrorLog:
         self.threshold = threshold
         self._stamps.clear()
 
-    def clear(self) -> None:
-        self._stamps.clear()
-
     def _expire(self, now: float) -> None:
         while self._stamps and now - self._stamps[0] > self.window:
             self._stamps.popleft()
@@ -92,7 +91,8 @@ class Injection:
 
     fault: str  # one of FAULTS
     seconds: float | None = None  # hang: for this long; None = until reset
-    count: int = 1  # hw-error: this many jobs fail
+    count: int = 1  # hw-error: this many jobs fail; reset-fail: this many controller resets fail
+    qp: int = 0  # cqe-error: the queue pair the AEQE names
     factor: float = 1.0  # slow: engines take factor x each job's time
 
     @classmethod
@@ -108,11 +108,16 @@ class Injection:
             if not (math.isfinite(float(seconds)) and float(seconds) >= 0):
                 raise OSError(errno.EINVAL, "--seconds must be a finite number >= 0")
             return cls(fault, seconds=float(seconds))
-        if fault == "hw-error":
+        if fault in ("hw-error", "reset-fail"):
             count = int(message.get("count", 1))
             if count < 1:
                 raise OSError(errno.EINVAL, "--count must be at least 1")
             return cls(fault, count=count)
+        if fault == "cqe-error":
+            qp = int(message.get("qp", -1))
+            if not 0 <= qp <= MAX_QP_ID:
+                raise OSError(errno.EINVAL, f"--qp must be within 0..{MAX_QP_ID}")
+            return cls(fault, qp=qp)
         if fault == "slow":
             factor = float(message.get("factor", 0))
             if not 1.0 <= factor <= MAX_SLOW_FACTOR:
@@ -132,6 +137,7 @@ class Injected:
         self._lock = threading.Lock()
         self.hang_until = 0.0  # time.monotonic() deadline; inf = until reset; 0 = no hang
         self.hw_errors = 0  # the next N jobs complete with Status.HW_ERROR
+        self.reset_failures = 0  # the next N controller resets fail
         self.slow_factor = 1.0  # engines take factor x the job's time
 
     @property
@@ -167,10 +173,22 @@ class Injected:
             self.hw_errors -= 1
             return True
 
-    def clear(self) -> None:
+    def add_reset_failures(self, count: int) -> None:
+        with self._lock:
+            self.reset_failures += count
+
+    def take_reset_failure(self) -> bool:
+        with self._lock:
+            if self.reset_failures <= 0:
+                return False
+            self.reset_failures -= 1
+            return True
+
+    def recover(self) -> None:
+        """A reset re-initialised the hardware: a hang and a slow-down end. The budgets of
+        hardware errors and failing resets do not: ``--count N`` means N, each with its reset."""
         with self._lock:
             self.hang_until = 0.0
-            self.hw_errors = 0
             self.slow_factor = 1.0
 
 

@@ -5,11 +5,14 @@ accelerator. Two subcommands talk to a running device through its control socket
 (``warp.device.control``)::
 
     python -m warp.device inject --root DIR hang [--seconds S]     engines stop fetching (until reset without S)
-    python -m warp.device inject --root DIR hw-error [--count N]   the next N jobs fail HW_ERROR (0x42)
+    python -m warp.device inject --root DIR hw-error [--count N]   the next N jobs fail HW_ERROR (0x42), each resets
+    python -m warp.device inject --root DIR reset-fail [--count N] the next N controller resets fail (isolation)
+    python -m warp.device inject --root DIR cqe-error --qp Q       AEQE QM_CQE_ERROR: queue pair Q is disabled
+    python -m warp.device inject --root DIR eq-overflow            AEQE QM_EQ_OVERFLOW: the function is reset
     python -m warp.device inject --root DIR iopf-storm             reclaim every page of every bound mapping
     python -m warp.device inject --root DIR slow --factor F        engines take F x each job's time
     python -m warp.device inject --root DIR crash                  the device exits at once with status 70
-    python -m warp.device reset --root DIR                         controller reset: isolation and faults cleared
+    python -m warp.device reset --root DIR                         controller reset: every queue's stop flags set
 
 An embedded device is started by the service with ``--parent-pipe``: it exits when that pipe
 closes (the parent died or let go) and asks the kernel for SIGTERM on parent death as well, so no
@@ -53,7 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="warpzip device", description="Run the simulated uacce zstd accelerator. Every flag can also be set "
         "with its WARPZIP_<FLAG> variable, as for warpzip serve (WARPZIP_ROOT, WARPZIP_ENGINES mean the same there).",
-        epilog="Subcommands for a running device: 'inject --root DIR {hang,hw-error,iopf-storm,slow,crash}' "
+        epilog="Subcommands for a running device: 'inject --root DIR {hang,hw-error,reset-fail,cqe-error,"
+               "eq-overflow,iopf-storm,slow,crash}' "
                "and 'reset --root DIR' (see 'warpzip device inject --help').")
     option = functools.partial(_option, parser)
     integer, number = options.integer, options.number
@@ -203,13 +207,19 @@ def parse_command(argv: list[str]) -> argparse.Namespace:
     hang.add_argument("--seconds", type=float, default=None, help="for this long (default: until reset)")
     hw = faults.add_parser("hw-error", parents=[common], help="the next N jobs fail with a hardware error")
     hw.add_argument("--count", type=int, default=1, help="how many jobs, default 1")
+    fail = faults.add_parser("reset-fail", parents=[common], help="the next N controller resets fail")
+    fail.add_argument("--count", type=int, default=1, help="how many resets, default 1")
+    cqe = faults.add_parser("cqe-error", parents=[common], help="an AEQ CQE-error event: the queue pair is disabled")
+    cqe.add_argument("--qp", type=int, required=True, help="queue pair number (its DFX row)")
+    faults.add_parser("eq-overflow", parents=[common], help="an AEQ EQ-overflow event: the function is reset")
     faults.add_parser("iopf-storm", parents=[common], help="reclaim every page of every bound mapping once")
     slow = faults.add_parser("slow", parents=[common], help="engines take FACTOR x each job's time")
     slow.add_argument("--factor", type=float, required=True, help="1 restores full speed")
     faults.add_parser("crash", parents=[common], help="the device process exits at once (status 70)")
-    commands.add_parser("reset", parents=[common], help="controller reset: clear isolation and injected faults",
-                        description="Controller reset: clear isolation, injected faults, the hardware-error "
-                                    "list and every queue's stop flags.")
+    commands.add_parser("reset", parents=[common], help="controller reset: every queue stopped for good",
+                        description="Controller reset: counts toward isolate_strategy, sets every queue's "
+                                    "TX/RX stop flags (users re-create their queues), ends an injected hang or "
+                                    "slow-down. It does not clear isolation.")
     args = parser.parse_args(argv)
     args.root = getattr(args, "root", cdev.default_root())
     args.device = getattr(args, "device", ZipDevice.name)
@@ -225,8 +235,10 @@ def command(argv: list[str]) -> int:
         message["fault"] = args.fault
         if args.fault == "hang":
             message["seconds"] = args.seconds
-        elif args.fault == "hw-error":
+        elif args.fault in ("hw-error", "reset-fail"):
             message["count"] = args.count
+        elif args.fault == "cqe-error":
+            message["qp"] = args.qp
         elif args.fault == "slow":
             message["factor"] = args.factor
     try:
@@ -241,7 +253,7 @@ def command(argv: list[str]) -> int:
     if args.json:
         print(json.dumps(reply))
     elif args.command == "reset":
-        print(f"{args.device}: reset (#{reply['resets']})")
+        print(f"{args.device}: reset (#{reply['resets']})" + (", still isolated" if reply.get("isolated") else ""))
     else:
         detail = ", ".join(f"{k} {v}" for k, v in reply.items())
         print(f"{args.device}: injected {args.fault}" + (f" ({detail})" if detail else ""))

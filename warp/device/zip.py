@@ -152,20 +152,21 @@ class ZipDevice:
         return qp.irq_fd
 
     def _check_running(self, what: str) -> None:
-        if self.ras.resetting:
-            raise OSError(errno.EPERM, f"cannot {what}: the QM is stopped for a controller reset")
+        if self.ras.qm_stopped:
+            raise OSError(errno.EPERM, f"cannot {what}: the QM is stopped (a controller reset runs or failed)")
 
     def close(self) -> None:
         if self._reclaimer is not None:
             self._reclaimer.close()
         self.engines.close()
+        self.ras.close()
 
     # ---- control: fault injection and reset ------------------------------------------------
     def control(self, message: cdev.Message) -> Reply:
         """One request from the control socket (see ``warp.device.control``)."""
         cmd = message.get("cmd")
         if cmd == "reset":
-            return {"resets": self.ras.reset()}, None
+            return {"resets": self.ras.reset(), "isolated": self.ras.isolated()}, None
         if cmd == "status":
             return self.ras.status(), None
         if cmd != "inject":

@@ -7,8 +7,10 @@ Completions arrive as an interrupt (the irq eventfd, watched with
 ``loop.add_reader``); the handler drains the CQ, returns the slots with one CQ doorbell (priority 1
 re-arms the interrupt), and flushes jobs that were waiting for SQ space — a full SQ is
 backpressure, never a drop. The char-device socket is watched too: EOF means the device died; TX/RX
-stop flags in the DUS mean it disabled the queue (isolation). Either way every job in flight fails
-with :class:`DeviceLost` so the caller can re-run it elsewhere.
+stop flags in the DUS mean it stopped the queue for good (a controller reset, or the AEQ handler's
+``qm_disable_qp``: UADK's ``-WD_HW_EACCESS``). Either way every job in flight fails with
+:class:`DeviceLost` so the caller can re-run it elsewhere, and the driver is dead: the runtime
+re-creates its queues on the device (the next probe), as a UADK user re-creates its ctx.
 
 A queue whose job outlives the caller's timeout is reset, as UADK would after ``-WD_ETIMEDOUT``:
 :meth:`ZipQueue.stop` sends PUT_Q (the device drains: every doorbelled SQE completes with its real
@@ -143,8 +145,8 @@ class ZipQueue:
             pass
         self._drain()
         if self.handle.view.rx_stopped:
-            # The device disabled the queue (isolation) and woke us to say so: what it completed
-            # is drained above, everything still in the SQ or pending fails over now.
+            # The device stopped the queue (a reset, an AEQ event) and woke us to say so: what it
+            # completed is drained above, everything still in the SQ or pending fails over now.
             self._stopped()
             return False
         return True

@@ -84,9 +84,8 @@ class _Session:
             raise
 
 
-@final
-class Compressor(_Session):
-    """Compress to one zstd frame with the content size in its header."""
+class _Compressing(_Session):
+    """A compression session's parameters: a zstd level (checked) and the content checksum."""
 
     direction = abi.QcType.COMPRESS
 
@@ -96,6 +95,11 @@ class Compressor(_Session):
         super().__init__(runtime)
         self.level = level
         self.checksum = checksum
+
+
+@final
+class Compressor(_Compressing):
+    """Compress to one zstd frame with the content size in its header."""
 
     def _job(self, src: Buffer, length: int) -> Job:
         dst = self.runtime.alloc(codec.compress_bound(length))
@@ -124,7 +128,7 @@ class Compressor(_Session):
 
 
 @final
-class Lz77Compressor(_Session):
+class Lz77Compressor(_Compressing):
     """lz77_zstd (:mod:`warp.lz77`): the input cut into BDs of at most 128 KiB, the LZ77 pass of
     each on the device (or the cpu), and one zstd frame built by software zstd from their literals
     and sequences. ``level`` is a zstd level, mapped to ZIP's L8/L9 and window as KAEZstd maps it.
@@ -134,14 +138,8 @@ class Lz77Compressor(_Session):
     output, not a device buffer, so it comes back as ``bytes``.
     """
 
-    direction = abi.QcType.COMPRESS
-
     def __init__(self, runtime: Runtime, level: int = 3, checksum: bool = False) -> None:
-        if not abi.LEVEL_MIN <= level <= abi.LEVEL_MAX:
-            raise ValueError(f"level must be within {abi.LEVEL_MIN}..{abi.LEVEL_MAX}")
-        super().__init__(runtime)
-        self.level = level
-        self.checksum = checksum
+        super().__init__(runtime, level, checksum)
         self.hw_level, self.window = lz77.hw_params(level)
         #: CPU time (thread time, ns) this session's software stage spent building frames: what the
         #: host pays for the entropy coding the device leaves to it (``warpzip bench device``).

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from warp import Runtime, abi, cdev
-from warp.dfx import Dfx
+from warp.dfx import Dev, Dfx
 from warp.ring import CqConsumer, SqProducer
 from warp.sva import AddressSpace
 from warp.uacce import Device, QueueHandle
@@ -200,4 +200,26 @@ def queue_and_counters(root: Path, space: AddressSpace) -> Iterator[tuple[RawQue
         yield q, counters
     finally:
         counters.close()
+        q.close()
+
+
+def resets_reach(counters: Dfx, n: int) -> Callable[[], bool]:
+    return lambda: int(counters.dev[Dev.RESETS]) == n
+
+
+def run_one(q: RawQueue, timeout: float = 10) -> int:
+    """One small job on ``q``: its status."""
+    q.write(0, 4000, 1 << 20, 8192, level=1)
+    q.doorbell()
+    (done,) = q.wait(1, timeout)
+    return done.status
+
+
+def run_fresh(root: Path, space: AddressSpace) -> int:
+    """One job on a queue of its own, as a user who re-created its queue after a reset (each
+    hardware error resets the controller, which stops every queue for good)."""
+    q = RawQueue(root, space)
+    try:
+        return run_one(q)
+    finally:
         q.close()

@@ -10,13 +10,13 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.harness import DeviceProc, device_cli
-from tests.integration.fidelity import RawFile, RawQueue, attr, dfx, paths, wait_for
+from tests.integration.fidelity import RawFile, RawQueue, attr, dfx, paths, resets_reach, run_fresh, run_one, wait_for
 from warp import abi, devices
 from warp.device.pool import PoolSizes
 from warp.device.zip import ZipDevice
@@ -73,26 +73,6 @@ def test_isolate_strategy_writes_are_validated(device: DeviceProc, written: str,
     finally:
         counters.close()
 
-
-def resets_reach(counters: Dfx, n: int) -> Callable[[], bool]:
-    return lambda: int(counters.dev[Dev.RESETS]) == n
-
-
-def run_one(q: RawQueue, timeout: float = 10) -> int:
-    q.write(0, 4000, MIB, 8192, level=1)
-    q.doorbell()
-    (done,) = q.wait(1, timeout)
-    return done.status
-
-
-def run_fresh(root: Path, space: AddressSpace) -> int:
-    """One job on a queue of its own: each hardware error resets the controller, which stops
-    every queue for good, so a user re-creates its queue (test_fidelity_reset.py)."""
-    q = RawQueue(root, space)
-    try:
-        return run_one(q)
-    finally:
-        q.close()
 
 
 def test_hw_errors_isolate_the_device(device: DeviceProc, space: AddressSpace) -> None:

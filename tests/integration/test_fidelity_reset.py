@@ -10,14 +10,25 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from app.dfx_collector import AcceleratorCollector
 from tests.harness import REPO, DeviceProc, device_cli, start_device
-from tests.integration.fidelity import RawFile, RawQueue, attr, dfx, errno_name, paths, wait_for
+from tests.integration.fidelity import (
+    RawFile,
+    RawQueue,
+    attr,
+    dfx,
+    errno_name,
+    paths,
+    resets_reach,
+    run_fresh,
+    run_one,
+    wait_for,
+)
 from warp import abi, devices
 from warp.device.engine import DRAIN_STALL_S
 from warp.device.launch import stop_process
@@ -42,25 +53,6 @@ def counters(device: DeviceProc) -> Iterator[Dfx]:
     yield c
     c.close()
 
-
-def resets_reach(counters: Dfx, n: int) -> Callable[[], bool]:
-    return lambda: int(counters.dev[Dev.RESETS]) == n
-
-
-def run_one(q: RawQueue, timeout: float = 10) -> int:
-    q.write(0, 4000, MIB, 8192, level=1)
-    q.doorbell()
-    (done,) = q.wait(1, timeout)
-    return done.status
-
-
-def run_fresh(root: Path, space: AddressSpace) -> int:
-    """One job on a queue of its own, as a user who re-created its queue after a reset."""
-    q = RawQueue(root, space)
-    try:
-        return run_one(q)
-    finally:
-        q.close()
 
 
 def stopped(q: RawQueue) -> bool:

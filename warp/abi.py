@@ -159,15 +159,20 @@ class W(enum.IntEnum):
     REQ_TYPE = 9
     LEVEL = 10  # signed zstd level, two's complement
     FLAGS = 11
+    DICT_LEN = 12  # this model's own (ZIP has no dictionaries): the dictionary's length in bytes
     DEST_AVAIL = 14
     SRC_LO = 18
     SRC_HI = 19
     DST_LO = 20
     DST_HI = 21
     TAG = 26
+    DICT_LO = 16  # this model's own: the dictionary's virtual address (FLAG_DICT)
+    DICT_HI = 17
 
 
 FLAG_CHECKSUM: Final = 1 << 0
+#: The job uses the zstd dictionary at ``DICT_HI:DICT_LO``, ``DICT_LEN`` bytes (see warp.dictionary).
+FLAG_DICT: Final = 1 << 1
 
 SQE_DTYPE: Final = np.dtype([(f"dw{i}", "<u4") for i in range(SQ_WORDS)])
 CQE_DTYPE: Final = np.dtype([

@@ -89,6 +89,7 @@ class Engine(enum.IntEnum):
     BYTES_OUT = 4
     ERRORS = 5
     IOPF = 6
+    DICT_LOADS = 7  # zstd dictionaries the engine loaded (once per context, not per job)
 
 
 ROW_HEADER: Final = 0

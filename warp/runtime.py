@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Final, final
 
 from warp import abi, atfork, cdev, uacce
+from warp.dictionary import Dictionary, Resolver
 from warp.drv.base import Driver, DriverStats, Job
 from warp.drv.cpu import CpuDriver
 from warp.drv.zip import DOORBELL_BATCH, ZipDriver
@@ -142,27 +143,29 @@ class Runtime:
                 return fresh
         return self.cpu
 
-    def compressor(self, level: int = 3, checksum: bool = False) -> Compressor:
-        """A session for these parameters; sessions hold no state of their own, so one per
-        parameter set is reused (the service asks for one per request)."""
-        key = (level, checksum)
-        session = self._compressors.get(key)
+    def compressor(self, level: int = 3, checksum: bool = False, dictionary: Dictionary | None = None) -> Compressor:
+        """A session for these parameters; sessions hold no state of their own, so one per parameter
+        set is reused (the service asks for one per request) — not per dictionary, which may go."""
+        session = self._compressors.get((level, checksum)) if dictionary is None else None
         if session is None:
-            session = self._compressors[key] = Compressor(self, level, checksum)
+            session = Compressor(self, level, checksum, dictionary)
+            if dictionary is None:
+                self._compressors[level, checksum] = session
         return session
 
-    def decompressor(self, max_output: int) -> Decompressor:
-        return Decompressor(self, max_output)
+    def decompressor(self, max_output: int, dictionaries: Resolver | None = None) -> Decompressor:
+        return Decompressor(self, max_output, dictionaries)
+
+    def dictionary(self, data: Bytes) -> Dictionary:  # copied once into the heap (:mod:`warp.dictionary`)
+        return Dictionary(self.load(data), len(data))
 
     def compress(self, data: Bytes, level: int = 3, checksum: bool = False) -> bytes:
-        """One zstd frame of ``data`` as ``bytes`` (python-zstandard's ``compress``): for callers
-        who do not keep pooled buffers; the zero-copy way is :meth:`compressor` and a view."""
+        """One frame of ``data`` as ``bytes``, for callers without pooled buffers (zero-copy: :meth:`compressor`)."""
         with self.compressor(level, checksum).compress(data) as frame:
             return bytes(frame.view)
 
     def decompress(self, data: Bytes, max_output: int | None = None) -> bytes:
-        """The content of the frames in ``data`` as ``bytes``; more than ``max_output`` (default a
-        quarter of the heap) fails with :class:`JobFailed` instead of growing (a bomb stops here)."""
+        """The frames' content as ``bytes``; past ``max_output`` (¼ heap) a :class:`JobFailed` stops a bomb."""
         limit = self.space.size // 4 if max_output is None else max_output
         with self.decompressor(limit).decompress(data) as content:
             return bytes(content.view)
@@ -225,8 +228,7 @@ class Runtime:
         self._attempted(driver, job, done, first, None if future.cancelled() else future.exception())
 
     def _attempted(self, driver: Driver, job: Job, done: Done, first: bool, exc: BaseException | None) -> None:
-        """One attempt ended (``exc`` if its driver failed it): re-run on the cpu once if the device
-        let the job down, else hand the outcome to ``done``."""
+        """One attempt ended (``exc``: its driver failed it): a cpu re-run if the device let it down, else ``done``."""
         lost = exc if isinstance(exc, DeviceLost) else None
         try:
             if exc is not None and (lost is None or not first):
@@ -284,8 +286,7 @@ class Runtime:
         return self.driver
 
     def _take_out(self, driver: ZipDriver) -> ZipDriver:
-        """A job outlived the timeout on ``driver``: new jobs go to the cpu until the next probe
-        opens fresh queues; the caller resets the old ones."""
+        """A job outlived the timeout on ``driver``: the cpu takes new jobs until a probe opens fresh queues."""
         self.zip = None
         self.queue_resets += 1
         self._prober.postpone()
@@ -391,9 +392,8 @@ class Runtime:
 
 
 async def _outcome(job: Job, start: Callable[[Done], None]) -> Result:
-    """Await what ``start`` hands its callback. A caller cancelled before the outcome came
-    abandons the job (its buffers are freed when the driver lets go of them); one cancelled just
-    after releases the result it will not read."""
+    """Await what ``start`` hands its callback. A caller cancelled before the outcome abandons the job
+    (its buffers are freed when the driver lets go of them); one cancelled after releases the result."""
     outcome: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
 
     def done(value: Result | BaseException) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, final
 
 from warp import abi
+from warp.dictionary import Dictionary
 from warp.mem import Buffer
 
 
@@ -39,6 +40,8 @@ class Job:
     error: BaseException | None = None
     #: The runtime's timeout for the attempt in progress; cancelled when the caller abandons the job.
     timer: asyncio.TimerHandle | None = None
+    #: The zstd dictionary the job compresses or decompresses with (not the job's to free).
+    dictionary: Dictionary | None = None
 
     def finish(self, status: int, produced: int) -> None:
         """Called by the driver once the engine has let go of the buffers."""

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import final
 
 from warp import abi, codec
+from warp.dictcache import LoadedDictionaries
 from warp.drv.base import DriverStats, Job
 from warp.errors import JobTimeout
 from warp.sva import AddressSpace
@@ -67,10 +68,18 @@ class CpuDriver:
         worker: codec.Codec | None = getattr(self._local, "codec", None)
         if worker is None:
             worker = self._local.codec = codec.Codec()
+            self._local.dictionaries = LoadedDictionaries()
         base = job.src.heap.space.base
         memory = self._memory
-        return worker.run(job.direction, memory + (job.dst.address - base), job.dst.capacity,
-                          memory + (job.src.address - base), job.length, job.level, job.checksum)
+        dst, src = memory + (job.dst.address - base), memory + (job.src.address - base)
+        d = job.dictionary
+        if d is None:
+            return worker.run(job.direction, dst, job.dst.capacity, src, job.length, job.level, job.checksum)
+        # Kept per thread as the engines keep theirs, so failover does not digest it per job.
+        level = job.level if job.direction is abi.QcType.COMPRESS else 0
+        loaded = self._local.dictionaries.get((d.address, d.length, d.dict_id, job.direction, level),
+                                              lambda: codec.load_dictionary(d.view, job.direction, level))
+        return worker.run(job.direction, dst, job.dst.capacity, src, job.length, job.level, job.checksum, loaded)
 
     def _complete(self, job: Job, done: asyncio.Future[tuple[abi.Status, int]]) -> None:
         if done.cancelled():

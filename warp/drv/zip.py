@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import Final, final
 
 from warp import abi, uacce
+from warp.dictionary import Dictionary
 from warp.drv.base import DriverStats, Job, QueueStats
 from warp.errors import DeviceLost, JobTimeout
 from warp.ring import CqConsumer, SqProducer
@@ -203,6 +204,8 @@ class ZipQueue:
         w[base + abi.W.REQ_TYPE] = abi.Alg.ZSTD
         w[base + abi.W.LEVEL] = abi.level_to_word(job.level)
         w[base + abi.W.FLAGS] = abi.FLAG_CHECKSUM if job.checksum else 0
+        if job.dictionary is not None:
+            _name_dictionary(w, base, job.dictionary)
         w[base + abi.W.DEST_AVAIL] = job.dst.capacity
         w[base + abi.W.SRC_LO] = job.src.address & 0xFFFFFFFF
         w[base + abi.W.SRC_HI] = job.src.address >> 32
@@ -391,3 +394,11 @@ class ZipDriver:
     def close(self) -> None:
         for queue in self.all_queues():
             queue.close()
+
+
+def _name_dictionary(w: memoryview, base: int, dictionary: Dictionary) -> None:
+    """The dictionary words of an SQE (this model's own, see :mod:`warp.dictionary`)."""
+    w[base + abi.W.FLAGS] |= abi.FLAG_DICT
+    w[base + abi.W.DICT_LEN] = dictionary.length
+    w[base + abi.W.DICT_LO] = dictionary.address & 0xFFFFFFFF
+    w[base + abi.W.DICT_HI] = dictionary.address >> 32

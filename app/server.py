@@ -30,7 +30,9 @@ from app.api import errors
 from app.budget import Bodies
 from app.config import Config
 from app.connection import Runner
-from app.keys import ADMISSION, BODIES, CONFIG, METRICS, RUNTIME
+from app.dictionaries import WorkerDictionaries
+from app.dictstore import DictionaryStore
+from app.keys import ADMISSION, BODIES, CONFIG, DICTIONARIES, METRICS, RUNTIME
 from app.metrics import Metrics
 from app.snapshot_files import Restarts, use_shared_directory
 from app.supervisor import BOOT_FAILED, DeviceSupervisor, WorkerPool
@@ -62,6 +64,7 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     runtime = await asyncio.get_running_loop().run_in_executor(None, lambda: Runtime(
         config.root, driver=driver, queues=config.queues, heap_size=config.heap_size, timeout=config.job_timeout))
     app[RUNTIME] = runtime
+    app[DICTIONARIES] = _dictionaries(config, runtime)
     if config.device != "none" and runtime.zip is None:
         log.warning("no accelerator under %s (%s); compressing on the cpu driver", config.root,
                     runtime.device_error or "none found")
@@ -69,6 +72,14 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     sync.cancel()
     runtime.close()
+
+
+def _dictionaries(config: Config, runtime: Runtime) -> WorkerDictionaries:
+    """The store every worker reads, and this worker's loaded copies; a copy replaced under a job
+    is freed past the longest the job may still run (the device's timeout, then the cpu's)."""
+    store = DictionaryStore(config.data_dir, config.max_dictionaries)
+    store.sweep()
+    return WorkerDictionaries(store, runtime, grace=2 * config.job_timeout + 1)
 
 
 async def _run_worker(config: Config, listener: socket.socket) -> int:

@@ -45,3 +45,15 @@ def events(count: int, size: int = 1024, seed: int = 1) -> list[bytes]:
     """``count`` events of ``size`` bytes; the same seed gives the same events."""
     rng = random.Random(seed)
     return [event(rng, seq, size) for seq in range(count)]
+
+
+def multipart(samples: list[bytes], boundary: str = "warpzip-samples-7f3a") -> tuple[bytes, str]:
+    """``samples`` as a ``multipart/form-data`` body, one part each (what ``POST /dictionaries``
+    takes, as ``curl -F``), and its Content-Type."""
+    out = bytearray()
+    for i, sample in enumerate(samples):
+        out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"sample\"; filename=\"s{i}\"\r\n"
+                "Content-Type: application/octet-stream\r\n\r\n").encode()
+        out += sample + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out), f"multipart/form-data; boundary={boundary}"

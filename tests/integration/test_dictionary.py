@@ -72,7 +72,8 @@ def test_a_frame_naming_an_unknown_dictionary_fails_before_any_job(runtime: Runt
     d = runtime.dictionary(trained)
     with runtime.compressor(3, dictionary=d).compress(events(1)[0]) as result:
         frame = result.tobytes()
-    for resolver in (None, {}.get):
+    nobody: dict[int, Dictionary] = {}
+    for resolver in (None, nobody.get):
         with pytest.raises(UnknownDictionary) as caught:
             runtime.decompressor(1 << 20, resolver).decompress(frame)
         assert caught.value.dict_id == d.dict_id and caught.value.status == abi.Status.CORRUPT_INPUT

@@ -1,0 +1,62 @@
+"""One worker's dictionaries in its SVA heap: the store's files, loaded once and checked per use.
+
+A request that names a dictionary (``/compress?dict=``, or a frame sent to ``/decompress``) needs
+it in the heap, where the device reads it (:meth:`warp.runtime.Runtime.dictionary`). Loading —
+read, verify, copy — happens once per dictionary and worker; each use only ``stat``s the file
+(a few microseconds, and only for requests that name a dictionary), so a dictionary another worker
+deleted or replaced is never served from a stale copy. A copy no longer current is freed after
+``grace`` seconds — past the longest a job that named it may still run (``--job-timeout`` on the
+device, then again on the cpu) — never under a running job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import final
+
+from app.dictstore import DictionaryStore
+from warp import Runtime
+from warp.dictionary import Dictionary
+
+#: A file's identity: a new write (even of the same id) is a new inode and mtime.
+Signature = tuple[int, int, int]
+
+
+@final
+class WorkerDictionaries:
+    """The dictionaries of ``store`` this worker has loaded into ``runtime``'s heap."""
+
+    def __init__(self, store: DictionaryStore, runtime: Runtime, grace: float) -> None:
+        self.store = store
+        self._runtime = runtime
+        self._grace = grace
+        self._loaded: dict[int, tuple[Signature, Dictionary]] = {}
+
+    def get(self, dict_id: int) -> Dictionary | None:
+        """The dictionary with this id as the store has it now; None if it has none (or only a
+        corrupt file). A decompressor's resolver (:data:`warp.dictionary.Resolver`)."""
+        try:
+            stat = os.stat(self.store.path(dict_id))
+        except (FileNotFoundError, ValueError):
+            self._retire(dict_id)
+            return None
+        signature = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        kept = self._loaded.get(dict_id)
+        if kept is not None and kept[0] == signature:
+            return kept[1]
+        self._retire(dict_id)
+        data = self.store.read(dict_id)
+        if data is None:
+            return None
+        dictionary = self._runtime.dictionary(data)
+        self._loaded[dict_id] = (signature, dictionary)
+        return dictionary
+
+    def __len__(self) -> int:
+        return len(self._loaded)
+
+    def _retire(self, dict_id: int) -> None:
+        kept = self._loaded.pop(dict_id, None)
+        if kept is not None:
+            asyncio.get_running_loop().call_later(self._grace, kept[1].close)

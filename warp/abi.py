@@ -161,13 +161,13 @@ class W(enum.IntEnum):
     FLAGS = 11
     DICT_LEN = 12  # this model's own (ZIP has no dictionaries): the dictionary's length in bytes
     DEST_AVAIL = 14
+    DICT_LO = 16  # this model's own: the dictionary's virtual address (FLAG_DICT)
+    DICT_HI = 17
     SRC_LO = 18
     SRC_HI = 19
     DST_LO = 20
     DST_HI = 21
     TAG = 26
-    DICT_LO = 16  # this model's own: the dictionary's virtual address (FLAG_DICT)
-    DICT_HI = 17
 
 
 FLAG_CHECKSUM: Final = 1 << 0

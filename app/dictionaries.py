@@ -32,13 +32,17 @@ class WorkerDictionaries:
         self._runtime = runtime
         self._grace = grace
         self._loaded: dict[int, tuple[Signature, Dictionary]] = {}
+        self._paths: dict[int, str] = {}
 
     def get(self, dict_id: int) -> Dictionary | None:
         """The dictionary with this id as the store has it now; None if it has none (or only a
         corrupt file). A decompressor's resolver (:data:`warp.dictionary.Resolver`)."""
+        path = self._paths.get(dict_id)
+        if path is None:
+            path = self._paths[dict_id] = str(self.store.path(dict_id))  # a Path costs more than the stat
         try:
-            stat = os.stat(self.store.path(dict_id))
-        except (FileNotFoundError, ValueError):
+            stat = os.stat(path)
+        except FileNotFoundError:
             self._retire(dict_id)
             return None
         signature = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
@@ -57,6 +61,7 @@ class WorkerDictionaries:
         return len(self._loaded)
 
     def _retire(self, dict_id: int) -> None:
+        self._paths.pop(dict_id, None)
         kept = self._loaded.pop(dict_id, None)
         if kept is not None:
             asyncio.get_running_loop().call_later(self._grace, kept[1].close)

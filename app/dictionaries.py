@@ -16,8 +16,7 @@ import os
 from typing import final
 
 from app.dictstore import DictionaryStore
-from warp import Runtime
-from warp.dictionary import Dictionary
+from warp import Dictionary, Runtime
 
 #: A file's identity: a new write (even of the same id) is a new inode and mtime.
 Signature = tuple[int, int, int]

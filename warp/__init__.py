@@ -4,13 +4,24 @@ Discover devices, open queues (contexts) that share this process's address space
 through SVA, and run compression sessions on them — or on the cpu driver when there is no device.
 """
 
-from warp.errors import DeviceLost, HeapExhausted, JobFailed, JobTimeout, NoDevice, RuntimeClosed, WarpError
+from warp.dictionary import Dictionary
+from warp.errors import (
+                         DeviceLost,
+                         HeapExhausted,
+                         JobFailed,
+                         JobTimeout,
+                         NoDevice,
+                         RuntimeClosed,
+                         UnknownDictionary,
+                         WarpError,
+)
 from warp.runtime import Result, Runtime
 from warp.session import Compressor, Decompressor
 from warp.stream import acompress_stream, compress_stream
 from warp.uacce import Device, devices
 
 __all__ = [
-    "Compressor", "Decompressor", "Device", "DeviceLost", "HeapExhausted", "JobFailed", "JobTimeout",
-    "NoDevice", "Result", "Runtime", "RuntimeClosed", "WarpError", "acompress_stream", "compress_stream", "devices",
+    "Compressor", "Decompressor", "Device", "DeviceLost", "Dictionary", "HeapExhausted", "JobFailed", "JobTimeout",
+    "NoDevice", "Result", "Runtime", "RuntimeClosed", "UnknownDictionary", "WarpError", "acompress_stream",
+    "compress_stream", "devices",
 ]

@@ -26,8 +26,7 @@ from app.config import Config
 from app.dictionaries import WorkerDictionaries
 from app.keys import ADMISSION, BODIES, CONFIG, DICTIONARIES, METRICS, RUNTIME
 from app.metrics import Metrics
-from warp import HeapExhausted, JobFailed, JobTimeout, Result, Runtime, RuntimeClosed, abi
-from warp.errors import UnknownDictionary
+from warp import HeapExhausted, JobFailed, JobTimeout, Result, Runtime, RuntimeClosed, UnknownDictionary, abi
 from warp.mem import Buffer
 from warp.session import Compressor, Decompressor
 

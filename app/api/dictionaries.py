@@ -21,7 +21,7 @@ from app.api.errors import Problem
 from app.dictionaries import WorkerDictionaries
 from app.dictstore import DEFAULT_SIZE, MIN_SIZE, StoreError, train
 from app.keys import CONFIG, DICTIONARIES
-from warp.dictionary import Dictionary
+from warp import Dictionary
 
 #: More parts than this is not a sample set but an attack on the parser.
 MAX_SAMPLES: Final = 100_000

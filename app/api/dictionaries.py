@@ -21,7 +21,7 @@ from app.api.errors import Problem
 from app.dictionaries import WorkerDictionaries
 from app.dictstore import DEFAULT_SIZE, MIN_SIZE, StoreError, train
 from app.keys import CONFIG, DICTIONARIES
-from warp import Dictionary
+from warp import Dictionary, HeapExhausted
 
 #: More parts than this is not a sample set but an attack on the parser.
 MAX_SAMPLES: Final = 100_000
@@ -38,8 +38,12 @@ def parse_id(raw: str | None) -> int:
 
 
 def named(dictionaries: WorkerDictionaries, raw: str) -> Dictionary:
-    """The dictionary ``?dict=`` names, or the 404 a client gets for an unknown one."""
-    found = dictionaries.get(parse_id(raw))
+    """The dictionary ``?dict=`` names, or the 404 a client gets for an unknown one (the 503 of a
+    full heap if this worker has yet to load it)."""
+    try:
+        found = dictionaries.get(parse_id(raw))
+    except HeapExhausted:
+        raise body.out_of_memory() from None
     if found is None:
         raise Problem(404, "unknown-dictionary", f"no dictionary {raw}; GET /dictionaries lists them")
     return found

@@ -32,10 +32,24 @@ class WorkerDictionaries:
         self._grace = grace
         self._loaded: dict[int, tuple[Signature, Dictionary]] = {}
         self._paths: dict[int, str] = {}
+        #: Requests that found their dictionary, by direction (``warpzip_dictionary_requests_total``).
+        self.used = {"compress": 0, "decompress": 0}
+
+    def named(self, dict_id: int) -> Dictionary | None:
+        """:meth:`get`, for a request that names the dictionary to compress with."""
+        found = self.get(dict_id)
+        self.used["compress"] += found is not None
+        return found
+
+    def resolve(self, dict_id: int) -> Dictionary | None:
+        """:meth:`get`, for a frame to decompress (a :data:`warp.dictionary.Resolver`)."""
+        found = self.get(dict_id)
+        self.used["decompress"] += found is not None
+        return found
 
     def get(self, dict_id: int) -> Dictionary | None:
         """The dictionary with this id as the store has it now; None if it has none (or only a
-        corrupt file). A decompressor's resolver (:data:`warp.dictionary.Resolver`)."""
+        corrupt file)."""
         path = self._paths.get(dict_id)
         if path is None:
             path = self._paths[dict_id] = str(self.store.path(dict_id))  # a Path costs more than the stat

@@ -95,6 +95,10 @@ class DictionaryStore:
             return None
         return _verified(raw, self.path(dict_id))
 
+    def count(self) -> int:
+        """How many dictionary files there are (unverified: a gauge, not a listing)."""
+        return sum(1 for path in self._files("") if _id_of(path) is not None)
+
     def entries(self) -> list[Entry]:
         """Every dictionary that verifies, by id (a corrupt file is logged and left out)."""
         found = []
@@ -119,8 +123,7 @@ class DictionaryStore:
             raise StoreError("training-failed", "the trainer produced no zstd dictionary id")
         self.directory.mkdir(parents=True, exist_ok=True)
         with self._locked():
-            count = sum(1 for path in self._files("") if _id_of(path) is not None)
-            if count >= self.max_count:
+            if self.count() >= self.max_count:
                 raise StoreError("too-many-dictionaries", f"the service keeps {self.max_count} dictionaries; "
                                  "DELETE one first")
             if self.path(dict_id).exists():

@@ -64,7 +64,7 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     runtime = await asyncio.get_running_loop().run_in_executor(None, lambda: Runtime(
         config.root, driver=driver, queues=config.queues, heap_size=config.heap_size, timeout=config.job_timeout))
     app[RUNTIME] = runtime
-    app[DICTIONARIES] = _dictionaries(config, runtime)
+    app[DICTIONARIES] = app[METRICS].dictionaries = _dictionaries(config, runtime)
     if config.device != "none" and runtime.zip is None:
         log.warning("no accelerator under %s (%s); compressing on the cpu driver", config.root,
                     runtime.device_error or "none found")

@@ -75,7 +75,7 @@ def session_for(direction: str, query: Mapping[str, str], runtime: Runtime, conf
         named = query.get("dict")
         return runtime.compressor(parse_level(query.get("level")), parse_flag(query.get("checksum"), "checksum"),
                                   None if named is None else dictionary_of(dictionaries, named))
-    return runtime.decompressor(config.max_body, dictionaries.get)
+    return runtime.decompressor(config.max_body, dictionaries.resolve)
 
 
 async def run_job(session: Session, src: Buffer, size: int, direction: str, runtime: Runtime,

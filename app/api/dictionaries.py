@@ -41,7 +41,7 @@ def named(dictionaries: WorkerDictionaries, raw: str) -> Dictionary:
     """The dictionary ``?dict=`` names, or the 404 a client gets for an unknown one (the 503 of a
     full heap if this worker has yet to load it)."""
     try:
-        found = dictionaries.get(parse_id(raw))
+        found = dictionaries.named(parse_id(raw))
     except HeapExhausted:
         raise body.out_of_memory() from None
     if found is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,6 +80,10 @@ def test_ratio_at_least_twice_on_1k_json_events_on_the_device(srv: ServerProc, t
     loads = [engine["dict_loads"] for engine in engines]
     # 420 dictionary jobs; one CDict and one DDict per engine at most (the device did the work).
     assert 1 <= sum(loads) and all(n <= 2 for n in loads), loads
+    metrics = call(srv.url, "GET", "/metrics").body.decode()
+    counted = re.search(r'^warpzip_dictionary_requests_total\{direction="compress"\} (\S+)$', metrics, re.M)
+    assert counted is not None and float(counted.group(1)) >= len(bodies)
+    assert re.search(r"^warpzip_dictionaries [1-9]", metrics, re.M)
 
 
 def test_zstd_cli_decodes_with_the_served_dictionary(srv: ServerProc, trained: dict[str, Any], tmp_path: Path) -> None:

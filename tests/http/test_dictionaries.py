@@ -6,6 +6,7 @@ and the `zstd` CLI, never with the service itself."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import re
 import subprocess
@@ -176,3 +177,35 @@ def test_restart_keeps_every_dictionary_and_refuses_torn_ones(tmp_path: Path) ->
         assert "left by an interrupted write" in log and "555.zdict fails its checksum" in log
     finally:
         stop_process(second.proc)
+
+
+def test_the_same_samples_twice_is_a_409(srv: ServerProc, trained: dict[str, Any]) -> None:
+    doc = check_problem(upload(srv, events(300)), 409)
+    assert doc["type"] == "/problems/dictionary-exists" and str(trained["id"]) in doc["detail"]
+
+
+def test_nested_multipart_is_a_400(srv: ServerProc) -> None:
+    body = (b"--b\r\nContent-Type: multipart/mixed; boundary=c\r\n\r\n--c\r\n\r\nx\r\n--c--\r\n\r\n--b--\r\n")
+    reply = call(srv.url, "POST", "/dictionaries", body, {"Content-Type": "multipart/form-data; boundary=b"})
+    assert check_problem(reply, 400)["type"] == "/problems/bad-request"
+
+
+def test_samples_over_max_body_are_a_413(tmp_path: Path) -> None:
+    small = serve(tmp_path, tmp_path / "data", "--device", "none", "--max-body", "256k")
+    try:
+        body, content_type = multipart(events(300))
+        declared = call(small.url, "POST", "/dictionaries", body, {"Content-Type": content_type})
+        assert check_problem(declared, 413)["type"] == "/problems/body-too-large"
+        connection = http.client.HTTPConnection("127.0.0.1", small.port, timeout=30)
+        chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)]
+        try:  # chunked: no length to refuse up front, so the limit stops the upload as it arrives
+            connection.request("POST", "/dictionaries", body=iter(chunks), headers={"Content-Type": content_type},
+                               encode_chunked=True)
+            response = connection.getresponse()
+            chunked = Reply(response.status, response.headers, response.read())
+        finally:
+            connection.close()
+        assert check_problem(chunked, 413)["type"] == "/problems/body-too-large"
+        assert not (tmp_path / "data").exists(), "nothing was stored"
+    finally:
+        stop_process(small.proc)

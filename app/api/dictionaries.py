@@ -5,7 +5,8 @@ default 16 KiB, at most ``--max-dictionary-size``); it answers 201 with ``Locati
 zstd writes into every frame compressed with the dictionary (``POST /compress?dict=<id>``).
 ``GET /dictionaries/<id>`` returns the dictionary's bytes, so ``zstd -D`` decodes those frames
 offline. Training runs in a thread: it takes a fraction of a second per few hundred samples, too
-long for the event loop. The files are :mod:`app.dictstore`'s.
+long for the event loop, as are the store's reads, writes and fsyncs. The files are
+:mod:`app.dictstore`'s.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ async def handle_list(request: web.Request) -> web.Response:
 
 async def handle_get(request: web.Request) -> web.Response:
     dict_id = parse_id(request.match_info["id"])
-    data = request.app[DICTIONARIES].store.read(dict_id)
+    data = await asyncio.get_running_loop().run_in_executor(None, request.app[DICTIONARIES].store.read, dict_id)
     if data is None:
         raise Problem(404, "unknown-dictionary", f"no dictionary {dict_id}; GET /dictionaries lists them")
     return web.Response(body=data, content_type="application/octet-stream",
@@ -120,7 +121,8 @@ async def handle_get(request: web.Request) -> web.Response:
 
 async def handle_delete(request: web.Request) -> web.Response:
     dict_id = parse_id(request.match_info["id"])
-    if not request.app[DICTIONARIES].store.delete(dict_id):
+    store = request.app[DICTIONARIES].store  # unlink and fsync the directory: off the loop
+    if not await asyncio.get_running_loop().run_in_executor(None, store.delete, dict_id):
         raise Problem(404, "unknown-dictionary", f"no dictionary {dict_id}; GET /dictionaries lists them")
     return web.Response(status=204)
 

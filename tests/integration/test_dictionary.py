@@ -10,7 +10,7 @@ import pytest
 import zstandard
 
 from bench.events import events
-from tests.harness import DeviceProc, start_device
+from tests.harness import DeviceProc, device_cli, start_device
 from warp import JobFailed, Runtime, abi
 from warp.cdev import DevicePaths
 from warp.device.launch import stop_process
@@ -124,3 +124,13 @@ def test_bad_dictionary_words_fail_the_job(runtime: Runtime, trained: bytes) -> 
     with pytest.raises(JobFailed) as caught:
         runtime.compressor(3, dictionary=d).compress(b"x" * 100)
     assert caught.value.status == abi.Status.ADDR_FAULT
+
+
+def test_jobs_the_device_fails_are_rerun_on_the_cpu_with_their_dictionary(device: DeviceProc, runtime: Runtime,
+                                                                          trained: bytes) -> None:
+    assert device_cli(device.root, "inject", "hw-error", "--count", "3").returncode == 0
+    d = runtime.dictionary(trained)
+    bodies = events(12, seed=4)
+    frames = roundtrip(runtime, d, bodies)
+    assert runtime.fallback_jobs == 3
+    assert {zstandard.get_frame_parameters(f).dict_id for f in frames} == {d.dict_id}

@@ -5,8 +5,8 @@ it in the heap, where the device reads it (:meth:`warp.runtime.Runtime.dictionar
 read, verify, copy — happens once per dictionary and worker; each use only ``stat``s the file
 (a few microseconds, and only for requests that name a dictionary), so a dictionary another worker
 deleted or replaced is never served from a stale copy. A copy no longer current is freed after
-``grace`` seconds — past the longest a job that named it may still run (``--job-timeout`` on the
-device, then again on the cpu) — never under a running job.
+``grace`` seconds — past the longest a request that named it may still use it (its body arriving,
+then ``--job-timeout`` on the device and again on the cpu) — never under a running job.
 """
 
 from __future__ import annotations

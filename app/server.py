@@ -75,11 +75,11 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def _dictionaries(config: Config, runtime: Runtime) -> WorkerDictionaries:
-    """The store every worker reads, and this worker's loaded copies; a copy replaced under a job
-    is freed past the longest the job may still run (the device's timeout, then the cpu's)."""
+    """The store every worker reads, and this worker's loaded copies; a copy replaced under a
+    request is freed past the longest the request may still need it: its body may still be arriving
+    (the session is chosen from the head), then the job may run out the device's timeout and the cpu's."""
     store = DictionaryStore(config.data_dir, config.max_dictionaries)
-    store.sweep()
-    return WorkerDictionaries(store, runtime, grace=2 * config.job_timeout + 1)
+    return WorkerDictionaries(store, runtime, grace=config.body_timeout + 2 * config.job_timeout + 1)
 
 
 async def _run_worker(config: Config, listener: socket.socket) -> int:
@@ -165,6 +165,9 @@ def _serve_with_device(config: Config) -> int:
 
 
 def _serve_on(config: Config, listener: socket.socket) -> int:
+    # What a crash left of a dictionary write, removed before any worker starts: a worker that
+    # swept would remove another's write in progress.
+    DictionaryStore(config.data_dir, config.max_dictionaries).sweep()
     device: DeviceSupervisor | None = None
     restarts = Restarts()
     if config.device == "embedded":

@@ -33,7 +33,7 @@ STATUS: Final = {"too-few-samples": 400, "training-failed": 400, "too-many-dicti
 
 def parse_id(raw: str | None) -> int:
     """A dictionary id as zstd prints it (decimal, 1..2^32-1); 404 for anything else."""
-    if raw is None or not raw.isascii() or not raw.isdigit() or not 0 < int(raw) < 1 << 32:
+    if raw is None or not raw.isascii() or not raw.isdigit() or len(raw) > 10 or not 0 < int(raw) < 1 << 32:
         raise Problem(404, "unknown-dictionary", f"no dictionary {raw!r}; GET /dictionaries lists them")
     return int(raw)
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import final
+from typing import Any, final
 
 from warp import abi, codec
 from warp.dictcache import LoadedDictionaries
+from warp.dictionary import Dictionary
 from warp.drv.base import DriverStats, Job
 from warp.errors import JobTimeout
 from warp.sva import AddressSpace
@@ -71,15 +72,16 @@ class CpuDriver:
             self._local.dictionaries = LoadedDictionaries()
         base = job.src.heap.space.base
         memory = self._memory
-        dst, src = memory + (job.dst.address - base), memory + (job.src.address - base)
-        d = job.dictionary
-        if d is None:
-            return worker.run(job.direction, dst, job.dst.capacity, src, job.length, job.level, job.checksum)
-        # Kept per thread as the engines keep theirs, so failover does not digest it per job.
+        loaded = None if job.dictionary is None else self._loaded(job, job.dictionary)
+        return worker.run(job.direction, memory + (job.dst.address - base), job.dst.capacity,
+                          memory + (job.src.address - base), job.length, job.level, job.checksum, loaded)
+
+    def _loaded(self, job: Job, d: Dictionary) -> Any:
+        """The job's dictionary, kept per thread as the engines keep theirs: failover does not
+        digest it per job."""
         level = job.level if job.direction is abi.QcType.COMPRESS else 0
-        loaded = self._local.dictionaries.get((d.address, d.length, d.dict_id, job.direction, level),
-                                              lambda: codec.load_dictionary(d.view, job.direction, level))
-        return worker.run(job.direction, dst, job.dst.capacity, src, job.length, job.level, job.checksum, loaded)
+        return self._local.dictionaries.get((d.address, d.length, d.dict_id, job.direction, level),
+                                            lambda: codec.load_dictionary(d.view, job.direction, level))
 
     def _complete(self, job: Job, done: asyncio.Future[tuple[abi.Status, int]]) -> None:
         if done.cancelled():

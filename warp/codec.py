@@ -151,7 +151,7 @@ def frame_dictionary_id(data: Any) -> int:
 def _with_cdict(cctx: Any, cdict: Any, dst: Pointer, capacity: int, src: Pointer, size: int) -> Any:
     """``ZSTD_compress2`` with ``cdict`` referenced for this job only: its level supersedes the
     context's, the checksum flag stays the context's, and the next job sees no dictionary."""
-    _check(lib.ZSTD_CCtx_refCDict(cctx, cdict))
+    _checked(lib.ZSTD_CCtx_refCDict(cctx, cdict))
     try:
         return lib.ZSTD_compress2(cctx, dst, capacity, src, size)
     finally:

@@ -28,11 +28,18 @@ class LoadedDictionaries:
     def get(self, key: Hashable, load: Callable[[], Any]) -> Any:
         """The dictionary under ``key``, loaded by ``load()`` if it is not kept (the oldest one
         is freed to make room)."""
+        loaded = self.find(key)
+        return loaded if loaded is not None else self.keep(key, load())
+
+    def find(self, key: Hashable) -> Any:
+        """The dictionary kept under ``key`` (now the most recently used), or None."""
         loaded = self._loaded.get(key)
         if loaded is not None:
             self._loaded.move_to_end(key)
-            return loaded
-        loaded = load()
+        return loaded
+
+    def keep(self, key: Hashable, loaded: Any) -> Any:
+        """Keep a dictionary just loaded (a miss of :meth:`find`); returns it."""
         self.loads += 1
         self._loaded[key] = loaded
         if len(self._loaded) > self.capacity:

@@ -47,16 +47,13 @@ class EngineDictionaries:
         mapping, direction = qp.mapping, qp.qc_type
         offset = address - mapping.base
         # The tag: the id a zstd dictionary declares in bytes 4..7 (read unchecked; a miss faults properly).
-        tag = bytes(mapping.memory[offset + 4:offset + 8]) if 0 <= offset and offset + 8 <= mapping.size else b""
+        tag = mapping.heap[offset + 4:offset + 8] if 0 <= offset and offset + 8 <= mapping.size else b""
         key = (mapping.pasid, mapping.key, address, length, tag, direction,
                level if direction is abi.QcType.COMPRESS else 0)
-        faults = 0
-
-        def fetch() -> Any:
-            nonlocal faults
-            faults = self._iommu.fault_in(mapping, address, length, write=False)
-            loaded = codec.load_dictionary(mapping.memory[offset:offset + length], direction, level)
-            self._counters[Engine.DICT_LOADS] += 1
-            return loaded
-
-        return self._loaded.get(key, fetch), faults
+        loaded = self._loaded.find(key)
+        if loaded is not None:
+            return loaded, 0
+        faults = self._iommu.fault_in(mapping, address, length, write=False)
+        loaded = codec.load_dictionary(mapping.memory[offset:offset + length], direction, level)
+        self._counters[Engine.DICT_LOADS] += 1
+        return self._loaded.keep(key, loaded), faults

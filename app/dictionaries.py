@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass
 from typing import final
 
 from app.dictstore import DictionaryStore
@@ -20,6 +21,17 @@ from warp import Dictionary, Runtime
 
 #: A file's identity: a new write (even of the same id) is a new inode and mtime.
 Signature = tuple[int, int, int]
+
+
+@final
+@dataclass(frozen=True)
+class DictionaryStats:
+    """What ``/metrics`` reads: the store's dictionaries, this worker's loaded copies, and the
+    requests that found theirs, by direction."""
+
+    stored: int
+    loaded: int
+    used: tuple[tuple[str, int], ...]
 
 
 @final
@@ -33,18 +45,18 @@ class WorkerDictionaries:
         self._loaded: dict[int, tuple[Signature, Dictionary]] = {}
         self._paths: dict[int, str] = {}
         #: Requests that found their dictionary, by direction (``warpzip_dictionary_requests_total``).
-        self.used = {"compress": 0, "decompress": 0}
+        self._used = {"compress": 0, "decompress": 0}
 
     def named(self, dict_id: int) -> Dictionary | None:
         """:meth:`get`, for a request that names the dictionary to compress with."""
         found = self.get(dict_id)
-        self.used["compress"] += found is not None
+        self._used["compress"] += found is not None
         return found
 
     def resolve(self, dict_id: int) -> Dictionary | None:
         """:meth:`get`, for a frame to decompress (a :data:`warp.dictionary.Resolver`)."""
         found = self.get(dict_id)
-        self.used["decompress"] += found is not None
+        self._used["decompress"] += found is not None
         return found
 
     def get(self, dict_id: int) -> Dictionary | None:
@@ -72,6 +84,9 @@ class WorkerDictionaries:
 
     def __len__(self) -> int:
         return len(self._loaded)
+
+    def statistics(self) -> DictionaryStats:
+        return DictionaryStats(self.store.count(), len(self._loaded), tuple(self._used.items()))
 
     def _retire(self, dict_id: int) -> None:
         self._paths.pop(dict_id, None)

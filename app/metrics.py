@@ -87,8 +87,9 @@ class Metrics:
         self.files.publish(tally)
 
     def _copy_dictionaries(self, dictionaries: WorkerDictionaries) -> None:
-        self.tally.set("warpzip_dictionaries", (), dictionaries.store.count())
-        for direction, used in dictionaries.used.items():
+        stats = dictionaries.statistics()
+        self.tally.set("warpzip_dictionaries", (), stats.stored)
+        for direction, used in stats.used:
             self.tally.set("warpzip_dictionary_requests", (direction,), used)
 
     def _copy_process(self) -> None:

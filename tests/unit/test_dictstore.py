@@ -14,7 +14,7 @@ import pytest
 
 from app.api.dictionaries import named
 from app.api.errors import Problem
-from app.dictionaries import WorkerDictionaries
+from app.dictionaries import DictionaryStats, WorkerDictionaries
 from app.dictstore import MAGIC, DictionaryStore, StoreError, train
 from bench.events import events
 from warp import Runtime
@@ -118,6 +118,8 @@ def test_worker_copies_follow_the_files(tmp_path: Path, trained: bytes, samples:
         first = worker.get(dict_id)
         assert first is not None and bytes(first.view) == trained
         assert worker.get(dict_id) is first and len(worker) == 1, "loaded once"
+        assert worker.named(dict_id) is worker.resolve(dict_id) is first
+        assert worker.statistics() == DictionaryStats(stored=1, loaded=1, used=(("compress", 1), ("decompress", 1)))
         used = runtime.statistics().heap.in_use_bytes
         store.delete(dict_id)
         assert worker.get(dict_id) is None and len(worker) == 0, "no stale copy after a DELETE elsewhere"

@@ -1,14 +1,16 @@
 """Trained dictionaries through the HTTP API: POST/GET/DELETE /dictionaries, /compress?dict=, and
 /decompress of frames that name one — against real servers (an embedded device; a second server
-on the cpu sharing the data directory, as a second worker would), checked with python-zstandard
-and the `zstd` CLI, never with the service itself."""
+on the cpu sharing the data directory; two workers of one server, each in turn), checked with
+python-zstandard and the `zstd` CLI, never with the service itself."""
 
 from __future__ import annotations
 
 import hashlib
 import http.client
 import json
+import os
 import re
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,9 @@ import zstandard
 
 from app.dictstore import MAGIC
 from bench.events import events, multipart
-from tests.harness import ServerProc, require_tool, start_server
+from bench.proctree import snapshot_tree
+from bench.soak import role
+from tests.harness import ServerProc, require_tool, start_server, wait_until
 from tests.harness.http import Reply, call, check_problem
 from warp.device.launch import stop_process
 
@@ -209,3 +213,36 @@ def test_samples_over_max_body_are_a_413(tmp_path: Path) -> None:
         assert not (tmp_path / "data").exists(), "nothing was stored"
     finally:
         stop_process(small.proc)
+
+
+def test_each_worker_sees_what_another_created_and_deleted(tmp_path: Path) -> None:
+    """``--workers 2``: with one worker stopped (SIGSTOP), every new connection goes to the other,
+    so each step below is served by the worker it names."""
+    pair = serve(tmp_path, tmp_path / "data", "--workers", "2", "--device", "none")
+    server = pair.proc.pid
+
+    def workers() -> list[int]:
+        return sorted(s.pid for s in snapshot_tree(server) if role(s, server) == "worker")
+
+    wait_until(lambda: len(workers()) == 2, 10, "both workers to start")
+    first, second = workers()
+
+    def only(pid: int) -> None:
+        os.kill(first if pid == second else second, signal.SIGSTOP)
+        os.kill(pid, signal.SIGCONT)
+
+    try:
+        body = events(1, seed=31)[0]
+        only(first)
+        doc = created(pair, events(300, seed=30))
+        frame = compress(pair, body, f"?dict={doc['id']}")  # the first worker loads its copy
+        only(second)
+        assert compress(pair, body, f"?dict={doc['id']}") == frame, "the second sees what the first created"
+        assert call(pair.url, "DELETE", f"/dictionaries/{doc['id']}").status == 204
+        only(first)
+        check_problem(call(pair.url, "POST", f"/compress?dict={doc['id']}", body), 404)  # its copy is not served
+        check_problem(call(pair.url, "POST", "/decompress", frame), 400)
+    finally:
+        for pid in (first, second):
+            os.kill(pid, signal.SIGCONT)
+        stop_process(pair.proc)

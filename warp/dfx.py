@@ -80,7 +80,8 @@ class Queue(enum.IntEnum):
 
 
 class Engine(enum.IntEnum):
-    """Per-engine counters: summed over engines they equal the per-queue totals."""
+    """Per-engine counters: summed over engines the job columns equal the per-queue totals;
+    DICT_LOADS is the engine's own."""
 
     JOBS = 0
     BATCHES = 1

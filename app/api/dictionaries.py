@@ -19,6 +19,7 @@ from aiohttp import BodyPartReader, web
 
 from app.api import body
 from app.api.errors import Problem
+from app.api.problems import KINDS
 from app.dictionaries import WorkerDictionaries
 from app.dictstore import DEFAULT_SIZE, MIN_SIZE, StoreError, train
 from app.keys import CONFIG, DICTIONARIES
@@ -26,9 +27,6 @@ from warp import Dictionary, HeapExhausted
 
 #: More parts than this is not a sample set but an attack on the parser.
 MAX_SAMPLES: Final = 100_000
-#: The problem's status for each way a dictionary cannot be made.
-STATUS: Final = {"too-few-samples": 400, "training-failed": 400, "too-many-dictionaries": 409,
-                 "dictionary-exists": 409}
 
 
 def parse_id(raw: str | None) -> int:
@@ -96,7 +94,7 @@ async def handle_create(request: web.Request) -> web.Response:
         data = await loop.run_in_executor(None, train, samples, size)
         dict_id = await loop.run_in_executor(None, store.add, data)
     except StoreError as exc:
-        raise Problem(STATUS[exc.slug], exc.slug, str(exc)) from None
+        raise Problem(KINDS[exc.slug].status, exc.slug, str(exc)) from None
     location = f"/dictionaries/{dict_id}"
     return web.json_response({"id": dict_id, "size": len(data), "samples": len(samples), "location": location},
                              status=201, headers={"Location": location})

@@ -25,6 +25,13 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) // 2)
 
 
+def default_data_dir() -> Path:
+    """Where dictionaries persist unless ``--data-dir`` says otherwise: the XDG data directory of the
+    user the service runs as (``~/.local/share/warpzip``), shared by its workers and its restarts."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "warpzip"
+
+
 @final
 @dataclass(frozen=True)
 class Config:
@@ -51,6 +58,10 @@ class Config:
     log_level: str = "INFO"
     log_format: str = "text"
     forwarded_allow_ips: str = "127.0.0.1,::1"
+    # Trained zstd dictionaries (app.dictstore).
+    data_dir: Path = default_data_dir()
+    max_dictionaries: int = 64
+    max_dictionary_size: int = 1 << 20
 
     @property
     def stream_threshold(self) -> int:
@@ -151,6 +162,9 @@ OPTIONS: tuple[tuple[str, Callable[[str], object], tuple[str, ...] | None, str],
     ("log_format", str, logs.FORMATS, "log lines as text, or one JSON object per line (the device's too)"),
     ("forwarded_allow_ips", str, None, "comma-separated proxy addresses whose X-Forwarded-For the access log "
      "believes ('*': any; '': none)"),
+    ("data_dir", Path, None, "directory where trained dictionaries persist (created on the first POST /dictionaries)"),
+    ("max_dictionaries", _positive, None, "dictionaries the service keeps before POST /dictionaries gets 409"),
+    ("max_dictionary_size", _size, None, "largest dictionary POST /dictionaries?size= may ask for"),
 )
 
 

@@ -41,7 +41,7 @@ from app.api.errors import Problem
 from app.budget import Bodies
 from app.config import Config
 from app.datapath import DataPath
-from app.keys import ADMISSION, BODIES, METRICS, RUNTIME
+from app.keys import ADMISSION, BODIES, DICTIONARIES, METRICS, RUNTIME
 from app.metrics import Metrics
 from warp import Runtime
 
@@ -160,6 +160,7 @@ class Server(web.Server):
         self.open = 0
         self.stopping = False
         self.bodies: Bodies = app[BODIES]  # what bodies still arriving hold of the heap
+        self.dictionaries = app[DICTIONARIES]  # opened with the runtime, as it is
         self.trusted_proxies = config.trusted_proxies
         self.datapaths: set[DataPath] = set()
         self._drained = asyncio.Event()

@@ -179,7 +179,7 @@ class DataPath(asyncio.BufferedProtocol):
         runtime = server.runtime
         direction = compress.DIRECTIONS[head.route]
         try:
-            session = compress.session_for(direction, head.params(), runtime, config)
+            session = compress.session_for(direction, head.params(), runtime, config, server.dictionaries)
         except Problem:
             self._hand_over()  # aiohttp answers the 400 (and reads the body) as before
             return

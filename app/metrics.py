@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from app import __version__
 from app.admission import Admission
 from app.dfx_collector import AcceleratorCollector
+from app.dictionaries import WorkerDictionaries
 from app.snapshot_files import SnapshotFiles
 from app.tally import LATENCY_BUCKETS, SPECS, Merged, Tally
 from warp import Runtime, cdev
@@ -64,6 +65,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.registry.register(WorkerCollector(self))
         self.registry.register(AcceleratorCollector(cdev.DevicePaths(root, DEVICE_NAME)))
+        #: Set with the runtime (app.server): the dictionaries this worker uses.
+        self.dictionaries: WorkerDictionaries | None = None
 
     def observe_bytes(self, direction: str, consumed: int, produced: int) -> None:
         self.tally.add("warpzip_compressor_input_bytes", (direction,), consumed)
@@ -98,8 +101,16 @@ class Metrics:
         runtime = self._runtime()
         if runtime is not None:
             self._copy_runtime(runtime)
+        if self.dictionaries is not None:
+            self._copy_dictionaries(self.dictionaries)
         self._copy_process()
         self.files.publish(tally)
+
+    def _copy_dictionaries(self, dictionaries: WorkerDictionaries) -> None:
+        stats = dictionaries.statistics()
+        self.tally.set("warpzip_dictionaries", (), stats.stored)
+        for direction, used in stats.used:
+            self.tally.set("warpzip_dictionary_requests", (direction,), used)
 
     def _copy_process(self) -> None:
         """This worker's standard process figures (prometheus-client reads /proc), merged like the rest."""

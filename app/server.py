@@ -30,7 +30,9 @@ from app.api import errors
 from app.budget import Bodies
 from app.config import Config
 from app.connection import Runner
-from app.keys import ADMISSION, BODIES, CONFIG, METRICS, RUNTIME
+from app.dictionaries import WorkerDictionaries
+from app.dictstore import DictionaryStore
+from app.keys import ADMISSION, BODIES, CONFIG, DICTIONARIES, METRICS, RUNTIME
 from app.metrics import Metrics
 from app.snapshot_files import Restarts, use_shared_directory
 from app.supervisor import BOOT_FAILED, DeviceSupervisor, WorkerPool
@@ -63,6 +65,7 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         config.root, driver=driver, queues=config.queues, heap_size=config.heap_size, timeout=config.job_timeout,
         sched=config.sched))
     app[RUNTIME] = runtime
+    app[DICTIONARIES] = app[METRICS].dictionaries = _dictionaries(config, runtime)
     if config.device != "none" and runtime.zip is None:
         log.warning("no accelerator under %s (%s); compressing on the cpu driver", config.root,
                     runtime.device_error or "none found")
@@ -70,6 +73,14 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     sync.cancel()
     runtime.close()
+
+
+def _dictionaries(config: Config, runtime: Runtime) -> WorkerDictionaries:
+    """The store every worker reads, and this worker's loaded copies; a copy replaced under a
+    request is freed past the longest the request may still need it: its body may still be arriving
+    (the session is chosen from the head), then the job may run out the device's timeout and the cpu's."""
+    store = DictionaryStore(config.data_dir, config.max_dictionaries)
+    return WorkerDictionaries(store, runtime, grace=config.body_timeout + 2 * config.job_timeout + 1)
 
 
 async def _run_worker(config: Config, listener: socket.socket) -> int:
@@ -155,6 +166,9 @@ def _serve_with_device(config: Config) -> int:
 
 
 def _serve_on(config: Config, listener: socket.socket) -> int:
+    # What a crash left of a dictionary write, removed before any worker starts: a worker that
+    # swept would remove another's write in progress.
+    DictionaryStore(config.data_dir, config.max_dictionaries).sweep()
     device: DeviceSupervisor | None = None
     restarts = Restarts()
     if config.device == "embedded":

@@ -67,6 +67,9 @@ SPECS: Final[Mapping[str, Spec]] = {
     "warpzip_build_info": Spec("gauge", ("version", "python", "aiohttp", "zstd", "device"),
                                "Build information: warpzip, Python, aiohttp and libzstd versions, and the "
                                "--device mode (embedded, external, none); always 1.", "min"),
+    "warpzip_dictionaries": Spec("gauge", (), "Trained dictionaries in --data-dir (every worker sees the same).",
+                                 "min"),
+    "warpzip_dictionary_requests": Spec("counter", ("direction",), "Requests that used a trained dictionary."),
     "warpzip_worker_restarts": Spec("counter", (), "Worker processes replaced after they exited."),
     "warpzip_device_restarts": Spec("counter", (), "Times the embedded device was restarted after it exited."),
     # The standard process metrics, over the worker processes: a replaced worker's CPU stays counted.

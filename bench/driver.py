@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import plots, proctree, wrk
+from bench import dictbench, plots, proctree, wrk
 from bench.bodies import PROFILES, Profile, body_paths, describe, materialise, parse_profiles
 from bench.report import Meta, Role, Row, render_markdown, to_json
 from bench.server import DEFAULT_SERVERS, SERVERS, RunningServer, ServerFailed, ServerSpec
@@ -106,6 +106,9 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--plots", type=Path, help="write PNG plots here (needs matplotlib)")
     parser.add_argument("--corpus", type=Path, default=CORPUS_DIR, help="directory of Silesia *.bz2")
+    parser.add_argument("--dictionary", action="store_true", help="instead of the server table: warpzip with a "
+                        "trained zstd dictionary against without, on generated JSON events of each --sizes "
+                        "(default 4k) at each --connections (default 32): ratio and req/s")
     return parser
 
 
@@ -212,6 +215,25 @@ def _progress(row: Row) -> Row:
     return row
 
 
+def _dictionary(args: argparse.Namespace) -> int:
+    """``--dictionary``: :mod:`bench.dictbench` for each size and connection count."""
+    sizes = [profile.slices[0].size for profile in parse_profiles(args.sizes or ["4k"]) if len(profile.slices) == 1]
+    sections = []
+    with tempfile.TemporaryDirectory(prefix="warpzip-bench-") as scratch_name:
+        for size in sizes:
+            for count in parse_connections(args.connections or [DEFAULT_CONNECTIONS]):
+                try:
+                    rows = dictbench.measure(Path(scratch_name), size, args.level, count, args.duration, args.warmup)
+                except ServerFailed as error:
+                    print(f"FAILED: {error}", file=sys.stderr)
+                    return 1
+                sections.append(dictbench.render(rows, size, args.level, count, args.duration))
+    markdown = "\n".join(sections)
+    args.out.write_text(markdown)
+    print(markdown)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "python -m bench") -> int:
     """``make bench`` (``python -m bench``) and ``warpzip bench http`` (named ``prog`` in its usage)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -231,6 +253,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m bench") -> in
         print(f"no corpus at {args.corpus} (expected shared/corpus beside the repository)", file=sys.stderr)
         return 2
 
+    if args.dictionary:
+        return _dictionary(args)
     load = Load(args.level, args.duration, args.warmup)
     profiles = list(dict.fromkeys(profile for profile, _ in cells))
     meta = host_meta(argv, load, profiles)

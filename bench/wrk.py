@@ -96,9 +96,18 @@ def _without_bodies() -> dict[str, str]:
 
 def run(url: str, connections: int, duration_s: int, bodies: list[Path]) -> WrkResult:
     """Runs wrk to completion; ``RuntimeError`` with wrk's stderr if it fails."""
+    return _run(url, connections, duration_s, body_env(bodies))
+
+
+def run_requests(url: str, connections: int, duration_s: int, requests: Sequence[tuple[str, Path]]) -> WrkResult:
+    """:func:`run` with each body sent to its own URL path (:func:`requests_env`)."""
+    return _run(url, connections, duration_s, requests_env(requests))
+
+
+def _run(url: str, connections: int, duration_s: int, env: dict[str, str]) -> WrkResult:
     completed = subprocess.run(
         command(url, connections, duration_s),
-        env=body_env(bodies),
+        env=env,
         capture_output=True,
         text=True,
         timeout=duration_s + 60,

@@ -4,7 +4,17 @@ Discover devices, open queues (contexts) that share this process's address space
 through SVA, and run compression sessions on them — or on the cpu driver when there is no device.
 """
 
-from warp.errors import DeviceLost, HeapExhausted, JobFailed, JobTimeout, NoDevice, RuntimeClosed, WarpError
+from warp.dictionary import Dictionary
+from warp.errors import (
+    DeviceLost,
+    HeapExhausted,
+    JobFailed,
+    JobTimeout,
+    NoDevice,
+    RuntimeClosed,
+    UnknownDictionary,
+    WarpError,
+)
 from warp.result import Result
 from warp.runtime import Runtime
 from warp.session import Compressor, Decompressor
@@ -12,6 +22,7 @@ from warp.stream import CompressStream, DecompressStream
 from warp.uacce import Device, devices
 
 __all__ = [
-    "CompressStream", "Compressor", "DecompressStream", "Decompressor", "Device", "DeviceLost", "HeapExhausted",
-    "JobFailed", "JobTimeout", "NoDevice", "Result", "Runtime", "RuntimeClosed", "WarpError", "devices",
+    "CompressStream", "Compressor", "DecompressStream", "Decompressor", "Device", "DeviceLost", "Dictionary",
+    "HeapExhausted", "JobFailed", "JobTimeout", "NoDevice", "Result", "Runtime", "RuntimeClosed", "UnknownDictionary",
+    "WarpError", "devices",
 ]

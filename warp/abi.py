@@ -171,8 +171,11 @@ class W(enum.IntEnum):
     REQ_TYPE = 9
     LEVEL = 10  # signed zstd level, two's complement
     FLAGS = 11
+    DICT_LEN = 12  # this model's own (ZIP has no dictionaries): the dictionary's length in bytes
     LIT_SIZE = 13  # lz77_zstd: literal-buffer size
     DEST_AVAIL = 14  # lz77_zstd: sequence-area size
+    DICT_LO = 16  # this model's own: the dictionary's virtual address (FLAG_DICT)
+    DICT_HI = 17
     SRC_LO = 18
     SRC_HI = 19
     DST_LO = 20
@@ -186,6 +189,8 @@ class W(enum.IntEnum):
 
 
 FLAG_CHECKSUM: Final = 1 << 0
+#: The job uses the zstd dictionary at ``DICT_HI:DICT_LO``, ``DICT_LEN`` bytes (see warp.dictionary).
+FLAG_DICT: Final = 1 << 1
 
 #: dw7 bits of a stream BD (``hisi_comp.c``): end the frame in this BD (flush_type FINISH; else
 #: SYNC_FLUSH: everything given so far comes out), stateful mode, and the first BD of a stream.

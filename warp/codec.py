@@ -84,19 +84,21 @@ class Codec:
         return _checked(self._zstd(abi.QcType.DECOMPRESS, dst, capacity, src, size, 0, False))
 
     def run(self, direction: abi.QcType, dst: Pointer, capacity: int, src: Pointer, size: int,
-            level: int, checksum: bool) -> tuple[abi.Status, int]:
-        """Execute one job as an engine does: ``(status, produced)``, never an exception."""
-        result: int = self._zstd(direction, dst, capacity, src, size, level, checksum)
-        if result <= _LAST_SIZE:
-            return abi.Status.OK, result
-        return (abi.Status.DST_TOO_SMALL if _ERROR_BASE - result == DST_TOO_SMALL else abi.Status.CORRUPT_INPUT), 0
+            level: int, checksum: bool, loaded: Any = None) -> tuple[abi.Status, int]:
+        """Execute one job as an engine does: ``(status, produced)``, never an exception. ``loaded``
+        is a dictionary from :func:`load_dictionary` (a CDict to compress, a DDict to decompress)."""
+        return _status(self._zstd(direction, dst, capacity, src, size, level, checksum, loaded))
 
     def _zstd(self, direction: abi.QcType, dst: Pointer, capacity: int, src: Pointer, size: int,
-              level: int, checksum: bool) -> Any:
+              level: int, checksum: bool, loaded: Any = None) -> Any:
         """The one C call of a job: its raw ``size_t`` result (a size, or an error code)."""
         if direction is _COMPRESS:
             cctx = self._cctx.get((level, checksum)) or self._context(level, checksum)
+            if loaded is not None:
+                return _with_cdict(cctx, loaded, dst, capacity, src, size)
             return lib.ZSTD_compress2(cctx, dst, capacity, src, size)
+        if loaded is not None:
+            return lib.ZSTD_decompress_usingDDict(self._dctx, dst, capacity, src, size, loaded)
         return lib.ZSTD_decompressDCtx(self._dctx, dst, capacity, src, size)
 
     @property
@@ -121,6 +123,45 @@ class Codec:
                     del self._cctx[next(iter(self._cctx))]  # the oldest: freed with its last reference
                 self._cctx[key] = cctx
         return cctx
+
+
+def load_dictionary(data: Any, direction: abi.QcType, level: int) -> Any:
+    """A zstd dictionary digested once for many jobs: a ``ZSTD_CDict`` at ``level`` to compress, a
+    ``ZSTD_DDict`` to decompress (zstd copies ``data``). Freed with its last reference."""
+    source = ffi.from_buffer(data)
+    if direction is _COMPRESS:
+        loaded = ffi.gc(lib.ZSTD_createCDict(source, len(data), level), lib.ZSTD_freeCDict)
+    else:
+        loaded = ffi.gc(lib.ZSTD_createDDict(source, len(data)), lib.ZSTD_freeDDict)
+    if loaded == ffi.NULL:
+        raise MemoryError("zstd could not load the dictionary")
+    return loaded
+
+
+def dictionary_id(data: Any) -> int:
+    """The id a zstd dictionary declares (0 for raw content, which frames cannot name)."""
+    return int(lib.ZSTD_getDictID_fromDict(ffi.from_buffer(data), len(data)))
+
+
+def frame_dictionary_id(data: Any) -> int:
+    """The dictionary id the first frame of ``data`` names; 0 if none (or not a frame)."""
+    return int(lib.ZSTD_getDictID_fromFrame(ffi.from_buffer(data), len(data)))
+
+
+def _with_cdict(cctx: Any, cdict: Any, dst: Pointer, capacity: int, src: Pointer, size: int) -> Any:
+    """``ZSTD_compress2`` with ``cdict`` referenced for this job only: its level supersedes the
+    context's, the checksum flag stays the context's, and the next job sees no dictionary."""
+    _checked(lib.ZSTD_CCtx_refCDict(cctx, cdict))
+    try:
+        return lib.ZSTD_compress2(cctx, dst, capacity, src, size)
+    finally:
+        lib.ZSTD_CCtx_refCDict(cctx, ffi.NULL)
+
+
+def _status(result: int) -> tuple[abi.Status, int]:
+    if result <= _LAST_SIZE:
+        return abi.Status.OK, result
+    return (abi.Status.DST_TOO_SMALL if _ERROR_BASE - result == DST_TOO_SMALL else abi.Status.CORRUPT_INPUT), 0
 
 
 def _checked(result: int) -> int:

@@ -89,7 +89,8 @@ class Queue(enum.IntEnum):
 
 
 class Engine(enum.IntEnum):
-    """Per-engine counters: summed over engines they equal the per-queue totals."""
+    """Per-engine counters: summed over engines the job columns equal the per-queue totals;
+    DICT_LOADS is the engine's own."""
 
     JOBS = 0
     BATCHES = 1
@@ -99,6 +100,7 @@ class Engine(enum.IntEnum):
     ERRORS = 5
     IOPF = 6
     POOL = 7  # gauge: the engine's pool, as abi.QcType (0 compression, 1 decompression)
+    DICT_LOADS = 8  # zstd dictionaries the engine loaded (once per context, not per job)
 
 
 ROW_HEADER: Final = 0

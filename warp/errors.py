@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from warp import abi
+
 
 class WarpError(Exception):
     """Base class of everything warp raises on purpose."""
@@ -61,6 +63,15 @@ class JobFailed(WarpError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class UnknownDictionary(JobFailed):
+    """A frame to decompress names a zstd dictionary the caller's resolver does not know; raised
+    before the job is submitted, so the device never runs a frame it cannot decode."""
+
+    def __init__(self, dict_id: int) -> None:
+        super().__init__(abi.Status.CORRUPT_INPUT, f"the frame needs zstd dictionary {dict_id}, which is unknown")
+        self.dict_id = dict_id
 
 
 class JobTimeout(WarpError):

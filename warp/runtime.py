@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Final, Literal, final, overload
 
 from warp import abi, atfork, cdev, uacce
+from warp.dictionary import Dictionary, Resolver
 from warp.drv.base import Driver, Job
 from warp.drv.cpu import CpuDriver
 from warp.drv.zip import DOORBELL_BATCH, ZipDriver
@@ -112,22 +113,28 @@ class Runtime:
         return self.cpu
 
     @overload
-    def compressor(self, level: int = 3, checksum: bool = False) -> Compressor: ...
+    def compressor(self, level: int = 3, checksum: bool = False, algorithm: Literal["zstd"] = "zstd",
+                   dictionary: Dictionary | None = None) -> Compressor: ...
     @overload
     def compressor(self, level: int, checksum: bool, algorithm: Literal["lz77_zstd"]) -> Lz77Compressor: ...
-    def compressor(self, level: int = 3, checksum: bool = False, algorithm: str = "zstd") -> AnyCompressor:
+    def compressor(self, level: int = 3, checksum: bool = False, algorithm: str = "zstd",
+                   dictionary: Dictionary | None = None) -> AnyCompressor:
         """A session for these parameters (lz77_zstd: :mod:`warp.lz77`). Under a per-job scheduler
         sessions hold no state, so one per parameter set is reused (the service asks for one per
-        request); under ``sched="session"`` each is new and takes the next ctx, as UADK's do."""
-        if self.scheduler.per_session:
-            return make_compressor(self, level, checksum, algorithm)
+        request), not per dictionary (which may go); under ``sched="session"`` each is new and
+        takes the next ctx, as UADK's do."""
+        if self.scheduler.per_session or dictionary is not None:
+            return make_compressor(self, level, checksum, algorithm, dictionary)
         key = (level, checksum, algorithm)
         if key not in self._compressors:
             self._compressors[key] = make_compressor(self, level, checksum, algorithm)
         return self._compressors[key]
 
-    def decompressor(self, max_output: int) -> Decompressor:
-        return Decompressor(self, max_output)
+    def decompressor(self, max_output: int, dictionaries: Resolver | None = None) -> Decompressor:
+        return Decompressor(self, max_output, dictionaries)
+
+    def dictionary(self, data: Bytes) -> Dictionary:  # copied once into the heap (:mod:`warp.dictionary`)
+        return Dictionary(self.load(data), len(data))
 
     def compress_stream(self, level: int = 3, checksum: bool = False) -> CompressStream:
         """A stream session: one zstd frame across many calls (:mod:`warp.stream`)."""
@@ -206,8 +213,7 @@ class Runtime:
         self._attempted(driver, job, done, first, None if future.cancelled() else future.exception())
 
     def _attempted(self, driver: Driver, job: Job, done: Done, first: bool, exc: BaseException | None) -> None:
-        """One attempt ended (``exc`` if its driver failed it): re-run on the cpu once if the device
-        let the job down, else hand the outcome to ``done``."""
+        """One attempt ended (``exc``: its driver failed it): a cpu re-run if the device let it down, else ``done``."""
         lost = exc if isinstance(exc, DeviceLost) else None
         try:
             if exc is not None and (lost is None or not first):
@@ -265,8 +271,7 @@ class Runtime:
         return self.driver
 
     def _take_out(self, driver: ZipDriver) -> ZipDriver:
-        """A job outlived the timeout on ``driver``: new jobs go to the cpu until the next probe
-        opens fresh queues; the caller resets the old ones."""
+        """A job outlived the timeout on ``driver``: the cpu takes new jobs until a probe opens fresh queues."""
         self.zip = None
         self.queue_resets += 1
         self._prober.postpone()
@@ -372,9 +377,8 @@ class Runtime:
 
 
 async def _outcome(job: Job, start: Callable[[Done], None]) -> Result:
-    """Await what ``start`` hands its callback. A caller cancelled before the outcome came
-    abandons the job (its buffers are freed when the driver lets go of them); one cancelled just
-    after releases the result it will not read."""
+    """Await what ``start`` hands its callback. A caller cancelled before the outcome abandons the job
+    (its buffers are freed when the driver lets go of them); one cancelled after releases the result."""
     outcome: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
 
     def done(value: Result | BaseException) -> None:

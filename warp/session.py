@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, final
 
 from warp import abi, codec, lz77
+from warp.dictionary import Dictionary, Resolver
 from warp.drv.base import Job
-from warp.errors import JobFailed
+from warp.errors import JobFailed, UnknownDictionary
 from warp.mem import Buffer
 
 if TYPE_CHECKING:
@@ -89,12 +90,14 @@ class _Compressing(_Session):
 
     direction = abi.QcType.COMPRESS
 
-    def __init__(self, runtime: Runtime, level: int = 3, checksum: bool = False) -> None:
+    def __init__(self, runtime: Runtime, level: int = 3, checksum: bool = False,
+                 dictionary: Dictionary | None = None) -> None:
         if not abi.LEVEL_MIN <= level <= abi.LEVEL_MAX:
             raise ValueError(f"level must be within {abi.LEVEL_MIN}..{abi.LEVEL_MAX}")
         super().__init__(runtime)
         self.level = level
         self.checksum = checksum
+        self.dictionary = dictionary
 
 
 @final
@@ -104,7 +107,7 @@ class Compressor(_Compressing):
     def _job(self, src: Buffer, length: int) -> Job:
         dst = self.runtime.alloc(codec.compress_bound(length))
         return Job(direction=abi.QcType.COMPRESS, src=src, length=length, dst=dst, level=self.level,
-                   checksum=self.checksum)
+                   checksum=self.checksum, dictionary=self.dictionary)
 
     def compress(self, data: Bytes) -> Result:
         """``data`` as one frame, synchronously (:meth:`run`)."""
@@ -180,13 +183,14 @@ ALGORITHMS: Final = ("zstd", "lz77_zstd")
 AnyCompressor = Compressor | Lz77Compressor
 
 
-def make_compressor(runtime: Runtime, level: int, checksum: bool, algorithm: str) -> AnyCompressor:
-    """A compression session of ``algorithm`` (one of :data:`ALGORITHMS`)."""
-    if algorithm == "lz77_zstd":
+def make_compressor(runtime: Runtime, level: int, checksum: bool, algorithm: str,
+                    dictionary: Dictionary | None = None) -> AnyCompressor:
+    """A compression session of ``algorithm`` (one of :data:`ALGORITHMS`); a dictionary is zstd's."""
+    if algorithm == "lz77_zstd" and dictionary is None:
         return Lz77Compressor(runtime, level, checksum)
     if algorithm != "zstd":
-        raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}")
-    return Compressor(runtime, level, checksum)
+        raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, and a dictionary needs zstd")
+    return Compressor(runtime, level, checksum, dictionary)
 
 
 def _bds(data: Bytes) -> list[memoryview]:
@@ -197,13 +201,15 @@ def _bds(data: Bytes) -> list[memoryview]:
 
 @final
 class Decompressor(_Session):
-    """Decompress zstd frames; output beyond ``max_output`` fails instead of growing (bomb-proof)."""
+    """Decompress zstd frames; output beyond ``max_output`` fails instead of growing (bomb-proof).
+    A frame that names a dictionary gets it from ``dictionaries`` (its id to the dictionary)."""
 
     direction = abi.QcType.DECOMPRESS
 
-    def __init__(self, runtime: Runtime, max_output: int) -> None:
+    def __init__(self, runtime: Runtime, max_output: int, dictionaries: Resolver | None = None) -> None:
         super().__init__(runtime)
         self.max_output = max_output
+        self.dictionaries = dictionaries
 
     def _job(self, src: Buffer, length: int) -> Job:
         """Size the output from the frame headers; a declared size over the limit fails at once,
@@ -212,8 +218,20 @@ class Decompressor(_Session):
         declared = codec.decompressed_size(src.view[:length])
         if declared is not None and declared > self.max_output:
             raise JobFailed(abi.Status.DST_TOO_SMALL, f"frame declares {declared} bytes, over {self.max_output}")
+        dictionary = self._dictionary(src.view[:length])
         dst = self.runtime.alloc(declared if declared is not None else self.max_output)
-        return Job(direction=abi.QcType.DECOMPRESS, src=src, length=length, dst=dst)
+        return Job(direction=abi.QcType.DECOMPRESS, src=src, length=length, dst=dst, dictionary=dictionary)
+
+    def _dictionary(self, frame: memoryview) -> Dictionary | None:
+        """The dictionary the first frame names, or :class:`UnknownDictionary` before any job runs
+        (the engine would only say "corrupt")."""
+        dict_id = codec.frame_dictionary_id(frame)
+        if not dict_id:
+            return None
+        found = self.dictionaries(dict_id) if self.dictionaries is not None else None
+        if found is None:
+            raise UnknownDictionary(dict_id)
+        return found
 
     def decompress(self, data: Bytes) -> Result:
         """The frames in ``data``, decompressed synchronously (:meth:`run`)."""

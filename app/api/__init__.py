@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from app.api import compress, errors, health, index, metrics, problems
+from app.api import compress, dictionaries, errors, health, index, metrics, problems
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Instrument = Callable[[str, Handler], Handler]
@@ -28,19 +28,24 @@ RESOURCES: dict[str, tuple[str, Handler]] = {
     "/problems": ("GET", problems.handle_index),
     "/problems/{slug}": ("GET", problems.handle),
 }
+#: Resources with more than one method.
+MULTI: dict[str, dict[str, Handler]] = {**dictionaries.RESOURCES}
 
 
 def routes(app: web.Application, instrument: Instrument) -> None:
     """Each resource with its method (HEAD wherever GET is: aiohttp sends the head without the
     body), a 405 for the others, and a 404 for every other path."""
     router = app.router
-    for path, (method, handler) in RESOURCES.items():
-        wrapped = instrument(path, handler)
-        if method == "POST":
-            router.add_route(method, path, wrapped, expect_handler=compress.expect_continue)
-        else:
-            router.add_route(method, path, wrapped)
-            router.add_route("HEAD", path, wrapped)
-        allowed = "GET, HEAD" if method == "GET" else method
+    every = [(path, {method: handler}) for path, (method, handler) in RESOURCES.items()] + list(MULTI.items())
+    for path, methods in every:
+        for method, handler in methods.items():
+            wrapped = instrument(path, handler)
+            if method == "POST" and path in compress.DIRECTIONS:
+                router.add_route(method, path, wrapped, expect_handler=compress.expect_continue)
+            else:
+                router.add_route(method, path, wrapped)
+            if method == "GET":
+                router.add_route("HEAD", path, wrapped)
+        allowed = ", ".join(sorted({*methods, *(("HEAD",) if "GET" in methods else ())}))
         router.add_route("*", path, instrument(path, errors.method_not_allowed(allowed)))
     router.add_route("*", "/{tail:.*}", instrument("unmatched", errors.not_found))

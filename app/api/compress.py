@@ -19,12 +19,14 @@ from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 
 from app.api import body, streams
+from app.api.dictionaries import named as dictionary_of
 from app.api.errors import Problem
 from app.budget import Bodies
 from app.config import Config
-from app.keys import ADMISSION, BODIES, CONFIG, METRICS, RUNTIME
+from app.dictionaries import WorkerDictionaries
+from app.keys import ADMISSION, BODIES, CONFIG, DICTIONARIES, METRICS, RUNTIME
 from app.metrics import Metrics
-from warp import HeapExhausted, JobFailed, JobTimeout, Result, Runtime, RuntimeClosed, abi
+from warp import HeapExhausted, JobFailed, JobTimeout, Result, Runtime, RuntimeClosed, UnknownDictionary, abi
 from warp.mem import Buffer
 from warp.session import Compressor, Decompressor
 
@@ -36,7 +38,7 @@ DIRECTIONS: Final = {"/compress": "compress", "/decompress": "decompress"}
 JOB_ERRORS: Final = (JobFailed, JobTimeout, RuntimeClosed, HeapExhausted)
 
 
-PARAMETERS: Final = {"compress": frozenset({"level", "checksum"}), "decompress": frozenset()}
+PARAMETERS: Final = {"compress": frozenset({"level", "checksum", "dict"}), "decompress": frozenset()}
 _INTEGER: Final = re.compile(r"-?[0-9]{1,4}")  # ASCII only: int() would also take "1_0" and "١٠"
 
 
@@ -60,16 +62,21 @@ def parse_flag(raw: str | None, name: str) -> bool:
     return raw == "1"
 
 
-def session_for(direction: str, query: Mapping[str, str], runtime: Runtime, config: Config) -> Session:
+def session_for(direction: str, query: Mapping[str, str], runtime: Runtime, config: Config,
+                dictionaries: WorkerDictionaries) -> Session:
     """The session a request asks for, from its query; :class:`Problem` 400 for a bad parameter or
-    one the resource does not take (a misspelt ``lvl=5`` must not compress at the default level)."""
+    one the resource does not take (a misspelt ``lvl=5`` must not compress at the default level),
+    404 for a ``dict`` the store does not have. Frames to decompress name their own dictionary."""
     for name in query:
         if name not in PARAMETERS[direction]:
             known = ", ".join(sorted(PARAMETERS[direction])) or "none"
             raise Problem(400, "bad-parameter", f"unknown query parameter {name!r} (/{direction} takes {known})")
     if direction == "compress":
-        return runtime.compressor(*compress_parameters(query))
-    return runtime.decompressor(config.max_body)
+        level, checksum = compress_parameters(query)
+        named = query.get("dict")
+        dictionary = None if named is None else dictionary_of(dictionaries, named)
+        return runtime.compressor(level, checksum, dictionary=dictionary)
+    return runtime.decompressor(config.max_body, dictionaries.resolve)
 
 
 def compress_parameters(query: Mapping[str, str]) -> tuple[int, bool]:
@@ -98,6 +105,8 @@ def observe(metrics: Metrics, driver: str, started: float, direction: str, size:
 
 def job_problem(exc: BaseException) -> Problem:
     """The answer to a job that ended with ``exc`` (one of :data:`JOB_ERRORS`)."""
+    if isinstance(exc, UnknownDictionary):
+        return Problem(400, "unknown-frame-dictionary", f"{exc}; GET /dictionaries lists the ones this service has")
     if isinstance(exc, JobFailed):
         if exc.status == abi.Status.CORRUPT_INPUT:
             return Problem(400, "corrupt-frame", "the body is not a valid zstd frame")
@@ -157,7 +166,7 @@ def _acceptable(request: web.Request, direction: str) -> tuple[Session, bool]:
     threshold), after every refusal that needs no body: a bad parameter (400), a Content-Encoding
     (415), a declared length over ``--max-stream`` (413)."""
     config = request.app[CONFIG]
-    session = session_for(direction, request.query, request.app[RUNTIME], config)
+    session = session_for(direction, request.query, request.app[RUNTIME], config, request.app[DICTIONARIES])
     body.check_encoding(request)
     stream = (request.content_length or 0) > config.stream_threshold
     if stream and config.max_stream:

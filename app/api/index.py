@@ -7,7 +7,10 @@ from aiohttp import web
 INDEX = """warpzip - zstd compression on a (simulated) uacce accelerator
 
 POST /compress?level=N&checksum=0|1   body -> one zstd frame (level -7..22, default 3)
-POST /decompress                      zstd frame(s) -> original bytes
+POST /compress?...&dict=ID            the same with trained dictionary ID
+POST /decompress                      zstd frame(s) -> original bytes (a frame names its dictionary)
+POST /dictionaries?size=BYTES         multipart samples, one per part -> 201, a trained dictionary's id
+GET  /dictionaries[/ID]               the list; a dictionary's bytes (for zstd -D); DELETE retires one
 GET  /healthz                         200 when the service can compress, JSON with the device state
 GET  /device                          JSON view of the device, queues and PASIDs
 GET  /metrics                         Prometheus metrics

@@ -29,7 +29,7 @@ def test_a_reader_sees_what_the_device_wrote(tmp_path: Path) -> None:
     assert len(snap.queues) == 4 and len(snap.engines) == 2
     assert snap.queues[2][Queue.IOPF] == 3
     assert snap.engines[1].named(Engine) == {"jobs": 0, "batches": 0, "busy_ns": 5_000, "bytes_in": 0,
-                                             "bytes_out": 0, "errors": 0, "iopf": 0, "pool": 0}
+                                             "bytes_out": 0, "errors": 0, "iopf": 0, "pool": 0, "dict_loads": 0}
     assert snap.faults[FaultCounter.PAGES_OK] == 11
     assert snap.fault_histogram == (0,) * len(SERVICE_BUCKETS) + (2,)
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from warp import abi, codec
 from warp.device import lz77
+from warp.device.dictionaries import EngineDictionaries
 from warp.device.irq import Moderator
 from warp.device.pool import Pool, PoolSizes, Timing
 from warp.device.qp import Qp, QpState, cq_doorbell, interrupt, sq_tail, u64
@@ -63,6 +64,7 @@ _DST_HI: Final = int(abi.W.DST_HI)
 _ZSTD: Final = int(abi.Alg.ZSTD)
 _MAX_JOB: Final = abi.MAX_JOB_BYTES
 _CHECKSUM: Final = abi.FLAG_CHECKSUM
+_DICT: Final = abi.FLAG_DICT
 _OK: Final = int(abi.Status.OK)
 _SQ: Final = int(abi.DoorbellCmd.SQ)
 _KICK: Final = abi.KICK
@@ -92,6 +94,7 @@ class _EngineState:
     eid: int
     codec: codec.Codec
     counters: memoryview  # the engine's DFX row (see u64)
+    dictionaries: EngineDictionaries
 
 
 @final
@@ -182,7 +185,9 @@ class Engines:
 
     # ---- one engine ------------------------------------------------------------------------
     def _run(self, pool: Pool, eid: int) -> None:
-        worker = _EngineState(eid=eid, codec=codec.Codec(), counters=u64(self.dfx.engine(eid)))
+        counters = u64(self.dfx.engine(eid))
+        worker = _EngineState(eid=eid, codec=codec.Codec(), counters=counters,
+                              dictionaries=EngineDictionaries(self.iommu, counters))
         faults = self.faults
         while not self._stop.is_set():
             if faults.hang_until and self._hung():
@@ -373,19 +378,25 @@ class Engines:
             return self.streams.execute(qp, w, base, level)
         src = w[base + _SRC_LO] | w[base + _SRC_HI] << 32
         dst = w[base + _DST_LO] | w[base + _DST_HI] << 32
+        loaded, faults = None, 0
         try:
-            source, target, faults = self.iommu.translate_job(qp.mapping, src, length, dst, capacity)
+            if w[base + _FLAGS] & _DICT:  # the dictionary first: the engine needs it before the source
+                loaded, faults = worker.dictionaries.load(qp, w, base, level)
+                if loaded is None:
+                    return abi.Status.BAD_LENGTH, 0, 0, 0
+            source, target, job_faults = self.iommu.translate_job(qp.mapping, src, length, dst, capacity)
         except TranslationFault as fault:
-            return abi.Status.ADDR_FAULT, 0, 0, fault.pages
+            return abi.Status.ADDR_FAULT, 0, 0, faults + fault.pages
+        faults += job_faults
         if target == STAGED:
             return self._staged(qp, worker, source, length, dst, capacity, level, bool(w[base + _FLAGS] & _CHECKSUM),
-                                faults)
+                                faults, loaded)
         status, produced = worker.codec.run(qp.qc_type, qp.memory + target, capacity, qp.memory + source, length,
-                                            level, bool(w[base + _FLAGS] & _CHECKSUM))
+                                            level, bool(w[base + _FLAGS] & _CHECKSUM), loaded)
         return status, (length if status == _OK else 0), produced, faults
 
     def _staged(self, qp: Qp, worker: _EngineState, source: int, length: int, dst: int, capacity: int, level: int,
-                checksum: bool, faults: int) -> tuple[int, int, int, int]:
+                checksum: bool, faults: int, loaded: object) -> tuple[int, int, int, int]:
         """A job whose destination has pages the engine cannot write yet. The hardware writes its
         output as it goes and stalls at each such page (an I/O page fault per page); here the
         codec runs into the engine's own buffer first and :meth:`Iommu.store` writes it out page
@@ -395,7 +406,7 @@ class Engines:
         pointer = codec.pointer(out)
         try:
             status, produced = worker.codec.run(qp.qc_type, pointer, capacity, qp.memory + source, length, level,
-                                                checksum)
+                                                checksum, loaded)
         finally:
             codec.release(pointer)
         try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, final
 
 from warp import abi
+from warp.dictionary import Dictionary
 from warp.mem import Buffer
 
 
@@ -54,6 +55,8 @@ class Job:
     window: int = 0
     literals: int = 0
     overflow: int = 0
+    #: The zstd dictionary the job compresses or decompresses with (not the job's to free).
+    dictionary: Dictionary | None = None
 
     def finish(self, status: int, produced: int) -> None:
         """Called by the driver once the engine has let go of the buffers."""

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import final
+from typing import Any, final
 
 import numpy as np
 
 from warp import abi, codec, lz77
+from warp.dictcache import LoadedDictionaries
+from warp.dictionary import Dictionary
 from warp.drv.base import DriverStats, Job
 from warp.errors import JobTimeout
 from warp.sva import AddressSpace
@@ -69,12 +71,21 @@ class CpuDriver:
         worker: codec.Codec | None = getattr(self._local, "codec", None)
         if worker is None:
             worker = self._local.codec = codec.Codec()
+            self._local.dictionaries = LoadedDictionaries()
         base = job.src.heap.space.base
         memory = self._memory
         if job.algorithm is not abi.Alg.ZSTD:
             return self._lz77_bd(memory + (job.src.address - base), job)
+        loaded = None if job.dictionary is None else self._loaded(job, job.dictionary)
         return worker.run(job.direction, memory + (job.dst.address - base), job.dst.capacity,
-                          memory + (job.src.address - base), job.length, job.level, job.checksum)
+                          memory + (job.src.address - base), job.length, job.level, job.checksum, loaded)
+
+    def _loaded(self, job: Job, d: Dictionary) -> Any:
+        """The job's dictionary, kept per thread as the engines keep theirs: failover does not
+        digest it per job."""
+        level = job.level if job.direction is abi.QcType.COMPRESS else 0
+        return self._local.dictionaries.get((d.address, d.length, d.dict_id, job.direction, level),
+                                            lambda: codec.load_dictionary(d.view, job.direction, level))
 
     def _lz77_bd(self, src: codec.Pointer, job: Job) -> tuple[abi.Status, int]:
         """An lz77_zstd BD: the engine's checks and pass (:mod:`warp.lz77`), written into the job's

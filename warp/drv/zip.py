@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from typing import Final, final
 
 from warp import abi, lz77, uacce
+from warp.dictionary import Dictionary
 from warp.drv import split
 from warp.drv.base import DriverStats, Job, QueueStats
 from warp.drv.pool import MsgPool
@@ -223,6 +224,8 @@ class ZipQueue:
             w[base + abi.W.LIT_LO] = dst & 0xFFFFFFFF
             w[base + abi.W.LIT_HI] = dst >> 32
             dst, avail = dst + lits, avail - lits
+        if job.dictionary is not None:
+            _name_dictionary(w, base, job.dictionary)
         w[base + abi.W.DEST_AVAIL] = avail
         w[base + abi.W.SRC_LO] = job.src.address & 0xFFFFFFFF
         w[base + abi.W.SRC_HI] = job.src.address >> 32
@@ -443,3 +446,11 @@ class ZipDriver:
     def close(self) -> None:
         for queue in self.all_queues():
             queue.close()
+
+
+def _name_dictionary(w: memoryview, base: int, dictionary: Dictionary) -> None:
+    """The dictionary words of an SQE (this model's own, see :mod:`warp.dictionary`)."""
+    w[base + abi.W.FLAGS] |= abi.FLAG_DICT
+    w[base + abi.W.DICT_LEN] = dictionary.length
+    w[base + abi.W.DICT_LO] = dictionary.address & 0xFFFFFFFF
+    w[base + abi.W.DICT_HI] = dictionary.address >> 32

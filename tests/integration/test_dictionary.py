@@ -1,0 +1,136 @@
+"""zstd dictionaries through a real device: the SQE words, the engines' loaded-dictionary cache
+(one load per engine and context, counted in DFX), unknown ids, and the cpu driver's failover."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from bench.events import events
+from tests.harness import DeviceProc, device_cli, start_device
+from warp import JobFailed, Runtime, abi
+from warp.cdev import DevicePaths
+from warp.device.launch import stop_process
+from warp.dfx import Engine, read_snapshot
+from warp.dictionary import Dictionary, Resolver
+from warp.errors import UnknownDictionary
+
+
+def train(size: int, samples: list[bytes]) -> bytes:
+    return zstandard.train_dictionary(size, list[bytes | bytearray | memoryview](samples)).as_bytes()
+
+
+@pytest.fixture(scope="module")
+def trained() -> bytes:
+    return train(16 << 10, events(400))
+
+
+@pytest.fixture
+def runtime(device: DeviceProc) -> Iterator[Runtime]:
+    rt = Runtime(device.root, driver="zip", heap_size=64 << 20)
+    yield rt
+    rt.close()
+
+
+def engine_loads(device: DeviceProc) -> list[int]:
+    return [row[Engine.DICT_LOADS] for row in read_snapshot(DevicePaths(device.root, "warp_zip-0").dfx).engines]
+
+
+def roundtrip(runtime: Runtime, d: Dictionary, bodies: list[bytes], level: int = 3) -> list[bytes]:
+    """Each body compressed with ``d`` and decompressed again (the resolver knows only ``d``)."""
+    frames = [bytes(r.view) for r in runtime.compressor(level, dictionary=d).compress_many(bodies)]
+    resolver: Resolver = {d.dict_id: d}.get
+    back = [bytes(r.view) for r in runtime.decompressor(1 << 20, resolver).decompress_many(frames)]
+    assert back == bodies
+    return frames
+
+
+def test_frames_name_the_dictionary_and_decode_with_zstd(runtime: Runtime, trained: bytes) -> None:
+    d = runtime.dictionary(trained)
+    bodies = events(50, seed=7)
+    frames = roundtrip(runtime, d, bodies)
+    assert runtime.driver.name == "zip"
+    assert {zstandard.get_frame_parameters(f).dict_id for f in frames} == {d.dict_id} != {0}
+    offline = zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(trained))
+    assert [offline.decompress(f) for f in frames] == bodies
+    plain = sum(len(runtime.compress(b, 3)) for b in bodies)
+    assert plain / sum(map(len, frames)) >= 2.0, "a trained dictionary should at least halve these frames"
+
+
+def test_checksum_and_level_hold_with_a_dictionary(runtime: Runtime, trained: bytes) -> None:
+    d = runtime.dictionary(trained)
+    body = events(1, seed=3)[0]
+    with runtime.compressor(19, checksum=True, dictionary=d).compress(body) as frame:
+        params = zstandard.get_frame_parameters(bytes(frame.view))
+    assert params.has_checksum and params.dict_id == d.dict_id
+
+
+def test_a_frame_naming_an_unknown_dictionary_fails_before_any_job(runtime: Runtime, trained: bytes) -> None:
+    d = runtime.dictionary(trained)
+    with runtime.compressor(3, dictionary=d).compress(events(1)[0]) as result:
+        frame = result.tobytes()
+    nobody: dict[int, Dictionary] = {}
+    for resolver in (None, nobody.get):
+        with pytest.raises(UnknownDictionary) as caught:
+            runtime.decompressor(1 << 20, resolver).decompress(frame)
+        assert caught.value.dict_id == d.dict_id and caught.value.status == abi.Status.CORRUPT_INPUT
+    assert runtime.statistics().heap.in_use_bytes == d.buffer.capacity, "the refused job left no buffer behind"
+
+
+def test_each_engine_loads_a_dictionary_once_for_many_jobs(tmp_path: Path, trained: bytes) -> None:
+    dev = start_device(tmp_path / "root", "--engines", "2")
+    try:
+        with Runtime(dev.root, driver="zip", heap_size=64 << 20) as rt:
+            d = rt.dictionary(trained)
+            for _ in range(4):
+                roundtrip(rt, d, events(60))
+            loads = engine_loads(dev)
+            # At most one CDict and one DDict per engine for 480 jobs, whichever engine ran them.
+            assert 2 <= sum(loads) and all(n <= 2 for n in loads), loads
+            roundtrip(rt, d, events(20), level=5)  # another level is another CDict
+            assert sum(engine_loads(dev)) > sum(loads)
+    finally:
+        stop_process(dev.proc)
+
+
+def test_a_dictionary_at_a_reused_address_is_loaded_afresh(runtime: Runtime, trained: bytes) -> None:
+    other = train(len(trained), events(400, seed=9))
+    first = runtime.dictionary(trained)
+    address = first.address
+    roundtrip(runtime, first, events(5))
+    first.close()
+    second = runtime.dictionary(other)
+    assert second.address == address and second.dict_id != first.dict_id
+    roundtrip(runtime, second, events(5))
+
+
+def test_cpu_driver_makes_the_same_frames(runtime: Runtime, trained: bytes) -> None:
+    bodies = events(20)
+    on_device = roundtrip(runtime, runtime.dictionary(trained), bodies)
+    with Runtime(driver="cpu", heap_size=64 << 20) as cpu:
+        assert roundtrip(cpu, cpu.dictionary(trained), bodies) == on_device
+
+
+def test_bad_dictionary_words_fail_the_job(runtime: Runtime, trained: bytes) -> None:
+    d = runtime.dictionary(trained)
+    empty = Dictionary(d.buffer, 0)
+    with pytest.raises(JobFailed) as caught:
+        runtime.compressor(3, dictionary=empty).compress(b"x" * 100)
+    assert caught.value.status == abi.Status.BAD_LENGTH
+    d.address = 0x1000  # no page of this process's heap
+    with pytest.raises(JobFailed) as caught:
+        runtime.compressor(3, dictionary=d).compress(b"x" * 100)
+    assert caught.value.status == abi.Status.ADDR_FAULT
+
+
+def test_jobs_the_device_fails_are_rerun_on_the_cpu_with_their_dictionary(device: DeviceProc, runtime: Runtime,
+                                                                          trained: bytes) -> None:
+    assert device_cli(device.root, "inject", "hw-error", "--count", "3").returncode == 0
+    d = runtime.dictionary(trained)
+    bodies = events(12, seed=4)
+    frames = roundtrip(runtime, d, bodies)
+    assert runtime.fallback_jobs >= 3  # each error resets the controller: what was in flight re-runs too
+    assert {zstandard.get_frame_parameters(f).dict_id for f in frames} == {d.dict_id}

@@ -36,6 +36,9 @@ from warp.tool.corpus import CORPUS_DIR
 from warp.tool.units import parse_size
 
 BLOCK = 1 << 20
+CUT = (aiohttp.ClientPayloadError, aiohttp.ClientOSError)
+"""What :func:`post_stream` raises for a cut response: the body cut short or, while the upload goes
+on, the connection closed under it."""
 
 
 class Writer(Protocol):
@@ -93,8 +96,7 @@ def file_blocks(path: Path) -> Iterator[bytes]:
 async def post_stream(url: str, blocks: Iterator[bytes], out: Writer, length: int | None = None,
                       timeout: float = 600) -> tuple[int, dict[str, str]]:
     """POST ``blocks`` (chunked, or with ``length`` as its Content-Length) and write the response body
-    to ``out`` as it arrives; returns the status and headers. A response cut short raises
-    ``aiohttp.ClientPayloadError``."""
+    to ``out`` as it arrives; returns the status and headers. A cut response raises one of :data:`CUT`."""
     async def upload() -> AsyncIterator[bytes]:
         for block in blocks:
             yield block

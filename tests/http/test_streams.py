@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 import zstandard
 
-from bench.streams import body_blocks, corpus_text, post_stream
+from bench.streams import CUT, body_blocks, corpus_text, post_stream
 from tests.harness import ServerProc, require_tool, start_server, wait_until
 from tests.harness.http import call, check_problem
 from tests.harness.metrics import metric
@@ -112,7 +112,7 @@ def test_declared_length_over_max_stream_is_413_before_the_body(streaming: Serve
 def test_chunked_body_passing_max_stream_is_cut(streaming: ServerProc, material: bytes) -> None:
     """The limit is passed after the response head went out: the client must see a failed transfer."""
     before = streams_ended(streaming, "compress", "cut")
-    with pytest.raises(aiohttp.ClientPayloadError):
+    with pytest.raises(CUT):
         asyncio.run(post_stream(streaming.url + "/compress", body_blocks(material, MAX_STREAM + 4 * MIB),
                                 io.BytesIO()))
     wait_until(lambda: streams_ended(streaming, "compress", "cut") == before + 1, 10, "the cut counted")
@@ -228,7 +228,7 @@ def test_stalled_uploader_is_cut_after_body_timeout(streaming: ServerProc, mater
     body = b"".join(body_blocks(material, 4 * MIB))
     pieces = [body[i:i + MIB] for i in range(0, len(body), MIB)]
     before = streams_ended(streaming, "compress", "cut")
-    with pytest.raises(aiohttp.ClientPayloadError):
+    with pytest.raises(CUT):
         asyncio.run(_trickle(streaming.url + "/compress", pieces, gap=0.0, stall_after=3))
     wait_until(lambda: streams_ended(streaming, "compress", "cut") == before + 1, 10, "the cut counted")
 
@@ -252,3 +252,15 @@ def test_stream_options_are_sizes() -> None:
     assert parse_serve(["--max-body", "1M"]).stream_threshold == MIB
     assert parse_serve([], {"WARPZIP_MAX_STREAM": "0"}).max_stream == 0
     assert os.environ.get("WARPZIP_MAX_STREAM") is None
+
+
+def test_client_leaving_mid_stream_is_counted_not_logged_as_an_error(streaming: ServerProc) -> None:
+    before = streams_ended(streaming, "compress", "client_closed")
+    with socket.create_connection(("127.0.0.1", streaming.port), timeout=10) as sock:
+        sock.sendall(f"POST /compress HTTP/1.1\r\nHost: x\r\nContent-Length: {8 * MIB}\r\n\r\n".encode())
+        sock.sendall(random.Random(9).randbytes(3 * MIB))
+        assert sock.recv(12) == b"HTTP/1.1 200"  # the stream is under way
+    wait_until(lambda: streams_ended(streaming, "compress", "client_closed") == before + 1, 10, "the departure counted")
+    for direction in ("compress", "decompress"):
+        assert metric(streaming.url, "warpzip_streams_in_flight", direction=direction) == 0
+    assert "Traceback" not in streaming.log.read_text()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Final, final
 
 from aiohttp import StreamReader, web
@@ -131,8 +132,20 @@ class Sink:
         return response
 
 
+def check_streamable(query: Mapping[str, str]) -> None:
+    """A stream has no dictionary (:class:`warp.stream.CompressStream` takes none): a ``dict`` must
+    be refused, not silently compressed without."""
+    if "dict" in query:
+        raise Problem(400, "bad-parameter", "dict is not available for a streamed body (over --stream-above); "
+                      "send a smaller body, or none")
+
+
 async def serve(request: web.Request, direction: str, prefix: tuple[Bytes, ...] = ()) -> web.StreamResponse:
     """Stream the body of ``request`` (``prefix``: what was already read of it) through the device."""
+    try:
+        check_streamable(request.query)  # again: a chunked body finds out here that it streams
+    except Problem as refusal:
+        return _refused(request, refusal)
     app = request.app
     config, metrics = app[CONFIG], app[METRICS]
     upload = Upload(request.content, prefix, config.max_stream, config.body_timeout)
@@ -150,10 +163,7 @@ async def serve(request: web.Request, direction: str, prefix: tuple[Bytes, ...] 
         problem = _problem(exc)
         if sink.response is None:
             outcome = "refused"
-            answer = errors.response(problem)
-            if not request.content.is_eof():
-                answer.force_close()  # the rest of the body is not read
-            return answer
+            return _refused(request, problem)
         outcome = "cut"
         log.warning("stream on %s cut after its response head: %s", request.path, problem.detail)
         if request.transport is not None:
@@ -182,6 +192,14 @@ async def _run(request: web.Request, direction: str, upload: Upload, sink: Sink)
                 consumed = 0
             await sink.write(b"", consumed)
         await unstream.afinish()
+
+
+def _refused(request: web.Request, problem: Problem) -> web.StreamResponse:
+    """``problem`` as the answer, closing the connection if the body is not all read (it will not be)."""
+    answer = errors.response(problem)
+    if not request.content.is_eof():
+        answer.force_close()
+    return answer
 
 
 def _problem(exc: Exception) -> Problem:

@@ -264,3 +264,14 @@ def test_client_leaving_mid_stream_is_counted_not_logged_as_an_error(streaming: 
     for direction in ("compress", "decompress"):
         assert metric(streaming.url, "warpzip_streams_in_flight", direction=direction) == 0
     assert "Traceback" not in streaming.log.read_text()
+
+
+def test_dictionary_on_a_stream_is_refused_not_ignored(streaming: ServerProc) -> None:
+    """A stream has no dictionary: ``dict`` must be a 400 before the body, never a frame without it."""
+    with socket.create_connection(("127.0.0.1", streaming.port), timeout=5) as sock:
+        sock.sendall(f"POST /compress?dict=1 HTTP/1.1\r\nHost: x\r\nContent-Length: {2 * MIB}\r\n\r\n".encode())
+        answer = sock.recv(65536)
+    head, _, document = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    doc = json.loads(document)
+    assert doc["type"] == "/problems/bad-parameter" and "dict" in doc["detail"]

@@ -187,6 +187,7 @@ def test_slow_reader_stops_the_upload(streaming: ServerProc) -> None:
             decoded += output.decompress(piece)
         sender.join(30)
     assert done.is_set() and bytes(decoded) == b"".join(blocks)
+    print(f"\nthe upload stalled at {stalled_at / MIB:.1f} MiB of {size / MIB:.0f} MiB while nobody read")
     # Socket buffers on both sides (the kernel's autotuning: up to 6 MiB received, 4 MiB to send),
     # the read-ahead window and the block on the device: about 16 MiB, whatever the body's size.
     assert stalled_at < 32 * MIB, f"the server took {stalled_at} bytes of upload while nobody read"

@@ -143,6 +143,21 @@ def dictionary_id(data: Any) -> int:
     return int(lib.ZSTD_getDictID_fromDict(ffi.from_buffer(data), len(data)))
 
 
+#: The longest zstd frame header (``ZSTD_FRAMEHEADERSIZE_MAX``).
+FRAME_HEADER_MAX: Final = 18
+
+
+def header_incomplete(data: Any) -> bool:
+    """Whether ``data`` is the start of a zstd frame header cut short: more bytes are needed before
+    the frame (its dictionary id) can be read. Anything else — a whole header, not zstd — is False."""
+    if len(data) >= FRAME_HEADER_MAX:
+        return False
+    result = int(lib.ZSTD_frameHeaderSize(ffi.from_buffer(data), len(data)))  # needs the first 5 bytes
+    if result > _LAST_SIZE:
+        return bool(_ERROR_BASE - result == int(lib.ZSTD_error_srcSize_wrong))
+    return len(data) < result
+
+
 def frame_dictionary_id(data: Any) -> int:
     """The dictionary id the first frame of ``data`` names; 0 if none (or not a frame)."""
     return int(lib.ZSTD_getDictID_fromFrame(ffi.from_buffer(data), len(data)))

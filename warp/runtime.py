@@ -136,13 +136,14 @@ class Runtime:
     def dictionary(self, data: Bytes) -> Dictionary:  # copied once into the heap (:mod:`warp.dictionary`)
         return Dictionary(self.load(data), len(data))
 
-    def compress_stream(self, level: int = 3, checksum: bool = False) -> CompressStream:
+    def compress_stream(self, level: int = 3, checksum: bool = False,
+                        dictionary: Dictionary | None = None) -> CompressStream:
         """A stream session: one zstd frame across many calls (:mod:`warp.stream`)."""
-        return CompressStream(self, level, checksum)
+        return CompressStream(self, level, checksum, dictionary=dictionary)
 
-    def decompress_stream(self) -> DecompressStream:
+    def decompress_stream(self, dictionaries: Resolver | None = None) -> DecompressStream:
         """A stream session decompressing input fed in pieces, output in bounded pieces."""
-        return DecompressStream(self)
+        return DecompressStream(self, dictionaries=dictionaries)
 
     def compress(self, data: Bytes, level: int = 3, checksum: bool = False) -> bytes:
         """One zstd frame of ``data`` as ``bytes``; the zero-copy way is :meth:`compressor` and a view."""

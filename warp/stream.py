@@ -23,9 +23,10 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Final, Self, final
 
 from warp import abi, codec
+from warp.dictionary import Dictionary, Resolver
 from warp.drv.base import Job
 from warp.drv.zip import ZipDriver, ZipQueue
-from warp.errors import DeviceLost, JobFailed, JobTimeout, RuntimeClosed
+from warp.errors import DeviceLost, JobFailed, JobTimeout, RuntimeClosed, UnknownDictionary
 from warp.mem import Buffer
 from warp.zstream import StreamContext
 
@@ -44,7 +45,8 @@ FLUSH_SLACK: Final = 64
 class _Stream:
     """A session's queue, ctx_buf and zstd state; one BD at a time."""
 
-    def __init__(self, runtime: Runtime, direction: abi.QcType, level: int, checksum: bool, block: int) -> None:
+    def __init__(self, runtime: Runtime, direction: abi.QcType, level: int, checksum: bool, block: int,
+                 dictionary: Dictionary | None = None) -> None:
         if block <= 0:
             raise ValueError("block must be positive")
         if runtime.closed:
@@ -56,6 +58,8 @@ class _Stream:
         self._in_flight: Job | None = None
         self.closed = False
         self.total_in = self.total_out = 0
+        #: The dictionary of the frame in progress (named in the first BD: the engine loads it there).
+        self.dictionary = dictionary
         driver = runtime.driver
         self._queue: ZipQueue | None = None
         self._ctx: Buffer | None = None
@@ -64,8 +68,6 @@ class _Stream:
             key = runtime.scheduler.assign(direction, runtime.queue_count)
             self._queue = driver.scheduler.pick(driver.queues[direction], key)
             self._ctx = runtime.alloc(abi.STREAM_CTX_SIZE)
-        else:
-            self._soft = StreamContext(direction, level, checksum)
 
     @property
     def on_device(self) -> bool:
@@ -76,7 +78,9 @@ class _Stream:
         if self.closed:
             raise RuntimeClosed("the stream is closed")
         try:
-            if self._soft is not None:
+            if self._queue is None:
+                if self._soft is None or self._mode & abi.STREAM_NEW:
+                    self._soft = self._soft_context()
                 status, consumed, out = await asyncio.to_thread(_soft_step, self._soft, data, capacity, finish)
             else:
                 status, consumed, out = await self._device_bd(data, capacity, finish)
@@ -91,6 +95,17 @@ class _Stream:
             raise JobFailed(status, f"stream BD failed with engine status 0x{status:02x}")
         return status, consumed, out
 
+    def _soft_context(self) -> StreamContext:
+        """What the engine makes of a stream's first BD, for the cpu: a context with the
+        dictionary the BD names copied in."""
+        if self.dictionary is None:
+            return StreamContext(self._direction, self._level, self._checksum)
+        pointer = codec.pointer(self.dictionary.view)
+        try:
+            return StreamContext(self._direction, self._level, self._checksum, (pointer, self.dictionary.length))
+        finally:
+            codec.release(pointer)
+
     async def _device_bd(self, data: memoryview, capacity: int, finish: bool) -> tuple[int, int, bytes]:
         assert self._queue is not None and self._ctx is not None
         runtime = self._runtime
@@ -101,7 +116,8 @@ class _Stream:
             src.release()
             raise
         job = Job(direction=self._direction, src=src, length=len(data), dst=dst, level=self._level,
-                  checksum=self._checksum, mode=self._mode | (abi.STREAM_FINISH if finish else 0), ctx=self._ctx)
+                  checksum=self._checksum, mode=self._mode | (abi.STREAM_FINISH if finish else 0), ctx=self._ctx,
+                  dictionary=self.dictionary)
         try:
             future = self._queue.submit(job)
         except DeviceLost:
@@ -159,10 +175,10 @@ class CompressStream(_Stream):
     """One zstd frame across any number of :meth:`acompress` calls, ended by :meth:`afinish`."""
 
     def __init__(self, runtime: Runtime, level: int = 3, checksum: bool = False,
-                 block: int = DEFAULT_BLOCK) -> None:
+                 block: int = DEFAULT_BLOCK, dictionary: Dictionary | None = None) -> None:
         if not abi.LEVEL_MIN <= level <= abi.LEVEL_MAX:
             raise ValueError(f"level must be within {abi.LEVEL_MIN}..{abi.LEVEL_MAX}")
-        super().__init__(runtime, abi.QcType.COMPRESS, level, checksum, block)
+        super().__init__(runtime, abi.QcType.COMPRESS, level, checksum, block, dictionary)
 
     async def acompress(self, data: Bytes) -> bytes:
         """Compress ``data`` (any size, cut into BDs of ``block``); the frame bytes it flushed."""
@@ -183,18 +199,26 @@ class CompressStream(_Stream):
 
 @final
 class DecompressStream(_Stream):
-    """The content of a zstd stream (one frame or several) fed in pieces of any size."""
+    """The content of a zstd stream (one frame or several) fed in pieces of any size. A frame that
+    names a dictionary gets it from ``dictionaries`` (its id to the dictionary) when it starts."""
 
-    def __init__(self, runtime: Runtime, block: int = DEFAULT_BLOCK) -> None:
+    def __init__(self, runtime: Runtime, block: int = DEFAULT_BLOCK, dictionaries: Resolver | None = None) -> None:
         super().__init__(runtime, abi.QcType.DECOMPRESS, 0, False, block)
+        self._resolve = dictionaries
         self._at_frame_end = True
+        self._carry = b""  # the start of a frame header cut short by the end of a piece
 
     async def adecompress(self, data: Bytes) -> AsyncIterator[bytes]:
         """Feed ``data``; yields its output in pieces of at most ``block`` bytes, so a bomb is
-        never whole in memory. Raises :class:`JobFailed` (``CORRUPT_INPUT``) on bad input."""
-        view = memoryview(data).cast("B")
+        never whole in memory. Raises :class:`JobFailed` (``CORRUPT_INPUT``) on bad input and
+        :class:`UnknownDictionary` for a frame naming a dictionary ``dictionaries`` does not have."""
+        view = memoryview(self._carry + bytes(data)) if self._carry else memoryview(data).cast("B")
+        self._carry = b""
         at = 0
         while at < len(view) or not self._at_frame_end:
+            if self._mode & abi.STREAM_NEW and at < len(view) and not self._frame_starts(view[at:]):
+                self._carry = bytes(view[at:])  # the header's rest comes with the next piece
+                return
             status, consumed, out = await self._bd(view[at:at + self.block], self.block, False)
             at += consumed
             if consumed:
@@ -207,9 +231,22 @@ class DecompressStream(_Stream):
             if status == abi.Status.OK and at >= len(view):
                 return  # the input is used up inside a frame: more must follow
 
+    def _frame_starts(self, rest: memoryview) -> bool:
+        """A frame starts at ``rest``: find the dictionary it names (for its first BD); False while
+        its header is not whole yet."""
+        if codec.header_incomplete(rest):
+            return False
+        dict_id = codec.frame_dictionary_id(rest)
+        found = self._resolve(dict_id) if dict_id and self._resolve is not None else None
+        if dict_id and found is None:
+            self.close()
+            raise UnknownDictionary(dict_id)
+        self.dictionary = found
+        return True
+
     async def afinish(self) -> None:
         """The input is complete: fails if it ended inside a frame (truncated)."""
-        at_end = self._at_frame_end
+        at_end = self._at_frame_end and not self._carry
         self.close()
         if not at_end:
             raise JobFailed(abi.Status.CORRUPT_INPUT, "the input ended inside a zstd frame")

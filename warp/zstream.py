@@ -27,7 +27,10 @@ _ERROR_BASE: Final = 1 << (8 * ffi.sizeof("size_t"))
 class StreamContext:
     """A compression or decompression stream in progress, and the bytes it has seen."""
 
-    def __init__(self, direction: abi.QcType, level: int = 3, checksum: bool = False) -> None:
+    def __init__(self, direction: abi.QcType, level: int = 3, checksum: bool = False,
+                 dictionary: tuple[Pointer, int] | None = None) -> None:
+        """``dictionary``: a zstd dictionary's bytes (pointer, length), loaded (copied) into the
+        context for the stream's frame(s), as the engine reads it at the stream's first BD."""
         self.direction = direction
         self.total_in = self.total_out = 0
         #: True between the BD that ended a frame and the next input (decompression).
@@ -36,8 +39,12 @@ class StreamContext:
             self._zstd: Any = ffi.gc(lib.ZSTD_createCCtx(), lib.ZSTD_freeCCtx)
             _check(lib.ZSTD_CCtx_setParameter(self._zstd, lib.ZSTD_c_compressionLevel, level))
             _check(lib.ZSTD_CCtx_setParameter(self._zstd, lib.ZSTD_c_checksumFlag, int(checksum)))
+            if dictionary is not None:
+                _check(lib.ZSTD_CCtx_loadDictionary(self._zstd, *dictionary))
         else:
             self._zstd = ffi.gc(lib.ZSTD_createDCtx(), lib.ZSTD_freeDCtx)
+            if dictionary is not None:
+                _check(lib.ZSTD_DCtx_loadDictionary(self._zstd, *dictionary))
         self._in = ffi.new("ZSTD_inBuffer *")
         self._out = ffi.new("ZSTD_outBuffer *")
 

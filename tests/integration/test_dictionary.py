@@ -30,7 +30,7 @@ def trained() -> bytes:
 
 @pytest.fixture
 def runtime(device: DeviceProc) -> Iterator[Runtime]:
-    rt = Runtime(device.root, driver="zip", heap_size=64 << 20)
+    rt = Runtime(device.root, driver="zip", heap_size=128 << 20)
     yield rt
     rt.close()
 
@@ -134,3 +134,57 @@ def test_jobs_the_device_fails_are_rerun_on_the_cpu_with_their_dictionary(device
     frames = roundtrip(runtime, d, bodies)
     assert runtime.fallback_jobs >= 3  # each error resets the controller: what was in flight re-runs too
     assert {zstandard.get_frame_parameters(f).dict_id for f in frames} == {d.dict_id}
+
+
+async def stream_roundtrip(rt: Runtime, d: Dictionary, data: bytes, cuts: list[int]) -> tuple[bytes, bytes]:
+    """``data`` through a compression stream with ``d``, then back through a decompression stream
+    fed in pieces cut at ``cuts`` (the first ones inside the frame header)."""
+    async with rt.compress_stream(3, dictionary=d) as up:
+        frame = await up.acompress(data) + await up.afinish()
+    down = rt.decompress_stream({d.dict_id: d}.get)
+    bounds = [0, *cuts, len(frame)]
+    out = [p for a, b in zip(bounds, bounds[1:], strict=False) async for p in down.adecompress(frame[a:b])]
+    await down.afinish()
+    return frame, b"".join(out)
+
+
+def test_stream_sessions_and_split_jobs_carry_the_dictionary(device: DeviceProc, runtime: Runtime,
+                                                             trained: bytes) -> None:
+    """The dictionary a stream names goes with its first BD (the engine loads it into the stream's
+    context), and a job over one BD keeps it in every BD: one frame that names it, on the device
+    and on the cpu alike."""
+    import asyncio
+
+    data = b"".join(events(3000, seed=11)) * 4  # over 8 MiB: several stream BDs, and a split job below
+    assert len(data) > abi.MAX_JOB_BYTES
+    d = runtime.dictionary(trained)
+    frame, back = asyncio.run(stream_roundtrip(runtime, d, data, [2, 4, 5, 9, 100_000]))
+    assert back == data
+    assert zstandard.get_frame_parameters(frame).dict_id == d.dict_id
+    offline = zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(trained))
+    assert offline.decompressobj().decompress(frame) == data
+    with Runtime(driver="cpu", heap_size=64 << 20) as cpu:
+        assert asyncio.run(stream_roundtrip(cpu, cpu.dictionary(trained), data, [7777]))[0] == frame
+
+    large = data
+    with runtime.compressor(3, dictionary=d).compress(large) as result:
+        split = bytes(result.view)
+    assert zstandard.get_frame_parameters(split).dict_id == d.dict_id
+    with runtime.decompressor(len(large), {d.dict_id: d}.get).decompress(split) as content:
+        assert bytes(content.view) == large
+    assert runtime.fallback_jobs == 0
+
+
+def test_a_stream_frame_naming_an_unknown_dictionary_fails_before_any_bd(runtime: Runtime, trained: bytes) -> None:
+    import asyncio
+
+    frame = zstandard.ZstdCompressor(dict_data=zstandard.ZstdCompressionDict(trained)).compress(b"{}" * 100)
+
+    async def main() -> None:
+        stream = runtime.decompress_stream(lambda _id: None)
+        async for _piece in stream.adecompress(frame):
+            pass
+
+    with pytest.raises(UnknownDictionary):
+        asyncio.run(main())
+    assert runtime.heap.statistics().in_use_bytes == 0

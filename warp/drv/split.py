@@ -64,7 +64,7 @@ class Split:
             mode |= abi.STREAM_FINISH
         return Job(direction=job.direction, src=job.src.borrow(self._at, piece), length=piece,
                    dst=job.dst.borrow(self._produced, room), level=job.level, checksum=job.checksum, mode=mode,
-                   ctx=self._ctx)
+                   ctx=self._ctx, dictionary=job.dictionary)
 
     def take(self, bd: Job) -> None:
         """A BD completed: advance, or finish the job (done, or failed with the BD's status)."""

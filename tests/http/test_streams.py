@@ -276,3 +276,17 @@ def test_dictionary_on_a_stream_is_refused_not_ignored(streaming: ServerProc) ->
     assert head.startswith(b"HTTP/1.1 400 ")
     doc = json.loads(document)
     assert doc["type"] == "/problems/bad-parameter" and "dict" in doc["detail"]
+
+
+def test_decompressed_stream_passing_max_stream_is_cut(streaming: ServerProc, material: bytes) -> None:
+    """A frame of fewer than --max-stream bytes whose output is more: the bomb is stopped at the
+    limit, after the head (its output was flowing), so the response is cut."""
+    compressor = zstandard.ZstdCompressor(level=1).compressobj()
+    frame = b"".join([*(compressor.compress(block) for block in body_blocks(material, MAX_STREAM + 8 * MIB)),
+                      compressor.flush()])
+    assert MIB < len(frame) < MAX_STREAM
+    before = streams_ended(streaming, "decompress", "cut")
+    with pytest.raises(CUT):
+        asyncio.run(post_stream(streaming.url + "/decompress", iter([frame]), io.BytesIO(), len(frame)))
+    wait_until(lambda: streams_ended(streaming, "decompress", "cut") == before + 1, 10, "the cut counted")
+    assert "the decompressed stream passed the limit" in streaming.log.read_text()

@@ -36,7 +36,7 @@ from warp.tool.corpus import CORPUS_DIR
 from warp.tool.units import parse_size
 
 BLOCK = 1 << 20
-CUT = (aiohttp.ClientPayloadError, aiohttp.ClientOSError)
+CUT = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError)
 """What :func:`post_stream` raises for a cut response: the body cut short or, while the upload goes
 on, the connection closed under it."""
 

@@ -163,12 +163,10 @@ async def _transform(request: web.Request, direction: str) -> web.StreamResponse
 
 def _acceptable(request: web.Request, direction: str) -> tuple[Session, bool]:
     """The session the request asks for and whether its body streams (declared over the stream
-    threshold), after every refusal that needs no body: a bad parameter (400; ``dict`` on a stream
-    too), a Content-Encoding (415), a declared length over ``--max-stream`` (413)."""
+    threshold), after every refusal that needs no body: a bad parameter (400), an unknown ``dict``
+    (404), a Content-Encoding (415), a declared length over ``--max-stream`` (413)."""
     config = request.app[CONFIG]
     stream = (request.content_length or 0) > config.stream_threshold
-    if stream:
-        streams.check_streamable(request.query)
     session = session_for(direction, request.query, request.app[RUNTIME], config, request.app[DICTIONARIES])
     body.check_encoding(request)
     if stream and config.max_stream:

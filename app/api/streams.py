@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from typing import Final, final
 
 from aiohttp import StreamReader, web
 
 from app.api import compress, errors
+from app.api.dictionaries import named as dictionary_of
 from app.api.errors import Problem
-from app.keys import CONFIG, METRICS, RUNTIME
+from app.keys import CONFIG, DICTIONARIES, METRICS, RUNTIME
 from app.metrics import Metrics
 from warp import WarpError
 from warp.session import Bytes
@@ -132,20 +132,8 @@ class Sink:
         return response
 
 
-def check_streamable(query: Mapping[str, str]) -> None:
-    """A stream has no dictionary (:class:`warp.stream.CompressStream` takes none): a ``dict`` must
-    be refused, not silently compressed without."""
-    if "dict" in query:
-        raise Problem(400, "bad-parameter", "dict is not available for a streamed body (over --stream-above); "
-                      "send a smaller body, or none")
-
-
 async def serve(request: web.Request, direction: str, prefix: tuple[Bytes, ...] = ()) -> web.StreamResponse:
     """Stream the body of ``request`` (``prefix``: what was already read of it) through the device."""
-    try:
-        check_streamable(request.query)  # again: a chunked body finds out here that it streams
-    except Problem as refusal:
-        return _refused(request, refusal)
     app = request.app
     config, metrics = app[CONFIG], app[METRICS]
     upload = Upload(request.content, prefix, config.max_stream, config.body_timeout)
@@ -175,15 +163,18 @@ async def serve(request: web.Request, direction: str, prefix: tuple[Bytes, ...] 
 
 
 async def _run(request: web.Request, direction: str, upload: Upload, sink: Sink) -> None:
-    runtime = request.app[RUNTIME]
+    app = request.app
+    runtime, dictionaries = app[RUNTIME], app[DICTIONARIES]
     if direction == "compress":
-        stream = runtime.compress_stream(*compress.compress_parameters(request.query))
+        named = request.query.get("dict")  # checked by session_for (404 if unknown) before the body
+        dictionary = None if named is None else dictionary_of(dictionaries, named)
+        stream = runtime.compress_stream(*compress.compress_parameters(request.query), dictionary=dictionary)
         async with stream:
             while (block := await upload.next()) is not None:
                 await sink.write(await stream.acompress(block), len(block))
             await sink.write(await stream.afinish(), 0)
         return
-    unstream = runtime.decompress_stream()
+    unstream = runtime.decompress_stream(dictionaries.resolve)
     async with unstream:
         while (block := await upload.next()) is not None:
             consumed = len(block)

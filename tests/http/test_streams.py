@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 import zstandard
 
+from bench.events import events, multipart
 from bench.streams import CUT, body_blocks, corpus_text, post_stream
 from tests.harness import ServerProc, require_tool, start_server, wait_until
 from tests.harness.http import call, check_problem
@@ -38,7 +39,8 @@ BODY_TIMEOUT = 2.0
 def streaming(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     base = tmp_path_factory.mktemp("streams")
     srv = start_server(base / "root", base / "server.log", "--workers", "1", "--stream-above", "1M",
-                       "--max-stream", str(MAX_STREAM), "--body-timeout", str(BODY_TIMEOUT))
+                       "--max-stream", str(MAX_STREAM), "--body-timeout", str(BODY_TIMEOUT),
+                       "--data-dir", str(base / "data"))
     yield srv
     stop_process(srv.proc)
 
@@ -265,15 +267,31 @@ def test_client_leaving_mid_stream_is_counted_not_logged_as_an_error(streaming: 
     assert "Traceback" not in streaming.log.read_text()
 
 
-def test_dictionary_on_a_stream_is_refused_not_ignored(streaming: ServerProc) -> None:
-    """A stream has no dictionary: ``dict`` must be a 400 before the body, never a frame without it."""
-    with socket.create_connection(("127.0.0.1", streaming.port), timeout=5) as sock:
-        sock.sendall(f"POST /compress?dict=1 HTTP/1.1\r\nHost: x\r\nContent-Length: {2 * MIB}\r\n\r\n".encode())
-        answer = sock.recv(65536)
-    head, _, document = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 400 ")
-    doc = json.loads(document)
-    assert doc["type"] == "/problems/bad-parameter" and "dict" in doc["detail"]
+def test_stream_with_a_dictionary_round_trips(streaming: ServerProc, tmp_path: Path) -> None:
+    """``?dict=`` on a stream: one frame naming the dictionary, which ``zstd -D`` decodes and a
+    /decompress stream resolves; an unknown one is a 404 before the body."""
+    zstd = require_tool("zstd")
+    samples, content_type = multipart(events(300))
+    created = call(streaming.url, "POST", "/dictionaries", samples, {"Content-Type": content_type})
+    assert created.status == 201, created.body[:300]
+    dict_id = created.json()["id"]
+    body = b"".join(events(3000, seed=7))
+    frame_path = tmp_path / "events.zst"
+    with frame_path.open("wb") as out:
+        status, headers = asyncio.run(post_stream(f"{streaming.url}/compress?dict={dict_id}", iter([body]), out,
+                                                  len(body)))
+    assert status == 200 and headers.get("Transfer-Encoding") == "chunked"
+    frame = frame_path.read_bytes()
+    assert zstandard.get_frame_parameters(frame).dict_id == dict_id
+    (tmp_path / "events.dict").write_bytes(call(streaming.url, "GET", f"/dictionaries/{dict_id}").body)
+    decoded = subprocess.run([zstd, "-q", "-d", "-c", "-D", str(tmp_path / "events.dict"), str(frame_path)],
+                             capture_output=True, check=True, timeout=30)
+    assert decoded.stdout == body
+    back = io.BytesIO()
+    assert asyncio.run(post_stream(streaming.url + "/decompress", iter([frame]), back, len(frame)))[0] == 200
+    assert back.getvalue() == body
+    unknown = call(streaming.url, "POST", "/compress?dict=999999", body)
+    assert check_problem(unknown, 404, streaming.root)["type"] == "/problems/unknown-dictionary"
 
 
 def test_decompressed_stream_passing_max_stream_is_cut(streaming: ServerProc, material: bytes) -> None:

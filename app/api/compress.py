@@ -72,16 +72,11 @@ def session_for(direction: str, query: Mapping[str, str], runtime: Runtime, conf
             known = ", ".join(sorted(PARAMETERS[direction])) or "none"
             raise Problem(400, "bad-parameter", f"unknown query parameter {name!r} (/{direction} takes {known})")
     if direction == "compress":
-        level, checksum = compress_parameters(query)
+        level, checksum = parse_level(query.get("level")), parse_flag(query.get("checksum"), "checksum")
         named = query.get("dict")
         dictionary = None if named is None else dictionary_of(dictionaries, named)
         return runtime.compressor(level, checksum, dictionary=dictionary)
     return runtime.decompressor(config.max_body, dictionaries.resolve)
-
-
-def compress_parameters(query: Mapping[str, str]) -> tuple[int, bool]:
-    """``level`` and ``checksum`` of a /compress query, for a session or a stream alike."""
-    return parse_level(query.get("level")), parse_flag(query.get("checksum"), "checksum")
 
 
 async def run_job(session: Session, src: Buffer, size: int, direction: str, runtime: Runtime,
@@ -144,12 +139,12 @@ async def _transform(request: web.Request, direction: str) -> web.StreamResponse
         raise overloaded(admission.limit)
     try:
         if stream:
-            return await streams.serve(request, direction)
+            return await streams.serve(request, direction, session)
         src, size, rest = await _read_body(request, runtime, bodies, config.stream_threshold, config.body_timeout)
         if rest is not None:  # a chunked body that outgrew the whole-body path: it streams from here
             prefix = bytes(src.view[:size])
             src.release()
-            return await streams.serve(request, direction, (prefix, rest))
+            return await streams.serve(request, direction, session, (prefix, rest))
         if not size and direction == "decompress":
             src.release()
             raise Problem(400, "empty-body", "the body is empty; send a zstd frame")

@@ -31,12 +31,11 @@ from typing import Final, final
 from aiohttp import StreamReader, web
 
 from app.api import compress, errors
-from app.api.dictionaries import named as dictionary_of
 from app.api.errors import Problem
-from app.keys import CONFIG, DICTIONARIES, METRICS, RUNTIME
+from app.keys import CONFIG, METRICS, RUNTIME
 from app.metrics import Metrics
 from warp import WarpError
-from warp.session import Bytes
+from warp.session import Bytes, Compressor
 
 log = logging.getLogger("warpzip")
 
@@ -132,8 +131,10 @@ class Sink:
         return response
 
 
-async def serve(request: web.Request, direction: str, prefix: tuple[Bytes, ...] = ()) -> web.StreamResponse:
-    """Stream the body of ``request`` (``prefix``: what was already read of it) through the device."""
+async def serve(request: web.Request, direction: str, session: compress.Session,
+                prefix: tuple[Bytes, ...] = ()) -> web.StreamResponse:
+    """Stream the body of ``request`` (``prefix``: what was already read of it) through the device,
+    with the parameters of ``session`` (the session the request chose, never run itself)."""
     app = request.app
     config, metrics = app[CONFIG], app[METRICS]
     upload = Upload(request.content, prefix, config.max_stream, config.body_timeout)
@@ -141,7 +142,7 @@ async def serve(request: web.Request, direction: str, prefix: tuple[Bytes, ...] 
     metrics.stream_begin(direction)
     outcome = "client_closed"
     try:
-        await _run(request, direction, upload, sink)
+        await _run(request, session, upload, sink)
         response = await sink.finish()
         outcome = "ok"
         return response
@@ -162,19 +163,18 @@ async def serve(request: web.Request, direction: str, prefix: tuple[Bytes, ...] 
         metrics.stream_end(direction, outcome)
 
 
-async def _run(request: web.Request, direction: str, upload: Upload, sink: Sink) -> None:
-    app = request.app
-    runtime, dictionaries = app[RUNTIME], app[DICTIONARIES]
-    if direction == "compress":
-        named = request.query.get("dict")  # checked by session_for (404 if unknown) before the body
-        dictionary = None if named is None else dictionary_of(dictionaries, named)
-        stream = runtime.compress_stream(*compress.compress_parameters(request.query), dictionary=dictionary)
+async def _run(request: web.Request, session: compress.Session, upload: Upload, sink: Sink) -> None:
+    """Run the upload through a stream with ``session``'s parameters (level, checksum, dictionary;
+    the dictionary resolver of a decompression)."""
+    runtime = request.app[RUNTIME]
+    if isinstance(session, Compressor):
+        stream = runtime.compress_stream(session.level, session.checksum, dictionary=session.dictionary)
         async with stream:
             while (block := await upload.next()) is not None:
                 await sink.write(await stream.acompress(block), len(block))
             await sink.write(await stream.afinish(), 0)
         return
-    unstream = runtime.decompress_stream(dictionaries.resolve)
+    unstream = runtime.decompress_stream(session.dictionaries)
     async with unstream:
         while (block := await upload.next()) is not None:
             consumed = len(block)

@@ -306,3 +306,16 @@ def test_decompressed_stream_passing_max_stream_is_cut(streaming: ServerProc, ma
         asyncio.run(post_stream(streaming.url + "/decompress", iter([frame]), io.BytesIO(), len(frame)))
     wait_until(lambda: streams_ended(streaming, "decompress", "cut") == before + 1, 10, "the cut counted")
     assert "the decompressed stream passed the limit" in streaming.log.read_text()
+
+
+@pytest.mark.parametrize(("size", "streamed"), [(MIB, False), (MIB + 1, True)])
+def test_a_body_streams_only_above_the_threshold(streaming: ServerProc, material: bytes, size: int,
+                                                 streamed: bool) -> None:
+    """``--stream-above 1M``: a body of exactly 1 MiB is a whole-body answer (Content-Length and
+    X-Uncompressed-Length, from the data path); one byte more is a stream."""
+    body = material[:size]
+    reply = call(streaming.url, "POST", "/compress", body)
+    assert reply.status == 200
+    assert (reply.headers.get("Transfer-Encoding") == "chunked") is streamed
+    assert (reply.headers.get("X-Uncompressed-Length") == str(size)) is not streamed
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(reply.body) == body

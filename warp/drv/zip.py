@@ -32,9 +32,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Final, final
 
-from warp import abi, lz77, uacce
-from warp.dictionary import Dictionary
-from warp.drv import split
+from warp import abi, uacce
+from warp.drv import split, sqe
 from warp.drv.base import DriverStats, Job, QueueStats
 from warp.drv.pool import MsgPool
 from warp.errors import DeviceLost, JobTimeout
@@ -200,60 +199,29 @@ class ZipQueue:
         while self.pending and self.sq.free:
             job = self.pending.popleft()
             slot = self.sq.push()
-            self._write_sqe(slot, job, self.pool.take(job))
+            sqe.write(self._words, slot, job, self.pool.take(job))
             written += 1
         if written:
             self.handle.ring(abi.DoorbellCmd.SQ, self.sq.tail)
             self.submitted += written
             self.doorbells += 1
 
-    def _write_sqe(self, slot: int, job: Job, tag: int) -> None:
-        w, base = self._words, slot * abi.SQ_WORDS
-        w[base + abi.W.CONSUMED] = 0
-        w[base + abi.W.PRODUCED] = 0
-        w[base + abi.W.STATUS] = 0
-        w[base + abi.W.INPUT_LEN] = job.length
-        w[base + abi.W.REQ_TYPE] = job.algorithm | job.window << abi.WINDOW_SHIFT
-        w[base + abi.W.LEVEL] = abi.level_to_word(job.level)
-        w[base + abi.W.FLAGS] = abi.FLAG_CHECKSUM if job.checksum else 0
-        dst, avail = job.dst.address, job.dst.capacity
-        if job.algorithm is not abi.Alg.ZSTD:  # lz77_zstd: the literals first, the sequence area after them
-            lits = lz77.literal_size(job.length)
-            w[base + abi.W.LIT_NUM] = w[base + abi.W.LIT_OVERFLOW] = 0
-            w[base + abi.W.LIT_SIZE] = lits
-            w[base + abi.W.LIT_LO] = dst & 0xFFFFFFFF
-            w[base + abi.W.LIT_HI] = dst >> 32
-            dst, avail = dst + lits, avail - lits
-        if job.dictionary is not None:
-            _name_dictionary(w, base, job.dictionary)
-        w[base + abi.W.DEST_AVAIL] = avail
-        w[base + abi.W.SRC_LO] = job.src.address & 0xFFFFFFFF
-        w[base + abi.W.SRC_HI] = job.src.address >> 32
-        w[base + abi.W.DST_LO] = dst & 0xFFFFFFFF
-        w[base + abi.W.DST_HI] = dst >> 32
-        w[base + abi.W.STREAM] = job.mode
-        if job.ctx is not None:
-            w[base + abi.W.CTX_LO] = job.ctx.address & 0xFFFFFFFF
-            w[base + abi.W.CTX_HI] = job.ctx.address >> 32
-        w[base + abi.W.TAG] = tag
-
     def _drain(self) -> int:
         """Consume every valid CQE; the result is read from the SQE the CQE points at."""
         count = 0
         cq, w = self.handle.view.cq, self._words
         while (slot := self.cq.poll(cq)) is not None:
-            base = slot * abi.SQ_WORDS
-            job = self.pool.put(w[base + abi.W.TAG])
-            status = w[base + abi.W.STATUS] & 0xFF
-            produced = w[base + abi.W.PRODUCED]
+            base = slot * sqe.SQ_WORDS
+            job = self.pool.put(w[base + sqe.TAG])
+            status = w[base + sqe.STATUS] & 0xFF
+            produced = w[base + sqe.PRODUCED]
             count += 1
             if job is not None:
-                if job.mode:
-                    job.consumed = w[base + abi.W.CONSUMED]
-                if status != abi.Status.OK and status not in abi.STREAM_PROGRESS:
+                if status and status not in sqe.PROGRESS:
                     self.failed += 1
-                if job.algorithm is not abi.Alg.ZSTD:
-                    job.literals, job.overflow = w[base + abi.W.LIT_NUM], w[base + abi.W.LIT_OVERFLOW]
+                if job.mode or job.algorithm is not sqe.ZSTD:
+                    job.consumed = w[base + sqe.CONSUMED]
+                    job.literals, job.overflow = w[base + sqe.LIT_NUM], w[base + sqe.LIT_OVERFLOW]
                 job.finish(status, produced)
         if count:
             self.sq.retire(count)
@@ -359,7 +327,7 @@ class ZipDriver:
 
     def submit(self, job: Job) -> asyncio.Future[Job]:
         queue = self.scheduler.pick(self.queues[job.direction], job.key)
-        if split.oversized(job):
+        if (job.length > sqe.MAX_BD or job.dst.capacity > sqe.MAX_BD) and split.oversized(job):
             return self._submit_split(queue, job)
         return queue.submit(job)
 
@@ -446,11 +414,3 @@ class ZipDriver:
     def close(self) -> None:
         for queue in self.all_queues():
             queue.close()
-
-
-def _name_dictionary(w: memoryview, base: int, dictionary: Dictionary) -> None:
-    """The dictionary words of an SQE (this model's own, see :mod:`warp.dictionary`)."""
-    w[base + abi.W.FLAGS] |= abi.FLAG_DICT
-    w[base + abi.W.DICT_LEN] = dictionary.length
-    w[base + abi.W.DICT_LO] = dictionary.address & 0xFFFFFFFF
-    w[base + abi.W.DICT_HI] = dictionary.address >> 32

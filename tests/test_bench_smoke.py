@@ -374,3 +374,14 @@ def test_stream_bench_reports_both_directions(tmp_path: Path) -> None:
     assert "round trip identical" in lines[0]
     assert lines[1].startswith("compress ") and lines[2].startswith("decompress ")
     assert all(float(line.split()[1]) > 0 for line in lines[1:])
+
+
+def test_job_loop_reports_host_cpu_per_job() -> None:
+    """``python -m bench.jobloop``, briefly: a device of its own, jobs on it, a figure per repeat,
+    and no device left behind."""
+    done = subprocess.run([sys.executable, "-m", "bench.jobloop", "--rounds", "5", "--repeats", "2"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    figures = done.stdout.split(":", 1)[1].split()
+    assert done.stdout.startswith("host CPU µs/job:") and len(figures) == 2
+    assert all(float(f) > 0 for f in figures)

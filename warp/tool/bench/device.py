@@ -9,8 +9,9 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, final
 
 import zstandard
 
@@ -100,24 +101,66 @@ def device_label(mode: str, depth: int, prefault: bool) -> str:
     return f"device {mode} d={depth} {'prefault' if prefault else 'no-prefault'}"
 
 
-def measure_device(root: Path, opts: Options, blocks: Sequence[bytes], depth: int, prefault: bool,
-                   progress: Progress, used_pasids: set[int], pid: int) -> Measurement:
-    """One device run on a fresh runtime (fresh SVA heap, fresh queues); ``pid`` is the device's."""
+@final
+@dataclass
+class Run:
+    """One measured run's fresh runtime, its queues' DFX rows, and the counters and clocks read
+    when it starts (:meth:`begin`): what every kind of run measures against."""
+
+    rt: Runtime
+    dfx: Dfx
+    qids: list[int]
+    pid: int
+    before: DeviceCounters | None = None
+    _device_cpu0: int = 0
+    _cpu0: int = 0
+
+    def begin(self) -> None:
+        self.before = snapshot(self.dfx, self.qids)
+        self._device_cpu0 = process_cpu_ns(self.pid)
+        self._cpu0 = time.process_time_ns()
+
+    def cpu_ns(self) -> int:
+        """This process's CPU since :meth:`begin`."""
+        return time.process_time_ns() - self._cpu0
+
+    def device_cpu_ns(self) -> int:
+        """The device process's CPU since :meth:`begin`."""
+        return process_cpu_ns(self.pid) - self._device_cpu0
+
+    def counters(self, bds: int) -> DeviceCounters:
+        """The DFX counters' growth once the engines counted ``bds`` BDs (:func:`settled`)."""
+        assert self.before is not None  # begun
+        return settled(self.dfx, self.qids, self.before, bds) - self.before
+
+
+@contextlib.contextmanager
+def fresh_run(root: Path, opts: Options, prefault: bool, used_pasids: set[int], pid: int) -> Iterator[Run]:
+    """A :class:`Run` on a fresh runtime (fresh SVA heap, fresh queues); ``pid`` is the device's."""
     rt = open_runtime(root, opts.queues, prefault, used_pasids)
     dfx: Dfx | None = None
     try:
         assert rt.zip is not None  # driver="zip" raises NoDevice otherwise
         driver = rt.zip.statistics()
         assert driver.device is not None  # the zip driver is always on a device
-        qids = [q.sqn for q in driver.per_queue]
         dfx = Dfx(cdev.DevicePaths(root, driver.device).dfx, 0, 0, create=False)
+        yield Run(rt, dfx, [q.sqn for q in driver.per_queue], pid)
+    finally:
+        if dfx is not None:
+            dfx.close()
+        rt.close()
+
+
+def measure_device(root: Path, opts: Options, blocks: Sequence[bytes], depth: int, prefault: bool,
+                   progress: Progress, used_pasids: set[int], pid: int) -> Measurement:
+    """One device run on a fresh runtime (fresh SVA heap, fresh queues); ``pid`` is the device's."""
+    with fresh_run(root, opts, prefault, used_pasids, pid) as run:
+        rt = run.rt
         comp = rt.compressor(opts.level)
         label = device_label(opts.mode, depth, prefault)
         tally = Tally()
         progress.start(label, opts.seconds)
-        before = snapshot(dfx, qids)
-        device_cpu0 = process_cpu_ns(pid)
-        cpu0 = time.process_time_ns()
+        run.begin()
         if opts.mode == "sync":
             start, end = sync_loop(comp, blocks, opts.seconds, tally, progress)
         elif opts.mode == "batch":
@@ -125,9 +168,9 @@ def measure_device(root: Path, opts: Options, blocks: Sequence[bytes], depth: in
         else:
             start, end = run_loop(opts.loop, lambda: async_loop(rt, comp, blocks, depth, opts.seconds, tally,
                                                                 progress))
-        cpu = time.process_time_ns() - cpu0
-        after = settled(dfx, qids, before, tally.jobs + tally.errors)
-        device_cpu = process_cpu_ns(pid) - device_cpu0
+        cpu = run.cpu_ns()
+        counters = run.counters(tally.jobs + tally.errors)
+        device_cpu = run.device_cpu_ns()
         used = rt.statistics()
         extra: dict[str, Any] = {
             "heap_prefaults": used.heap.misses, "heap_warm_allocs": used.heap.hits,
@@ -139,13 +182,9 @@ def measure_device(root: Path, opts: Options, blocks: Sequence[bytes], depth: in
                         wall_ns=end - start, cpu_ns=cpu, latency=Latency.from_ns(tally.latencies),
                         samples=tuple(tally.latencies),
                         errors=tally.errors, mode=opts.mode, depth=depth, prefault=prefault,
-                        counters=after - before, extra=extra, device_cpu_ns=device_cpu)
+                        counters=counters, extra=extra, device_cpu_ns=device_cpu)
         progress.finish(m)
         return m
-    finally:
-        if dfx is not None:
-            dfx.close()
-        rt.close()
 
 
 def _verify(block: bytes, frame: bytes | None) -> bool | None:

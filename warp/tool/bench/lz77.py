@@ -16,10 +16,9 @@ from typing import Any, Final
 
 import zstandard
 
-from warp import JobFailed, abi, cdev
-from warp.dfx import Dfx
+from warp import JobFailed, abi
 from warp.session import Lz77Compressor
-from warp.tool.bench.device import device_label, open_runtime, process_cpu_ns, settled, snapshot
+from warp.tool.bench.device import device_label, fresh_run
 from warp.tool.bench.loops import Tally, run_loop
 from warp.tool.bench.measurement import Latency, Measurement
 from warp.tool.bench.options import Options
@@ -32,29 +31,20 @@ ALGORITHM: Final = "lz77_zstd"
 def measure_lz77(root: Path, opts: Options, blocks: Sequence[bytes], depth: int, progress: Progress,
                  used_pasids: set[int], pid: int) -> Measurement:
     """One lz77_zstd run on a fresh runtime, measured as :func:`measure_device` measures zstd."""
-    rt = open_runtime(root, opts.queues, True, used_pasids)
-    dfx: Dfx | None = None
-    try:
-        assert rt.zip is not None
-        driver = rt.zip.statistics()
-        assert driver.device is not None
-        qids = [q.sqn for q in driver.per_queue]
-        dfx = Dfx(cdev.DevicePaths(root, driver.device).dfx, 0, 0, create=False)
-        comp = rt.compressor(opts.level, False, ALGORITHM)
+    with fresh_run(root, opts, True, used_pasids, pid) as run:
+        comp = run.rt.compressor(opts.level, False, ALGORITHM)
         label = f"{ALGORITHM} " + device_label(opts.mode, depth, True)
         tally = Tally()
         progress.start(label, opts.seconds)
-        before = snapshot(dfx, qids)
-        device_cpu0 = process_cpu_ns(pid)
-        cpu0 = time.process_time_ns()
+        run.begin()
         if opts.mode == "sync":
             start, end = _sync(comp, blocks, opts.seconds, tally, progress)
         else:
             start, end = run_loop(opts.loop, lambda: _async(comp, blocks, depth, opts.seconds, tally, progress))
-        cpu = time.process_time_ns() - cpu0
-        after = settled(dfx, qids, before, tally.jobs * -(-opts.block_size // abi.ZSTD_MAX_SIZE))  # BDs
+        cpu = run.cpu_ns()
+        counters = run.counters(tally.jobs * -(-opts.block_size // abi.ZSTD_MAX_SIZE))  # BDs
         extra: dict[str, Any] = {
-            "algorithm": ALGORITHM, "fallback_jobs": rt.statistics().fallback_jobs,
+            "algorithm": ALGORITHM, "fallback_jobs": run.rt.statistics().fallback_jobs,
             "software_stage_cpu_ns": comp.stage_cpu_ns,
             "software_stage_cpu_us_per_job": comp.stage_cpu_ns / 1000 / tally.jobs if tally.jobs else None,
             "software_stage_cpu_share": comp.stage_cpu_ns / cpu if cpu else None,
@@ -63,14 +53,9 @@ def measure_lz77(root: Path, opts: Options, blocks: Sequence[bytes], depth: int,
         m = Measurement(label=label, jobs=tally.jobs, bytes_in=tally.bytes_in, bytes_out=tally.bytes_out,
                         wall_ns=end - start, cpu_ns=cpu, latency=Latency.from_ns(tally.latencies),
                         samples=tuple(tally.latencies), errors=tally.errors, mode=opts.mode, depth=depth,
-                        prefault=True, counters=after - before, extra=extra,
-                        device_cpu_ns=process_cpu_ns(pid) - device_cpu0)
+                        prefault=True, counters=counters, extra=extra, device_cpu_ns=run.device_cpu_ns())
         progress.finish(m)
         return m
-    finally:
-        if dfx is not None:
-            dfx.close()
-        rt.close()
 
 
 def _count(tally: Tally, progress: Progress, block: bytes, frame: bytes, latency: int) -> None:

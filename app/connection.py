@@ -36,7 +36,7 @@ from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineToo
 
 from app import aiohttp_private, logs
 from app.admission import Admission
-from app.api import body, compress, errors
+from app.api import body, errors, failures
 from app.api.errors import Problem
 from app.budget import Bodies
 from app.config import Config
@@ -133,7 +133,7 @@ class Connection(web.RequestHandler):
 
     def _head_expired(self) -> None:
         self._head_timer = None
-        self._answer(compress.header_timeout(self._owner.config.header_timeout))
+        self._answer(failures.header_timeout(self._owner.config.header_timeout))
 
     def _answer(self, problem: Problem) -> None:
         """Answer ``problem`` in place of the next request and close, as aiohttp does a parser error."""

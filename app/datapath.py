@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Final, cast, final
 from aiohttp.http import SERVER_SOFTWARE
 
 from app import head as heads
-from app.api import compress, errors
-from app.api.body import out_of_memory
+from app.api import compress, errors, failures
+from app.api.body import CONTENT_TYPES, out_of_memory
 from app.api.errors import Problem
 from app.budget import grown
 from app.exchange import Request, release_when_sent
@@ -189,7 +189,7 @@ class DataPath(asyncio.BufferedProtocol):
         self._start = end_of_head + 4
         admission = server.admission
         if not admission.admit():
-            self._refuse(compress.overloaded(admission.limit))
+            self._refuse(failures.overloaded(admission.limit))
             return
         length = head.length
         have = min(self._end - self._start, length)
@@ -242,7 +242,7 @@ class DataPath(asyncio.BufferedProtocol):
         request.job_started = time.perf_counter()
         try:
             request.session.submit_buffer(body, self._need, self._job_done)
-        except compress.JOB_ERRORS as exc:  # refused before it ran (output too large, no memory, stopping)
+        except failures.JOB_ERRORS as exc:  # refused before it ran (output too large, no memory, stopping)
             self._job_done(exc)
 
     def _job_done(self, outcome: Result | BaseException) -> None:
@@ -250,8 +250,8 @@ class DataPath(asyncio.BufferedProtocol):
         request = self._request
         assert request is not None
         server = self._server
-        if isinstance(outcome, compress.JOB_ERRORS):
-            self._answer_problem(compress.job_problem(outcome))
+        if isinstance(outcome, failures.JOB_ERRORS):
+            self._answer_problem(failures.job_problem(outcome))
         elif isinstance(outcome, BaseException):
             log.error("unhandled error in POST %s", request.head.route, exc_info=outcome)
             self._answer_problem(errors.internal())
@@ -266,7 +266,7 @@ class DataPath(asyncio.BufferedProtocol):
         view = result.view
         length = len(view)
         uncompressed = request.size if request.direction == "compress" else length
-        head = self._head(200, compress.CONTENT_TYPES[request.direction], length,
+        head = self._head(200, CONTENT_TYPES[request.direction], length,
                           {"X-Uncompressed-Length": str(uncompressed)})
         transport = self._transport
         if transport is None or transport.is_closing():
@@ -400,12 +400,12 @@ class DataPath(asyncio.BufferedProtocol):
             return
         config = self._server.config
         if phase == _BODY:
-            self._fail_body(compress.body_timeout(config.body_timeout))
+            self._fail_body(failures.body_timeout(config.body_timeout))
             return
         if phase == _HEAD and not self._requests:
             self._server.metrics.count_refused(408)
             self._keep_alive = False
-            self._answer_problem(compress.header_timeout(config.header_timeout))
+            self._answer_problem(failures.header_timeout(config.header_timeout))
         self._close()
 
     def _compact(self) -> None:

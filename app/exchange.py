@@ -10,7 +10,7 @@ from typing import final
 
 from app import head as heads
 from app import logs
-from app.api import compress
+from app.api.body import Session
 from warp import Result
 
 
@@ -20,7 +20,7 @@ class Request:
 
     __slots__ = ("head", "direction", "session", "started", "status", "size", "driver", "job_started", "sent")
 
-    def __init__(self, head: heads.Head, direction: str, session: compress.Session, started: float) -> None:
+    def __init__(self, head: heads.Head, direction: str, session: Session, started: float) -> None:
         self.head = head
         self.direction = direction
         self.session = session

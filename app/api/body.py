@@ -18,7 +18,12 @@ from app.api.errors import Problem
 from app.budget import GROW_FROM, Bodies, grown
 from warp import HeapExhausted, Result, Runtime
 from warp.mem import Buffer
+from warp.session import Compressor, Decompressor
 
+#: What a /compress or /decompress request runs.
+Session = Compressor | Decompressor
+
+CONTENT_TYPES: Final = {"compress": "application/zstd", "decompress": "application/octet-stream"}
 COPY_BELOW: Final = 16 << 10
 RETRY_AFTER: Final = {"Retry-After": "1"}
 

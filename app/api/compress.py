@@ -3,7 +3,7 @@
 Two front ends share this module: the aiohttp handlers below, and the data path
 (:mod:`app.datapath`), which serves the common, well-formed request without aiohttp's
 per-request objects. Both choose the session with :func:`session_for`, answer a failed job with
-:func:`job_problem` and count it with :func:`observe`, so parameters, errors and metrics cannot
+:func:`app.api.failures.job_problem` and count it with :func:`observe`, so parameters, errors and metrics cannot
 drift apart.
 """
 
@@ -18,7 +18,7 @@ from typing import Final
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 
-from app.api import body, streams
+from app.api import body, failures, streams
 from app.api.dictionaries import named as dictionary_of
 from app.api.errors import Problem
 from app.budget import Bodies
@@ -26,16 +26,10 @@ from app.config import Config
 from app.dictionaries import WorkerDictionaries
 from app.keys import ADMISSION, BODIES, CONFIG, DICTIONARIES, METRICS, RUNTIME
 from app.metrics import Metrics
-from warp import HeapExhausted, JobFailed, JobTimeout, Result, Runtime, RuntimeClosed, UnknownDictionary, abi
+from warp import Result, Runtime, abi
 from warp.mem import Buffer
-from warp.session import Compressor, Decompressor
 
-Session = Compressor | Decompressor
-
-CONTENT_TYPES: Final = {"compress": "application/zstd", "decompress": "application/octet-stream"}
 DIRECTIONS: Final = {"/compress": "compress", "/decompress": "decompress"}
-#: How a job can end other than with a result, each answered by :func:`job_problem`.
-JOB_ERRORS: Final = (JobFailed, JobTimeout, RuntimeClosed, HeapExhausted)
 
 
 PARAMETERS: Final = {"compress": frozenset({"level", "checksum", "dict"}), "decompress": frozenset()}
@@ -63,7 +57,7 @@ def parse_flag(raw: str | None, name: str) -> bool:
 
 
 def session_for(direction: str, query: Mapping[str, str], runtime: Runtime, config: Config,
-                dictionaries: WorkerDictionaries) -> Session:
+                dictionaries: WorkerDictionaries) -> body.Session:
     """The session a request asks for, from its query; :class:`Problem` 400 for a bad parameter or
     one the resource does not take (a misspelt ``lvl=5`` must not compress at the default level),
     404 for a ``dict`` the store does not have. Frames to decompress name their own dictionary."""
@@ -79,7 +73,7 @@ def session_for(direction: str, query: Mapping[str, str], runtime: Runtime, conf
     return runtime.decompressor(config.max_body, dictionaries.resolve)
 
 
-async def run_job(session: Session, src: Buffer, size: int, direction: str, runtime: Runtime,
+async def run_job(session: body.Session, src: Buffer, size: int, direction: str, runtime: Runtime,
                   metrics: Metrics) -> Result:
     """Run the job on ``src[:size]`` (the session takes the buffer over); every way it can fail
     becomes the problem the client gets."""
@@ -87,8 +81,8 @@ async def run_job(session: Session, src: Buffer, size: int, direction: str, runt
     started = time.perf_counter()
     try:
         result = await session.arun_buffer(src, size)
-    except JOB_ERRORS as exc:
-        raise job_problem(exc) from None
+    except failures.JOB_ERRORS as exc:
+        raise failures.job_problem(exc) from None
     observe(metrics, driver, started, direction, size, result)
     return result
 
@@ -96,29 +90,6 @@ async def run_job(session: Session, src: Buffer, size: int, direction: str, runt
 def observe(metrics: Metrics, driver: str, started: float, direction: str, size: int, result: Result) -> None:
     metrics.observe_job(driver, time.perf_counter() - started)
     metrics.observe_bytes(direction, size, len(result))
-
-
-def job_problem(exc: BaseException) -> Problem:
-    """The answer to a job that ended with ``exc`` (one of :data:`JOB_ERRORS`)."""
-    if isinstance(exc, UnknownDictionary):
-        return Problem(400, "unknown-frame-dictionary", f"{exc}; GET /dictionaries lists the ones this service has")
-    if isinstance(exc, JobFailed):
-        if exc.status == abi.Status.CORRUPT_INPUT:
-            return Problem(400, "corrupt-frame", "the body is not a valid zstd frame")
-        if exc.status == abi.Status.DST_TOO_SMALL:
-            return Problem(413, "output-too-large", "the decompressed output would exceed the body limit")
-        return Problem(500, "engine-error", f"the accelerator failed the job: {exc}")
-    if isinstance(exc, JobTimeout):
-        return Problem(503, "timeout", "the accelerator did not finish in time; retry shortly", body.RETRY_AFTER)
-    if isinstance(exc, RuntimeClosed):  # stopping, and --shutdown-timeout ran out before this job finished
-        return Problem(503, "shutting-down", "the server is shutting down; retry", body.RETRY_AFTER)
-    if isinstance(exc, HeapExhausted):
-        return body.out_of_memory()
-    raise TypeError(f"not a job error: {exc!r}")
-
-
-def overloaded(limit: int) -> Problem:
-    return Problem(503, "overloaded", f"more than {limit} requests in progress; retry shortly", body.RETRY_AFTER)
 
 
 async def handle_compress(request: web.Request) -> web.StreamResponse:
@@ -136,7 +107,7 @@ async def _transform(request: web.Request, direction: str) -> web.StreamResponse
     bodies = app[BODIES]
     session, stream = _acceptable(request, direction)
     if not admission.admit():
-        raise overloaded(admission.limit)
+        raise failures.overloaded(admission.limit)
     try:
         if stream:
             return await streams.serve(request, direction, session)
@@ -150,13 +121,13 @@ async def _transform(request: web.Request, direction: str) -> web.StreamResponse
             raise Problem(400, "empty-body", "the body is empty; send a zstd frame")
         result = await run_job(session, src, size, direction, runtime, metrics)
         uncompressed = size if direction == "compress" else len(result)
-        return await body.send_result(request, result, CONTENT_TYPES[direction],
+        return await body.send_result(request, result, body.CONTENT_TYPES[direction],
                                       {"X-Uncompressed-Length": str(uncompressed)})
     finally:
         admission.leave()
 
 
-def _acceptable(request: web.Request, direction: str) -> tuple[Session, bool]:
+def _acceptable(request: web.Request, direction: str) -> tuple[body.Session, bool]:
     """The session the request asks for and whether its body streams (declared over the stream
     threshold), after every refusal that needs no body: a bad parameter (400), an unknown ``dict``
     (404), a Content-Encoding (415), a declared length over ``--max-stream`` (413)."""
@@ -192,12 +163,4 @@ async def _read_body(request: web.Request, runtime: Runtime, bodies: Bodies, lim
         async with asyncio.timeout(timeout):
             return await body.read_into_heap(request, runtime, bodies, limit, spill=True)
     except TimeoutError:
-        raise body_timeout(timeout) from None
-
-
-def body_timeout(timeout: float) -> Problem:
-    return Problem(408, "body-timeout", f"the body did not arrive within {timeout:g} s")
-
-
-def header_timeout(timeout: float) -> Problem:
-    return Problem(408, "header-timeout", f"the request head did not arrive within {timeout:g} s")
+        raise failures.body_timeout(timeout) from None

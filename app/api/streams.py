@@ -30,7 +30,7 @@ from typing import Final, final
 
 from aiohttp import StreamReader, web
 
-from app.api import compress, errors
+from app.api import body, errors, failures
 from app.api.errors import Problem
 from app.keys import CONFIG, METRICS, RUNTIME
 from app.metrics import Metrics
@@ -82,7 +82,7 @@ class Upload:
                     async with asyncio.timeout(timeout):
                         chunk = await content.readany()
                 except TimeoutError:
-                    raise compress.body_timeout(timeout) from None
+                    raise failures.body_timeout(timeout) from None
                 if not chunk:
                     break
                 total += len(chunk)
@@ -125,13 +125,13 @@ class Sink:
 
     async def _start(self) -> web.StreamResponse:
         response = self.response = web.StreamResponse()
-        response.content_type = compress.CONTENT_TYPES[self._direction]
+        response.content_type = body.CONTENT_TYPES[self._direction]
         response.enable_chunked_encoding()
         await response.prepare(self._request)
         return response
 
 
-async def serve(request: web.Request, direction: str, session: compress.Session,
+async def serve(request: web.Request, direction: str, session: body.Session,
                 prefix: tuple[Bytes, ...] = ()) -> web.StreamResponse:
     """Stream the body of ``request`` (``prefix``: what was already read of it) through the device,
     with the parameters of ``session`` (the session the request chose, never run itself)."""
@@ -163,7 +163,7 @@ async def serve(request: web.Request, direction: str, session: compress.Session,
         metrics.stream_end(direction, outcome)
 
 
-async def _run(request: web.Request, session: compress.Session, upload: Upload, sink: Sink) -> None:
+async def _run(request: web.Request, session: body.Session, upload: Upload, sink: Sink) -> None:
     """Run the upload through a stream with ``session``'s parameters (level, checksum, dictionary;
     the dictionary resolver of a decompression)."""
     runtime = request.app[RUNTIME]
@@ -197,8 +197,8 @@ def _problem(exc: Exception) -> Problem:
     """What a stream that failed with ``exc`` answers (before its head) or logs (after)."""
     if isinstance(exc, Problem):
         return exc
-    if isinstance(exc, compress.JOB_ERRORS):
-        return compress.job_problem(exc)
+    if isinstance(exc, failures.JOB_ERRORS):
+        return failures.job_problem(exc)
     if isinstance(exc, WarpError):  # the device was lost mid-frame: a stream cannot move to the cpu
         return Problem(500, "engine-error", f"the accelerator failed the stream: {exc}")
     log.error("unhandled error in a stream", exc_info=exc)

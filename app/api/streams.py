@@ -149,7 +149,7 @@ async def serve(request: web.Request, direction: str, session: body.Session,
     except ConnectionError:
         raise  # the client went away: nobody to answer (the guard counts it as 499)
     except Exception as exc:
-        problem = _problem(exc)
+        problem = problem_of(exc)
         if sink.response is None:
             outcome = "refused"
             return _refused(request, problem)
@@ -193,7 +193,7 @@ def _refused(request: web.Request, problem: Problem) -> web.StreamResponse:
     return answer
 
 
-def _problem(exc: Exception) -> Problem:
+def problem_of(exc: Exception) -> Problem:
     """What a stream that failed with ``exc`` answers (before its head) or logs (after)."""
     if isinstance(exc, Problem):
         return exc

@@ -25,6 +25,7 @@ import yaml
 from app.config import parse_serve
 from tests.deploy.shipped import (
     COMPOSE,
+    Json,
     DEPLOY,
     DOCKERFILE,
     KUBERNETES,
@@ -39,7 +40,8 @@ from tests.harness import REPO, require_tool, start_server
 from tests.harness.haproxy import HAPROXY_CFG, haproxy_env, server_variables
 from warp.device.launch import stop_process
 
-CORE_OBJECTS = ["deployment.yaml", "service.yaml", "pdb.yaml", "hpa.yaml", "prometheus-adapter.yaml"]
+CORE_OBJECTS = ["deployment.yaml", "service.yaml", "pdb.yaml", "hpa.yaml", "prometheus-adapter.yaml",
+                "dictionaries-pvc.yaml"]
 # the oldest Kubernetes the manifests claim (docs/deploy.md) and the newest the validator knows
 KUBERNETES_VERSIONS = ["1.29.0", kubernetes_validate.utils.latest_version()]
 POD_LABELS = kube("deployment.yaml")["spec"]["template"]["metadata"]["labels"]
@@ -145,6 +147,36 @@ def test_warpzip_accepts_the_settings_a_container_gets(where: str) -> None:
         config = parse_serve([])
     assert (config.host, config.port, config.device) == ("0.0.0.0", 8080, "embedded")
     assert str(config.root).startswith("/run/warpzip/")  # inside the writable mount, owned by warpzip
+
+
+def mounted(mounts: list[Json], path: Path) -> str | None:
+    """The name of the volume mounted at ``path`` or above it, if any."""
+    for mount in mounts:
+        if path == Path(mount["mountPath"]) or Path(mount["mountPath"]) in path.parents:
+            return str(mount["name"])
+    return None
+
+
+def test_dictionaries_persist_on_one_volume_every_replica_shares() -> None:
+    """The root filesystem is read-only and the user has no home: without a data directory on a
+    writable volume, POST /dictionaries cannot store anything; and a directory per replica would
+    let a dictionary made through one replica be unknown (404) behind another."""
+    data_dir = Path(image_env()["WARPZIP_DATA_DIR"])
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("WARPZIP_DATA_DIR", str(data_dir))
+        assert parse_serve([]).data_dir == data_dir
+    assert f"install -d -o warpzip -g warpzip -m 0700 {data_dir}" in DOCKERFILE.read_text()  # the user's, in the image
+
+    volume = mounted(container()["volumeMounts"], data_dir)
+    assert volume is not None, "the data directory is not on a volume in the Deployment"
+    [spec] = [v for v in kube("deployment.yaml")["spec"]["template"]["spec"]["volumes"] if v["name"] == volume]
+    claim = spec["persistentVolumeClaim"]["claimName"]  # not an emptyDir: the pods share it
+    pvc = kube("dictionaries-pvc.yaml")
+    assert pvc["metadata"]["name"] == claim and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+
+    service = compose()["services"]["warpzip"]
+    [shared] = [v for v in service["volumes"] if v.split(":")[1] == str(data_dir)]
+    assert shared.split(":")[0] in compose()["volumes"]  # a named volume: one for all replicas
 
 
 def test_the_port_agrees_everywhere() -> None:

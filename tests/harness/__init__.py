@@ -118,11 +118,13 @@ class ServerProc:
 
 
 def start_server(root: Path, log: Path, *extra: str, timeout: float = 30.0) -> ServerProc:
-    """``warpzip serve`` with ``extra`` flags on a free port; returns once /healthz answers 200."""
+    """``warpzip serve`` with ``extra`` flags on a free port; returns once /healthz answers 200.
+    Dictionaries go beside ``log`` unless ``extra`` names a ``--data-dir``: never the user's own."""
     port = free_port()
+    data = () if "--data-dir" in extra else ("--data-dir", str(log.with_name(log.name + ".data")))
     with log.open("wb") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port),
-                                 "--root", str(root), *extra],
+                                 "--root", str(root), *data, *extra],
                                 stdout=sink, stderr=subprocess.STDOUT, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
 

@@ -25,10 +25,10 @@ import yaml
 from app.config import parse_serve
 from tests.deploy.shipped import (
     COMPOSE,
-    Json,
     DEPLOY,
     DOCKERFILE,
     KUBERNETES,
+    Json,
     compose,
     container,
     dockerfile,

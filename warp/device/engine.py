@@ -28,8 +28,6 @@ import time
 from dataclasses import dataclass
 from typing import Final, final
 
-import numpy as np
-
 from warp import abi, codec
 from warp.device import lz77
 from warp.device.dictionaries import EngineDictionaries
@@ -37,6 +35,7 @@ from warp.device.irq import Moderator
 from warp.device.pool import Pool, PoolSizes, Timing
 from warp.device.qp import Qp, QpState, cq_doorbell, interrupt, sq_tail, u64
 from warp.device.ras import Ras
+from warp.device.staging import staged
 from warp.device.streams import Streams
 from warp.dfx import Dev, Dfx, Engine, Queue
 from warp.iommu.mmu import STAGED, Iommu, TranslationFault
@@ -397,23 +396,15 @@ class Engines:
 
     def _staged(self, qp: Qp, worker: _EngineState, source: int, length: int, dst: int, capacity: int, level: int,
                 checksum: bool, faults: int, loaded: object) -> tuple[int, int, int, int]:
-        """A job whose destination has pages the engine cannot write yet. The hardware writes its
-        output as it goes and stalls at each such page (an I/O page fault per page); here the
-        codec runs into the engine's own buffer first and :meth:`Iommu.store` writes it out page
-        by page, so only the pages the output reaches fault, and an abort leaves the ones before
-        the failing page written, as a stalled transaction that is aborted does."""
-        out = np.empty(capacity, dtype=np.uint8)
-        pointer = codec.pointer(out)
+        """A job whose destination has pages the engine cannot write yet (:mod:`warp.device.staging`)."""
         try:
-            status, produced = worker.codec.run(qp.qc_type, pointer, capacity, qp.memory + source, length, level,
-                                                checksum, loaded)
-        finally:
-            codec.release(pointer)
-        try:
-            faults += self.iommu.store(qp.mapping, dst, out[:produced])
+            (status, produced), more = staged(
+                self.iommu, qp.mapping, dst, capacity,
+                lambda out: worker.codec.run(qp.qc_type, out, capacity, qp.memory + source, length, level, checksum,
+                                             loaded))
         except TranslationFault as fault:
             return abi.Status.ADDR_FAULT, 0, 0, faults + fault.pages
-        return status, (length if status == _OK else 0), produced, faults
+        return status, (length if status == _OK else 0), produced, faults + more
 
     def _execute_injected(self, qp: Qp, w: memoryview, base: int,
                           worker: _EngineState) -> tuple[int, int, int, int]:

@@ -27,9 +27,10 @@ from typing import Final, final
 
 import numpy as np
 
-from warp import abi, codec
+from warp import abi
 from warp.device.dictionaries import MAX_DICT_BYTES
 from warp.device.qp import Qp
+from warp.device.staging import staged
 from warp.iommu.mmu import STAGED, Iommu, TranslationFault
 from warp.zstream import StreamContext
 
@@ -116,21 +117,17 @@ class Streams:
     def _step(self, qp: Qp, context: StreamContext, src: int, length: int, dst: int, capacity: int,
               finish: bool) -> tuple[abi.Status, int, int, int]:
         """Translate the BD's windows and step the context; output to a destination with pages
-        the engine cannot write yet goes through the engine's own buffer, page by page."""
+        the engine cannot write yet goes through the engine's own buffer (:mod:`warp.device.staging`)."""
         mapping = qp.mapping
         source, target, faults = self._iommu.translate_job(mapping, src, length, dst, capacity)
         if target != STAGED:
             status, consumed, produced = context.step(qp.memory + target, capacity, qp.memory + source, length,
                                                       finish)
             return status, consumed, produced, faults
-        out = np.empty(max(capacity, 1), dtype=np.uint8)
-        pointer = codec.pointer(out)
-        try:
-            status, consumed, produced = context.step(pointer, capacity, qp.memory + source, length, finish)
-        finally:
-            codec.release(pointer)
-        faults += self._iommu.store(mapping, dst, out[:produced])
-        return status, consumed, produced, faults
+        (status, consumed, produced), more = staged(
+            self._iommu, mapping, dst, capacity,
+            lambda out: context.step(out, capacity, qp.memory + source, length, finish))
+        return status, consumed, produced, faults + more
 
     def _adopt(self, qid: int, ctx: int, context: StreamContext) -> int:
         token = secrets.randbits(63) | 1

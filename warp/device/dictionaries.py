@@ -27,6 +27,15 @@ _HI: Final = int(abi.W.DICT_HI)
 MAX_DICT_BYTES: Final = 16 << 20
 
 
+def named(w: memoryview, base: int) -> tuple[int, int] | None:
+    """``(address, length)`` of the dictionary the SQE at ``base`` names; None for a length of 0 or
+    over :data:`MAX_DICT_BYTES` (a bad SQE)."""
+    length = w[base + _LEN]
+    if not 0 < length <= MAX_DICT_BYTES:
+        return None
+    return w[base + _LO] | w[base + _HI] << 32, length
+
+
 @final
 class EngineDictionaries:
     """One engine's loaded dictionaries and its ``DICT_LOADS`` counter."""
@@ -40,10 +49,10 @@ class EngineDictionaries:
         """The dictionary the SQE at ``base`` names, loaded for the queue's direction: ``(loaded,
         pages faulted)``; None for a length of 0 or over :data:`MAX_DICT_BYTES` (a bad SQE).
         Raises :class:`~warp.iommu.mmu.TranslationFault` if the engine may not read it."""
-        length = w[base + _LEN]
-        if not 0 < length <= MAX_DICT_BYTES:
+        words = named(w, base)
+        if words is None:
             return None, 0
-        address = w[base + _LO] | w[base + _HI] << 32
+        address, length = words
         mapping, direction = qp.mapping, qp.qc_type
         offset = address - mapping.base
         # The tag: the id a zstd dictionary declares in bytes 4..7 (read unchecked; a miss faults properly).

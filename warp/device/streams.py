@@ -28,7 +28,7 @@ from typing import Final, final
 import numpy as np
 
 from warp import abi
-from warp.device.dictionaries import MAX_DICT_BYTES
+from warp.device import dictionaries
 from warp.device.qp import Qp
 from warp.device.staging import staged
 from warp.iommu.mmu import STAGED, Iommu, TranslationFault
@@ -74,12 +74,12 @@ class Streams:
             return abi.Status.ADDR_FAULT, 0, 0, fault.pages
         record = mapping.memory[ctx - mapping.base:ctx - mapping.base + RECORD.size]
         if mode & abi.STREAM_NEW:
-            if w[base + _W.FLAGS] & abi.FLAG_DICT and not 0 < w[base + _W.DICT_LEN] <= MAX_DICT_BYTES:
-                return abi.Status.BAD_LENGTH, 0, 0, faults
             try:
                 context, more = self._new_context(qp, w, base, level)
             except TranslationFault as fault:
                 return abi.Status.ADDR_FAULT, 0, 0, faults + fault.pages
+            if context is None:
+                return abi.Status.BAD_LENGTH, 0, 0, faults
             faults += more
             token = self._adopt(qp.qid, ctx, context)
         else:
@@ -103,13 +103,17 @@ class Streams:
                                   dtype=np.uint8)
         return status, consumed, produced, faults
 
-    def _new_context(self, qp: Qp, w: memoryview, base: int, level: int) -> tuple[StreamContext, int]:
+    def _new_context(self, qp: Qp, w: memoryview, base: int, level: int) -> tuple[StreamContext | None, int]:
         """The context of a stream's first BD, with the dictionary its SQE names (``FLAG_DICT``:
-        read through the IOMMU like a source, and copied into the context): ``(context, faults)``."""
+        read through the IOMMU like a source, and copied into the context): ``(context, faults)``;
+        no context for a dictionary of a bad length."""
         flags = w[base + _W.FLAGS]
         if not flags & abi.FLAG_DICT:
             return StreamContext(qp.qc_type, level, bool(flags & abi.FLAG_CHECKSUM)), 0
-        address, length = w[base + _W.DICT_LO] | w[base + _W.DICT_HI] << 32, w[base + _W.DICT_LEN]
+        words = dictionaries.named(w, base)
+        if words is None:
+            return None, 0
+        address, length = words
         faults = self._iommu.fault_in(qp.mapping, address, length, write=False)
         dictionary = (qp.memory + (address - qp.mapping.base), length)
         return StreamContext(qp.qc_type, level, bool(flags & abi.FLAG_CHECKSUM), dictionary), faults

@@ -126,6 +126,25 @@ def test_bad_dictionary_words_fail_the_job(runtime: Runtime, trained: bytes) -> 
     assert caught.value.status == abi.Status.ADDR_FAULT
 
 
+def test_bad_dictionary_words_fail_a_streams_first_bd(runtime: Runtime, trained: bytes) -> None:
+    """A stream's first BD names its dictionary: the same words, the same statuses."""
+    import asyncio
+
+    d = runtime.dictionary(trained)
+
+    async def first_bd(dictionary: Dictionary) -> None:
+        async with runtime.compress_stream(3, dictionary=dictionary) as stream:
+            await stream.acompress(b"x" * 100)
+
+    with pytest.raises(JobFailed) as caught:
+        asyncio.run(first_bd(Dictionary(d.buffer, 0)))
+    assert caught.value.status == abi.Status.BAD_LENGTH
+    d.address = 0x1000  # no page of this process's heap
+    with pytest.raises(JobFailed) as caught:
+        asyncio.run(first_bd(d))
+    assert caught.value.status == abi.Status.ADDR_FAULT
+
+
 def test_jobs_the_device_fails_are_rerun_on_the_cpu_with_their_dictionary(device: DeviceProc, runtime: Runtime,
                                                                           trained: bytes) -> None:
     assert device_cli(device.root, "inject", "hw-error", "--count", "3").returncode == 0

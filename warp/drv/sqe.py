@@ -35,7 +35,6 @@ LIT_OVERFLOW: Final = int(abi.W.LIT_OVERFLOW)
 _CHECKSUM: Final = abi.FLAG_CHECKSUM
 ZSTD: Final = abi.Alg.ZSTD
 PROGRESS: Final = abi.STREAM_PROGRESS
-MAX_BD: Final = abi.MAX_JOB_BYTES
 _ZSTD_CODE: Final = int(abi.Alg.ZSTD)
 
 

@@ -327,7 +327,7 @@ class ZipDriver:
 
     def submit(self, job: Job) -> asyncio.Future[Job]:
         queue = self.scheduler.pick(self.queues[job.direction], job.key)
-        if (job.length > sqe.MAX_BD or job.dst.capacity > sqe.MAX_BD) and split.oversized(job):
+        if split.oversized(job):
             return self._submit_split(queue, job)
         return queue.submit(job)
 

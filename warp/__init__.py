@@ -10,6 +10,7 @@ from warp.errors import (
     HeapExhausted,
     JobFailed,
     JobTimeout,
+    MixedDictionaries,
     NoDevice,
     RuntimeClosed,
     UnknownDictionary,
@@ -23,6 +24,6 @@ from warp.uacce import Device, devices
 
 __all__ = [
     "CompressStream", "Compressor", "DecompressStream", "Decompressor", "Device", "DeviceLost", "Dictionary",
-    "HeapExhausted", "JobFailed", "JobTimeout", "NoDevice", "Result", "Runtime", "RuntimeClosed", "UnknownDictionary",
-    "WarpError", "devices",
+    "HeapExhausted", "JobFailed", "JobTimeout", "MixedDictionaries", "NoDevice", "Result", "Runtime", "RuntimeClosed",
+    "UnknownDictionary", "WarpError", "devices",
 ]

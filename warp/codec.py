@@ -163,6 +163,28 @@ def frame_dictionary_id(data: Any) -> int:
     return int(lib.ZSTD_getDictID_fromFrame(ffi.from_buffer(data), len(data)))
 
 
+def dictionary_ids(data: Any) -> tuple[int, ...]:
+    """The distinct dictionary ids the frames of ``data`` name, in order (frames naming none, and
+    skippable frames, left out). The walk stops at the first bytes that are not a whole frame: the
+    decoder says what is wrong with them. One frame, the common case, costs two native calls."""
+    ptr, size = ffi.from_buffer(data), len(data)
+    first = int(lib.ZSTD_findFrameCompressedSize(ptr, size))
+    if first >= size:  # one frame, or an error code (a huge size_t): the first frame's header decides
+        named = int(lib.ZSTD_getDictID_fromFrame(ptr, size))
+        return (named,) if named else ()
+    ids: list[int] = []
+    at = 0
+    while at < size:
+        length = int(lib.ZSTD_findFrameCompressedSize(ptr + at, size - at))
+        if length > size - at:  # an error code, or a frame cut short
+            break
+        named = int(lib.ZSTD_getDictID_fromFrame(ptr + at, size - at))
+        if named and named not in ids:
+            ids.append(named)
+        at += length
+    return tuple(ids)
+
+
 def _with_cdict(cctx: Any, cdict: Any, dst: Pointer, capacity: int, src: Pointer, size: int) -> Any:
     """``ZSTD_compress2`` with ``cdict`` referenced for this job only: its level supersedes the
     context's, the checksum flag stays the context's, and the next job sees no dictionary."""

@@ -74,5 +74,17 @@ class UnknownDictionary(JobFailed):
         self.dict_id = dict_id
 
 
+class MixedDictionaries(JobFailed):
+    """The frames of one body to decompress name different zstd dictionaries. A job carries one
+    dictionary (as ``zstd -D`` takes one), so the body is refused before it is submitted; a
+    decompression stream, which starts each frame afresh, takes such a body."""
+
+    def __init__(self, dict_ids: tuple[int, ...]) -> None:
+        named = ", ".join(map(str, dict_ids))
+        super().__init__(abi.Status.CORRUPT_INPUT, f"the frames name more than one zstd dictionary ({named}); "
+                         "one body is decoded with one")
+        self.dict_ids = dict_ids
+
+
 class JobTimeout(WarpError):
     """The job did not complete within its timeout."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Final, final
 from warp import abi, codec, lz77
 from warp.dictionary import Dictionary, Resolver
 from warp.drv.base import Job
-from warp.errors import JobFailed, UnknownDictionary
+from warp.errors import JobFailed, MixedDictionaries, UnknownDictionary
 from warp.mem import Buffer
 
 if TYPE_CHECKING:
@@ -222,12 +222,16 @@ class Decompressor(_Session):
         dst = self.runtime.alloc(declared if declared is not None else self.max_output)
         return Job(direction=abi.QcType.DECOMPRESS, src=src, length=length, dst=dst, dictionary=dictionary)
 
-    def _dictionary(self, frame: memoryview) -> Dictionary | None:
-        """The dictionary the first frame names, or :class:`UnknownDictionary` before any job runs
-        (the engine would only say "corrupt")."""
-        dict_id = codec.frame_dictionary_id(frame)
-        if not dict_id:
+    def _dictionary(self, frames: memoryview) -> Dictionary | None:
+        """The one dictionary the frames name (a frame naming none decodes beside it), or, before
+        any job runs, :class:`UnknownDictionary` / :class:`MixedDictionaries` (the engine would only
+        say "corrupt")."""
+        named = codec.dictionary_ids(frames)
+        if not named:
             return None
+        if len(named) > 1:
+            raise MixedDictionaries(named)
+        dict_id = named[0]
         found = self.dictionaries(dict_id) if self.dictionaries is not None else None
         if found is None:
             raise UnknownDictionary(dict_id)

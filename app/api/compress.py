@@ -60,7 +60,7 @@ def session_for(direction: str, query: Mapping[str, str], runtime: Runtime, conf
                 dictionaries: WorkerDictionaries) -> body.Session:
     """The session a request asks for, from its query; :class:`Problem` 400 for a bad parameter or
     one the resource does not take (a misspelt ``lvl=5`` must not compress at the default level),
-    404 for a ``dict`` the store does not have. Frames to decompress name their own dictionary."""
+    404 for a ``dict`` the store does not have. Frames to decompress name their own dictionary (one per body)."""
     for name in query:
         if name not in PARAMETERS[direction]:
             known = ", ".join(sorted(PARAMETERS[direction])) or "none"

@@ -10,7 +10,7 @@ from typing import Final
 
 from app.api import body
 from app.api.errors import Problem
-from warp import HeapExhausted, JobFailed, JobTimeout, RuntimeClosed, UnknownDictionary, abi
+from warp import HeapExhausted, JobFailed, JobTimeout, MixedDictionaries, RuntimeClosed, UnknownDictionary, abi
 
 #: How a job can end other than with a result, each answered by :func:`job_problem`.
 JOB_ERRORS: Final = (JobFailed, JobTimeout, RuntimeClosed, HeapExhausted)
@@ -20,6 +20,9 @@ def job_problem(exc: BaseException) -> Problem:
     """The answer to a job that ended with ``exc`` (one of :data:`JOB_ERRORS`)."""
     if isinstance(exc, UnknownDictionary):
         return Problem(400, "unknown-frame-dictionary", f"{exc}; GET /dictionaries lists the ones this service has")
+    if isinstance(exc, MixedDictionaries):
+        return Problem(400, "mixed-frame-dictionaries", f"{exc}; send each dictionary's frames as a request of its "
+                       "own")
     if isinstance(exc, JobFailed):
         if exc.status == abi.Status.CORRUPT_INPUT:
             return Problem(400, "corrupt-frame", "the body is not a valid zstd frame")

@@ -39,6 +39,10 @@ KINDS: Final[dict[str, Kind]] = {
     "unknown-frame-dictionary": Kind(400, "the frame sent to /decompress names a zstd dictionary this service "
                                      "does not have (`detail` has its id)",
                                      "decompress it where its dictionary is, or upload that dictionary's samples"),
+    "mixed-frame-dictionaries": Kind(400, "the frames of one body sent to /decompress name different zstd "
+                                     "dictionaries (`detail` has their ids); a body is decoded with one, as "
+                                     "`zstd -D` takes one (a streamed body, over `--stream-above`, may mix them)",
+                                     "send each dictionary's frames as a request of its own"),
     "too-few-samples": Kind(400, "POST /dictionaries got fewer than 8 sample parts", "send a few hundred samples"),
     "training-failed": Kind(400, "zstd could not train a dictionary on the samples (too little or too uniform "
                             "data for the size asked for)", "send more, or more varied, samples, or a smaller `size`"),

@@ -138,6 +138,21 @@ def test_a_frame_naming_an_unknown_dictionary_is_a_400(srv: ServerProc) -> None:
     assert doc["type"] == "/problems/unknown-frame-dictionary" and str(foreign.dict_id()) in doc["detail"]
 
 
+def test_frames_of_one_body_share_a_dictionary(srv: ServerProc, trained: dict[str, Any]) -> None:
+    """/decompress of concatenated frames: a plain frame then one naming a dictionary decodes with it;
+    frames naming two dictionaries are a 400 that names both, not a "corrupt frame"."""
+    other = created(srv, events(300, seed=21))
+    first, second = events(2, seed=22)
+    plain = compress(srv, first, "")
+    named = compress(srv, second, f"?dict={trained['id']}")
+    reply = call(srv.url, "POST", "/decompress", plain + named)
+    assert reply.status == 200 and reply.body == first + second
+    mixed = named + compress(srv, first, f"?dict={other['id']}")
+    doc = check_problem(call(srv.url, "POST", "/decompress", mixed), 400, srv.root)
+    assert doc["type"] == "/problems/mixed-frame-dictionaries", doc
+    assert str(trained["id"]) in doc["detail"] and str(other["id"]) in doc["detail"]
+
+
 def test_another_process_sees_creates_and_deletes_at_once(tmp_path: Path, srv: ServerProc, data_dir: Path) -> None:
     """A second server on the same data directory stands for a second worker (both are processes
     that share nothing but the directory)."""

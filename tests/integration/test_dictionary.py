@@ -16,7 +16,7 @@ from warp.cdev import DevicePaths
 from warp.device.launch import stop_process
 from warp.dfx import Engine, read_snapshot
 from warp.dictionary import Dictionary, Resolver
-from warp.errors import UnknownDictionary
+from warp.errors import MixedDictionaries, UnknownDictionary
 
 
 def train(size: int, samples: list[bytes]) -> bytes:
@@ -78,6 +78,34 @@ def test_a_frame_naming_an_unknown_dictionary_fails_before_any_job(runtime: Runt
             runtime.decompressor(1 << 20, resolver).decompress(frame)
         assert caught.value.dict_id == d.dict_id and caught.value.status == abi.Status.CORRUPT_INPUT
     assert runtime.statistics().heap.in_use_bytes == d.buffer.capacity, "the refused job left no buffer behind"
+
+
+def test_a_later_frame_names_the_bodys_dictionary(runtime: Runtime, trained: bytes) -> None:
+    """A body of concatenated frames decodes with the one dictionary any of them names, not only
+    the first frame's: a plain frame, then a frame with the dictionary (and a skippable frame)."""
+    d = runtime.dictionary(trained)
+    first, second = events(2, seed=12)
+    with runtime.compressor(3).compress(first) as plain, runtime.compressor(3, dictionary=d).compress(second) as named:
+        skippable = (0x184D2A50).to_bytes(4, "little") + (3).to_bytes(4, "little") + b"abc"
+        for body, content in ((plain.tobytes() + skippable + named.tobytes(), first + second),
+                              (named.tobytes() + plain.tobytes(), second + first)):
+            with runtime.decompressor(1 << 20, {d.dict_id: d}.get).decompress(body) as result:
+                assert result.tobytes() == content
+
+
+def test_frames_naming_two_dictionaries_fail_before_any_job(runtime: Runtime, trained: bytes) -> None:
+    """One job decodes with one dictionary (as ``zstd -D`` takes one): a body whose frames name two
+    is refused, naming both, instead of failing in the engine as a corrupt frame."""
+    one, two = runtime.dictionary(trained), runtime.dictionary(train(8 << 10, events(300, seed=9)))
+    frames = []
+    for d, body in ((one, b"1" * 90), (two, b"2" * 90)):
+        with runtime.compressor(3, dictionary=d).compress(body) as frame:
+            frames.append(frame.tobytes())
+    with pytest.raises(MixedDictionaries) as caught:
+        runtime.decompressor(1 << 20, {one.dict_id: one, two.dict_id: two}.get).decompress(b"".join(frames))
+    assert caught.value.dict_ids == (one.dict_id, two.dict_id) and caught.value.status == abi.Status.CORRUPT_INPUT
+    in_use = one.buffer.capacity + two.buffer.capacity
+    assert runtime.statistics().heap.in_use_bytes == in_use, "the refused job left no buffer behind"
 
 
 def test_each_engine_loads_a_dictionary_once_for_many_jobs(tmp_path: Path, trained: bytes) -> None:

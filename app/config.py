@@ -46,6 +46,7 @@ class Config:
     max_body: int = 64 << 20
     stream_above: int = 4 << 20
     max_stream: int = 0  # 0: unlimited
+    stream_memory: int = 1 << 30  # the device's: warp.device.streams.DEFAULT_MEMORY
     max_pending: int = 1024
     max_connections: int = 1000
     heap_size: int = 1 << 30
@@ -146,6 +147,8 @@ OPTIONS: tuple[tuple[str, Callable[[str], object], tuple[str, ...] | None, str],
     ("stream_above", _size, None, "bodies larger than this (or than --max-body) are compressed as they arrive and "
      "the response streams back; smaller ones are held whole"),
     ("max_stream", _limit, None, "largest streamed body, and decompressed output of a stream (0: unlimited)"),
+    ("stream_memory", _size, None, "memory the embedded device's stream contexts may hold together, each charged "
+     "zstd's estimate (~3.5 MiB at level 3, ~90 MiB at 19, ~830 MiB at 22); a stream past it gets 503"),
     ("max_pending", _positive, None, "requests in progress per worker before 503"),
     ("max_connections", _positive, None, "open connections per worker before a new one gets 503"),
     ("heap_size", _size, None, "SVA heap per worker (bytes, or 512M, 1G)"),

@@ -174,7 +174,7 @@ def _serve_on(config: Config, listener: socket.socket) -> int:
     if config.device == "embedded":
         try:
             device = DeviceSupervisor(config.root, "--engines", str(config.engines), "--log-format", config.log_format,
-                                      restarts=restarts).start()
+                                      "--stream-memory", str(config.stream_memory), restarts=restarts).start()
         except DeviceStartError as exc:
             log.error("%s", exc)
             return 1

@@ -141,6 +141,7 @@ class Status(enum.IntEnum):
     DECOMP_NO_SPACE = 0x01  # HZ_DECOMP_NO_SPACE: a stream's output filled the destination; send again
     DECOMP_END = 0x13  # HZ_DECOMP_END: a stream's frame ended in this BD
     BAD_CTX = 0x23  # this model's own: a stateful SQE whose stream context the engine does not hold
+    NO_CTX_MEMORY = 0x24  # this model's own: a new stream's context does not fit the device's stream memory
     HW_ERROR = 0x42  # the engine hit a hardware (RAS) error; counts toward isolate_strategy
 
 
@@ -199,6 +200,9 @@ STREAM_STATEFUL: Final = 1 << 26
 STREAM_NEW: Final = 1 << 27
 #: A stream session's ctx_buf (UADK's ``HW_CTX_SIZE``): user memory the engine keeps its record in.
 STREAM_CTX_SIZE: Final = 0x10000
+#: The start of a ctx_buf the engine keeps its record of the stream in (this model's own layout,
+#: :mod:`warp.device.streams`); a session wipes it when it ends.
+STREAM_RECORD_SIZE: Final = 32
 #: dw9 window_size[15:12] (lz77_zstd): code → zstd windowLog. zstd windows are powers of two, so
 #: ZIP's 24 KiB (code 3) is 32 KiB here.
 WINDOW_SHIFT: Final = 12

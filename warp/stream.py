@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final, Self, final
 
 from warp import abi, codec
 from warp.dictionary import Dictionary, Resolver
-from warp.drv.base import Job
+from warp.drv.base import Job, end_stream
 from warp.drv.zip import ZipDriver, ZipQueue
 from warp.errors import DeviceLost, JobFailed, JobTimeout, RuntimeClosed, UnknownDictionary
 from warp.mem import Buffer
@@ -161,7 +161,7 @@ class _Stream:
         if job is not None and not job.finished:
             job.owns_ctx = True
         else:
-            ctx.release()
+            end_stream(ctx)
 
     async def __aenter__(self) -> Self:
         return self

@@ -21,6 +21,8 @@ from warp import abi
 from warp.codec import DST_TOO_SMALL, CodecError, Pointer, ffi, lib
 
 _ERROR_BASE: Final = 1 << (8 * ffi.sizeof("size_t"))
+#: The largest window a decompression stream accepts (zstd's ``ZSTD_WINDOWLOG_LIMIT_DEFAULT``, 128 MiB).
+WINDOW_LOG_LIMIT: Final = 27
 
 
 @final
@@ -33,6 +35,8 @@ class StreamContext:
         context for the stream's frame(s), as the engine reads it at the stream's first BD."""
         self.direction = direction
         self.total_in = self.total_out = 0
+        self._level = level
+        self._dictionary_length = 0 if dictionary is None else dictionary[1]
         #: True between the BD that ended a frame and the next input (decompression).
         self.at_frame_end = direction is abi.QcType.DECOMPRESS
         if direction is abi.QcType.COMPRESS:
@@ -47,6 +51,20 @@ class StreamContext:
                 _check(lib.ZSTD_DCtx_loadDictionary(self._zstd, *dictionary))
         self._in = ffi.new("ZSTD_inBuffer *")
         self._out = ffi.new("ZSTD_outBuffer *")
+
+    def footprint(self, src: Pointer, size: int) -> int:
+        """The memory this context may come to hold, by zstd's own estimates, before it holds any:
+        a compression stream's by its level (~3.5 MiB at 3, ~90 MiB at 19, ~830 MiB at 22), a
+        decompression stream's by the window the frame header at ``src`` declares (the largest
+        zstd decodes if the header cannot be read), each with its dictionary's tables."""
+        if self.direction is abi.QcType.COMPRESS:
+            need = int(lib.ZSTD_estimateCStreamSize(self._level))
+            return need + (int(lib.ZSTD_estimateCDictSize(self._dictionary_length, self._level))
+                           if self._dictionary_length else 0)
+        need = int(lib.ZSTD_estimateDStreamSize_fromFrame(src, size))
+        if lib.ZSTD_isError(need):
+            need = int(lib.ZSTD_estimateDStreamSize(1 << WINDOW_LOG_LIMIT))
+        return need + (int(lib.ZSTD_estimateDDictSize(self._dictionary_length, 0)) if self._dictionary_length else 0)
 
     def step(self, dst: Pointer, capacity: int, src: Pointer, size: int, finish: bool) -> tuple[abi.Status, int, int]:
         """One BD: ``(status, consumed, produced)``, never an exception. Compression consumes all

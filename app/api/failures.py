@@ -26,6 +26,9 @@ def job_problem(exc: BaseException) -> Problem:
     if isinstance(exc, JobFailed):
         if exc.status == abi.Status.CORRUPT_INPUT:
             return Problem(400, "corrupt-frame", "the body is not a valid zstd frame")
+        if exc.status == abi.Status.NO_CTX_MEMORY:
+            return Problem(503, "stream-memory-full", "the accelerator holds as many stream contexts as its memory "
+                           "allows (--stream-memory); retry shortly, or stream at a lower level", body.RETRY_AFTER)
         if exc.status == abi.Status.DST_TOO_SMALL:
             return Problem(413, "output-too-large", "the decompressed output would exceed the body limit")
         return Problem(500, "engine-error", f"the accelerator failed the job: {exc}")

@@ -24,6 +24,8 @@ import pytest
 import zstandard
 
 from bench.events import events, multipart
+from bench.proctree import snapshot_tree
+from bench.soak import role
 from bench.streams import CUT, body_blocks, corpus_text, post_stream
 from tests.harness import ServerProc, require_tool, start_server, wait_until
 from tests.harness.http import call, check_problem
@@ -319,3 +321,66 @@ def test_a_body_streams_only_above_the_threshold(streaming: ServerProc, material
     assert (reply.headers.get("Transfer-Encoding") == "chunked") is streamed
     assert (reply.headers.get("X-Uncompressed-Length") == str(size)) is not streamed
     assert zstandard.ZstdDecompressor().decompressobj().decompress(reply.body) == body
+
+
+def _device_rss(srv: ServerProc) -> int:
+    return next(s.rss_bytes for s in snapshot_tree(srv.proc.pid) if role(s, srv.proc.pid) == "device")
+
+
+def _open_stream(srv: ServerProc, level: int, sent: int) -> socket.socket:
+    """A /compress stream of a declared 8 MiB with ``sent`` bytes of it on the way."""
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
+    sock.sendall(f"POST /compress?level={level} HTTP/1.1\r\nHost: x\r\nContent-Length: {8 * MIB}\r\n\r\n".encode())
+    sock.sendall(random.Random(level).randbytes(sent))
+    return sock
+
+
+def _answer(sock: socket.socket) -> tuple[bytes, bytes]:
+    """A whole-body answer to a request still uploading: ``(head, body)``."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < _length(data):
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before the whole answer: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body
+
+
+def _length(data: bytes) -> int:
+    lines = data.partition(b"\r\n\r\n")[0].lower().split(b"\r\n")
+    return next((int(line.split(b":")[1]) for line in lines if line.startswith(b"content-length:")), 1 << 30)
+
+
+def test_streams_past_stream_memory_get_503_and_the_device_stays_bounded(tmp_path: Path) -> None:
+    """The device holds each stream's zstd context (~90 MiB at level 19; eight level-22 streams
+    took a device to 2.2 GB before ``--stream-memory``). With room for two and a half level-19
+    contexts, two streams run and the next ones get 503 stream-memory-full with Retry-After before
+    any output, the device's RSS stays within the bound, and once a client walks away from its
+    stream the next one is served whole."""
+    from warp.codec import lib
+
+    one = int(lib.ZSTD_estimateCStreamSize(19))
+    budget = one * 5 // 2
+    srv = start_server(tmp_path / "root", tmp_path / "server.log", "--workers", "1", "--stream-above", "1M",
+                       "--stream-memory", str(budget))
+    holders: list[socket.socket] = []
+    try:
+        baseline = _device_rss(srv)
+        for _ in range(2):
+            holders.append(_open_stream(srv, 19, 2 * MIB))
+            assert holders[-1].recv(12) == b"HTTP/1.1 200"  # under way: its first block came out
+        for _ in range(4):
+            with _open_stream(srv, 19, 2 * MIB) as refused:
+                head, doc = _answer(refused)
+            assert head.startswith(b"HTTP/1.1 503") and b"\r\nretry-after: " in head.lower(), head
+            assert json.loads(doc)["type"] == "/problems/stream-memory-full"
+        assert _device_rss(srv) - baseline < budget + 96 * MIB
+        holders.pop(0).close()  # the client walks away: the worker ends its session, the record goes
+        body = random.Random(5).randbytes(3 * MIB)
+        out = io.BytesIO()
+        status, _headers = asyncio.run(post_stream(srv.url + "/compress?level=19", iter([body]), out, len(body)))
+        assert status == 200 and zstandard.ZstdDecompressor().decompressobj().decompress(out.getvalue()) == body
+    finally:
+        for sock in holders:
+            sock.close()
+        stop_process(srv.proc)

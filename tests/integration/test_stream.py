@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import zstandard
 
-from tests.harness import DeviceProc, require_tool
+from tests.harness import DeviceProc, require_tool, start_device
 from warp import JobFailed, Runtime, abi
+from warp.device.launch import stop_process
 from warp.stream import CompressStream, DecompressStream
 
 
@@ -165,3 +166,40 @@ def test_a_closed_stream_refuses_calls(runtime: Runtime) -> None:
         asyncio.run(main())
     with pytest.raises(ValueError):
         CompressStream(runtime, level=99)
+
+
+def test_stream_contexts_are_bounded_by_stream_memory(tmp_path: Path) -> None:
+    """The engines keep stream contexts in device memory (this model's difference, docs/device.md
+    §6.1), so ``--stream-memory`` bounds them: a stream whose first BD would take the held contexts
+    over it fails ``NO_CTX_MEMORY`` before anything is allocated (a level-19 context is ~90 MiB, so
+    unbounded streams took a device to gigabytes). A session that ends wipes its ctx_buf's record,
+    and the engines let such contexts go when they need the room: a stream abandoned mid-frame
+    frees its share too."""
+    from warp.codec import lib
+
+    one = int(lib.ZSTD_estimateCStreamSize(19))
+    dev = start_device(tmp_path / "root", "--stream-memory", str(one * 5 // 2))
+    block = b"stream memory " * 5000
+
+    async def main(rt: Runtime) -> None:
+        first, second, third = (rt.compress_stream(19) for _ in range(3))
+        await first.acompress(block)
+        kept = await second.acompress(block)
+        with pytest.raises(JobFailed) as refused:
+            await third.acompress(block)
+        assert refused.value.status == abi.Status.NO_CTX_MEMORY and third.closed
+        first.close()  # abandoned mid-frame: its context is dead once its record is wiped
+        taken = rt.alloc(abi.STREAM_CTX_SIZE)  # the freed ctx_buf's memory: the next stream's is elsewhere
+        fourth = rt.compress_stream(19)
+        frame = await fourth.acompress(block) + await fourth.afinish()
+        assert zstandard.ZstdDecompressor().decompressobj().decompress(frame) == block
+        frame = kept + await second.acompress(block) + await second.afinish()  # the live one was never touched
+        assert zstandard.ZstdDecompressor().decompressobj().decompress(frame) == block * 2
+        taken.release()
+
+    try:
+        with Runtime(dev.root, driver="zip", heap_size=64 << 20) as rt:
+            asyncio.run(main(rt))
+    finally:
+        stop_process(dev.proc)
+    assert dev.proc.returncode == 0

@@ -36,7 +36,7 @@ from warp.device.pool import Pool, PoolSizes, Timing
 from warp.device.qp import Qp, QpState, cq_doorbell, interrupt, sq_tail, u64
 from warp.device.ras import Ras
 from warp.device.staging import staged
-from warp.device.streams import Streams
+from warp.device.streams import DEFAULT_MEMORY, Streams
 from warp.dfx import Dev, Dfx, Engine, Queue
 from warp.iommu.mmu import STAGED, Iommu, TranslationFault
 from warp.ring import RingOverflow
@@ -101,7 +101,7 @@ class Engines:
     """The engine threads of one device, the doorbells they wait on, and the interrupt timer."""
 
     def __init__(self, iommu: Iommu, dfx: Dfx, ras: Ras, pools: PoolSizes, batch: int, irq_coalesce: int,
-                 irq_delay_us: int, timing: Timing | None = None) -> None:
+                 irq_delay_us: int, timing: Timing | None = None, stream_memory: int = DEFAULT_MEMORY) -> None:
         self.iommu = iommu
         self.dfx = dfx
         self.batch = batch
@@ -114,7 +114,7 @@ class Engines:
         self._stop = threading.Event()
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # ends every engine's epoll wait at close
         self._moderator = Moderator(irq_coalesce, irq_delay_us * 1000) if irq_delay_us > 0 else None
-        self.streams = Streams(iommu)
+        self.streams = Streams(iommu, stream_memory)
         self._timing = timing if timing is not None and timing.on else None
         self._job = self._execute if self._timing is None else self._execute_timed
         self._pools = {kind: Pool(kind, pools.ids(kind), self._wake, self._run) for kind in abi.QcType}

@@ -41,6 +41,7 @@ from warp import cdev, logs, options
 from warp.device import ENGINES, QUEUE_PAIRS, control
 from warp.device.core import UacceCore
 from warp.device.pool import PoolSizes, Timing
+from warp.device.streams import DEFAULT_MEMORY
 from warp.device.zip import ZipDevice
 from warp.dfx import Dfx
 from warp.iommu.mmu import Iommu
@@ -69,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
            "out what real zstd time leaves; 0 = off (real zstd time)")
     option("--engine-mb-s", number, 0.0, "timing model: engine rate in MB/s of uncompressed bytes, added to "
            "--bd-latency-us; 0 = off")
+    option("--stream-memory", integer, DEFAULT_MEMORY, "bytes all stream contexts may hold together in the device "
+           "(zstd's estimate of each: ~90 MiB for a level-19 compression stream); a new stream past it fails "
+           "NO_CTX_MEMORY")
     option("--queue-pairs", integer, QUEUE_PAIRS, "hardware queue pairs of the device, shared by every process "
            "(warpzip serve's --queues is per worker and direction)")
     option("--batch", integer, 32, "SQEs an engine takes from a queue per turn")
@@ -86,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--log-format: choose from {', '.join(logs.FORMATS)}")
     args.comp_engines = args.engines if args.comp_engines is None else args.comp_engines
     args.decomp_engines = args.engines if args.decomp_engines is None else args.decomp_engines
-    for name in ("engines", "comp_engines", "decomp_engines", "queue_pairs", "batch", "irq_coalesce"):
+    for name in ("engines", "comp_engines", "decomp_engines", "queue_pairs", "batch", "irq_coalesce", "stream_memory"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.queue_pairs > 0xFFF + 1:
@@ -161,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
     iommu = Iommu(dfx.faults)
     device = ZipDevice(iommu, dfx, pools=pools, batch=args.batch, irq_coalesce=args.irq_coalesce,
                        irq_delay_us=args.irq_delay_us, reclaim_interval_ms=args.reclaim_interval_ms,
-                       reclaim_fraction=args.reclaim_fraction, timing=Timing(args.bd_latency_us, args.engine_mb_s))
+                       reclaim_fraction=args.reclaim_fraction, timing=Timing(args.bd_latency_us, args.engine_mb_s),
+                       stream_memory=args.stream_memory)
     core = UacceCore(paths, device, iommu, sva=bool(args.iommu_sva))
     core.publish()
     ctl = control.ControlServer(paths.control, device.control)

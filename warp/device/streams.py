@@ -15,6 +15,14 @@ stepped by two engines at once. A context ends with its stream — the FINISH BD
 the end of a frame in a decompression (a decoder holds nothing between frames, so the session's
 next BD is a new stream), a failed BD — when its queue is put, or when the queue holds ``CONTEXTS_PER_QUEUE`` others
 (least recently used first).
+
+Device memory is finite where user memory is not: contexts together may hold at most ``memory``
+bytes (``--stream-memory``), each charged zstd's estimate for it when its first BD comes (a
+level-19 compression ~90 MiB, a decompression its frame's window). A first BD that does not fit
+fails ``NO_CTX_MEMORY``, this model's own status, before anything is allocated — after the engine
+let go of every context whose ctx_buf no longer carries its record: the library wipes a session's
+record when the session ends, finished or abandoned, so a stream a client walked away from does not
+hold memory until its queue is put.
 """
 
 from __future__ import annotations
@@ -23,34 +31,51 @@ import secrets
 import struct
 import threading
 from collections import OrderedDict
-from typing import Final, final
+from typing import Final, NamedTuple, final
 
 import numpy as np
 
-from warp import abi
+from warp import abi, codec
 from warp.device import dictionaries
 from warp.device.qp import Qp
 from warp.device.staging import staged
-from warp.iommu.mmu import STAGED, Iommu, TranslationFault
+from warp.iommu.mmu import STAGED, Iommu, Mapping, TranslationFault
 from warp.zstream import StreamContext
 
 #: Contexts a queue may hold at once; the least recently used goes first.
 CONTEXTS_PER_QUEUE: Final = 32
+#: Bytes all stream contexts may hold together (``--stream-memory``): one level-22 stream (~830
+#: MiB), a dozen at level 19, hundreds at level 3.
+DEFAULT_MEMORY: Final = 1 << 30
 #: The record at the start of a ctx_buf: magic, token, bytes in, bytes out.
 RECORD: Final = struct.Struct("<4sxxxxQQQ")
+assert RECORD.size == abi.STREAM_RECORD_SIZE
 MAGIC: Final = b"WZSC"
 
 _W: Final = abi.W
 
 
+class _Held(NamedTuple):
+    """A context an engine holds: the token its record carries, what it was charged, and the
+    mapping its ctx_buf is read through."""
+
+    token: int
+    context: StreamContext
+    charge: int
+    mapping: Mapping
+
+
 @final
 class Streams:
-    """Every stream context the engines hold, by (queue id, ctx_buf address)."""
+    """Every stream context the engines hold, by (queue id, ctx_buf address), within ``memory``."""
 
-    def __init__(self, iommu: Iommu) -> None:
+    def __init__(self, iommu: Iommu, memory: int = DEFAULT_MEMORY) -> None:
         self._iommu = iommu
+        self.memory = memory
+        #: What the contexts held now were charged, in bytes.
+        self.charged = 0
         self._lock = threading.Lock()
-        self._contexts: dict[int, OrderedDict[int, tuple[int, StreamContext]]] = {}
+        self._contexts: dict[int, OrderedDict[int, _Held]] = {}
 
     def held(self, qid: int) -> int:
         """How many contexts queue ``qid`` holds (for tests and DFX)."""
@@ -60,7 +85,8 @@ class Streams:
     def forget(self, qid: int) -> None:
         """The queue was put: its streams end with it."""
         with self._lock:
-            self._contexts.pop(qid, None)
+            for held in self._contexts.pop(qid, {}).values():
+                self.charged -= held.charge
 
     def execute(self, qp: Qp, w: memoryview, base: int, level: int) -> tuple[int, int, int, int]:
         """Run the stateful SQE at word ``base``: ``(status, consumed, produced, faults)``."""
@@ -73,21 +99,23 @@ class Streams:
         except TranslationFault as fault:
             return abi.Status.ADDR_FAULT, 0, 0, fault.pages
         record = mapping.memory[ctx - mapping.base:ctx - mapping.base + RECORD.size]
+        src = w[base + _W.SRC_LO] | w[base + _W.SRC_HI] << 32
         if mode & abi.STREAM_NEW:
             try:
                 context, more = self._new_context(qp, w, base, level)
+                if context is None:
+                    return abi.Status.BAD_LENGTH, 0, 0, faults
+                token, more = self._adopt(qp, ctx, context, src, length, more)
             except TranslationFault as fault:
                 return abi.Status.ADDR_FAULT, 0, 0, faults + fault.pages
-            if context is None:
-                return abi.Status.BAD_LENGTH, 0, 0, faults
             faults += more
-            token = self._adopt(qp.qid, ctx, context)
+            if token is None:
+                return abi.Status.NO_CTX_MEMORY, 0, 0, faults
         else:
             found = self._find(qp.qid, ctx, record)
             if found is None:
                 return abi.Status.BAD_CTX, 0, 0, faults
             token, context = found
-        src = w[base + _W.SRC_LO] | w[base + _W.SRC_HI] << 32
         dst = w[base + _W.DST_LO] | w[base + _W.DST_HI] << 32
         try:
             status, consumed, produced, more = self._step(qp, context, src, length, dst, capacity,
@@ -133,28 +161,65 @@ class Streams:
             lambda out: context.step(out, capacity, qp.memory + source, length, finish))
         return status, consumed, produced, faults + more
 
-    def _adopt(self, qid: int, ctx: int, context: StreamContext) -> int:
+    def _adopt(self, qp: Qp, ctx: int, context: StreamContext, src: int, length: int,
+               faults: int) -> tuple[int | None, int]:
+        """Hold a stream's new context, charged its footprint (a decompression's is read from the
+        frame header at ``src``): ``(token, faults)``, no token if it does not fit ``memory`` even
+        after the dead contexts are let go."""
+        mapping = qp.mapping
+        head = min(length, codec.FRAME_HEADER_MAX) if qp.qc_type is abi.QcType.DECOMPRESS else 0
+        if head:
+            faults += self._iommu.fault_in(mapping, src, head, write=False)
+        need = context.footprint(qp.memory + (src - mapping.base) if head else codec.ffi.NULL, head)
         token = secrets.randbits(63) | 1
         with self._lock:
-            table = self._contexts.setdefault(qid, OrderedDict())
-            table.pop(ctx, None)
-            table[ctx] = (token, context)
+            table = self._contexts.setdefault(qp.qid, OrderedDict())
+            self._release(table, ctx)  # a new stream at a ctx_buf ends the one that was there
+            if self.charged + need > self.memory:
+                self._sweep()
+                if self.charged + need > self.memory:
+                    return None, faults
+            table[ctx] = _Held(token, context, need, mapping)
+            self.charged += need
             while len(table) > CONTEXTS_PER_QUEUE:
-                table.popitem(last=False)
-        return token
+                self._release(table, next(iter(table)))
+        return token, faults
+
+    def _sweep(self) -> None:
+        """Let go of every context whose ctx_buf no longer carries its record (its session ended,
+        or the memory was freed and reused). Called with the lock held, only when memory is short."""
+        for table in self._contexts.values():
+            for ctx, held in list(table.items()):
+                if not self._alive(ctx, held):
+                    self._release(table, ctx)
+
+    def _alive(self, ctx: int, held: _Held) -> bool:
+        mapping = held.mapping
+        try:
+            self._iommu.fault_in(mapping, ctx, RECORD.size, write=False)
+        except TranslationFault:
+            return False
+        at = ctx - mapping.base
+        magic, token, _in, _out = RECORD.unpack(mapping.memory[at:at + RECORD.size].tobytes())
+        return bool(magic == MAGIC and token == held.token)
+
+    def _release(self, table: OrderedDict[int, _Held], ctx: int) -> None:
+        held = table.pop(ctx, None)
+        if held is not None:
+            self.charged -= held.charge
 
     def _find(self, qid: int, ctx: int, record: np.ndarray) -> tuple[int, StreamContext] | None:
         magic, token, _in, _out = RECORD.unpack(record.tobytes())
         with self._lock:
             table = self._contexts.get(qid)
             found = table.get(ctx) if table is not None else None
-            if found is None or magic != MAGIC or found[0] != token:
+            if found is None or magic != MAGIC or found.token != token:
                 return None
             table.move_to_end(ctx)  # type: ignore[union-attr]  # found implies the table
-            return found
+            return found.token, found.context
 
     def _drop(self, qid: int, ctx: int) -> None:
         with self._lock:
             table = self._contexts.get(qid)
             if table is not None:
-                table.pop(ctx, None)
+                self._release(table, ctx)

@@ -23,6 +23,7 @@ from warp.device.faults import Injection, Reclaimer
 from warp.device.pool import PoolSizes, Timing
 from warp.device.qp import Qp, u64
 from warp.device.ras import Ras
+from warp.device.streams import DEFAULT_MEMORY
 from warp.dfx import Dfx, Queue
 from warp.iommu.mmu import Iommu, Mapping
 
@@ -39,7 +40,7 @@ class ZipDevice:
     def __init__(self, iommu: Iommu, dfx: Dfx, pools: PoolSizes, batch: int = 32,
                  irq_coalesce: int = 4, irq_delay_us: int = 0, reclaim_interval_ms: float = 0,
                  reclaim_fraction: float = 0.0, clock: Callable[[], float] = time.monotonic,
-                 timing: Timing | None = None) -> None:
+                 timing: Timing | None = None, stream_memory: int = DEFAULT_MEMORY) -> None:
         self.iommu = iommu
         self.dfx = dfx
         self._lock = threading.Lock()
@@ -47,7 +48,8 @@ class ZipDevice:
         self._next_qid = 0  # where the cyclic allocator looks first
         self._building: set[int] = set()  # ids handed out whose Qp is still being built
         self.ras = Ras(dfx.dev, iommu, self._taken, clock)
-        self.engines = Engines(iommu, dfx, self.ras, pools, batch, irq_coalesce, irq_delay_us, timing)
+        self.engines = Engines(iommu, dfx, self.ras, pools, batch, irq_coalesce, irq_delay_us, timing,
+                               stream_memory)
         self._reclaimer = (Reclaimer(iommu, reclaim_interval_ms / 1000, reclaim_fraction, self.ras.reclaimed)
                            if reclaim_interval_ms > 0 and reclaim_fraction > 0 else None)
         if self._reclaimer is not None:

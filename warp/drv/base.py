@@ -97,7 +97,15 @@ class Job:
         self.src.release()
         self.dst.release()
         if self.owns_ctx and self.ctx is not None:
-            self.ctx.release()
+            end_stream(self.ctx)
+
+
+def end_stream(ctx: Buffer) -> None:
+    """Free a stream session's ctx_buf, its record wiped first: the engine holds each stream's
+    context in device memory and lets go of those whose record is gone when it needs the room
+    (:mod:`warp.device.streams`), so an abandoned stream does not hold it until the queue is put."""
+    ctx.write(0, bytes(abi.STREAM_RECORD_SIZE))
+    ctx.release()
 
 
 @final

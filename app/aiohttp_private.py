@@ -10,6 +10,7 @@ production.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Final
 
 from aiohttp import web
@@ -36,6 +37,27 @@ def awaiting_request(handler: web.RequestHandler) -> bool:
     the first of a new head."""
     waiter = handler._waiter
     return waiter is not None and not waiter.done()
+
+
+def connections(server: web.Server) -> list[web.RequestHandler]:
+    """The protocols of ``server``'s open connections (``_connections``, which its own
+    ``pre_shutdown`` and ``shutdown`` walk)."""
+    return list(server._connections)
+
+
+def request_in_progress(handler: web.RequestHandler) -> bool:
+    """Whether ``handler`` is running a request's handler (``_handle_request`` holds
+    ``_request_in_progress`` from the call until the response is finished)."""
+    return bool(handler._request_in_progress)
+
+
+def handler_done(handler: web.RequestHandler) -> asyncio.Future[None]:
+    """A future ``_handle_request`` resolves when the request in progress is answered: the
+    ``_handler_waiter`` its ``shutdown`` creates for the same wait. Only while
+    :func:`request_in_progress`."""
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    handler._handler_waiter = waiter
+    return waiter
 
 
 def requests_parsed(handler: web.RequestHandler) -> int:

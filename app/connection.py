@@ -17,6 +17,8 @@ than per request:
 * parser errors as RFC 9457 problems: 414 for a request line over ``REQUEST_LINE_LIMIT``, 431 for
   a header field over ``FIELD_LIMIT`` or more than ``MAX_HEADERS`` fields, 400 for anything else
   that is not HTTP/1.1; logged at debug level, without a traceback.
+* a shutdown that lets a request in progress finish reading its body: aiohttp's drops every byte
+  that arrives once it began, so a streamed upload could not finish within ``--shutdown-timeout``.
 
 The hooks are aiohttp's own: a ``web.Server`` whose protocol is :class:`Connection`, installed by
 :class:`Runner`, and the error path aiohttp uses for parser errors (a queued error that
@@ -28,6 +30,7 @@ followed by a close exactly like a 400 of the parser. The private names this tak
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, Final
 
@@ -56,6 +59,9 @@ limit it applied, which is how :func:`parser_problem` tells 414 from 431."""
 MAX_HEADERS: Final = 128
 """Header fields in one request (aiohttp's default)."""
 TOO_MANY_HEADERS: Final = "Too many headers received"
+#: The least time aiohttp's own shutdown of a connection is given once the request in progress had
+#: all of ``--shutdown-timeout``: it cancels the handler and waits for that.
+SHUTDOWN_FLOOR: Final = 0.1
 """The parser's message (C and Python parsers alike) for more than ``MAX_HEADERS`` fields."""
 
 
@@ -94,6 +100,19 @@ class Connection(web.RequestHandler):
                                  "open; retry shortly", body.RETRY_AFTER))
             return
         self._arm()
+
+    async def shutdown(self, timeout: float | None = 15.0) -> None:
+        """aiohttp's shutdown, after the request in progress was given up to ``timeout`` with the
+        connection still reading: aiohttp's first sets ``_force_close``, which drops every byte
+        that arrives after it (see :meth:`Server.pre_shutdown`)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if aiohttp_private.request_in_progress(self):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(aiohttp_private.handler_done(self)), timeout)
+        # Never 0: aiohttp's ceil_timeout takes 0 for no timeout at all.
+        left = None if timeout is None else max(SHUTDOWN_FLOOR, timeout - (loop.time() - started))
+        await super().shutdown(left)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -196,14 +215,23 @@ class Server(web.Server):
             self._drained.set()
 
     def pre_shutdown(self) -> None:
-        """Stop taking requests: idle connections close now, busy ones after their response."""
+        """Stop taking requests: idle connections close now, busy ones after their response.
+
+        Not aiohttp's own: it calls ``close()`` on every connection, after which ``data_received``
+        drops each byte, so a request whose body was still arriving — a streamed upload — could
+        never finish however long ``--shutdown-timeout``. A busy aiohttp connection is told to
+        close after its response instead, and reads on (:meth:`Connection.shutdown` waits for it)."""
         self.stopping = True
         for datapath in list(self.datapaths):
             if datapath.close_if_idle():
                 self.forget(datapath)
         if not self.datapaths:
             self._drained.set()
-        super().pre_shutdown()
+        for conn in aiohttp_private.connections(self):
+            if aiohttp_private.request_in_progress(conn):
+                conn.keep_alive(False)
+            else:
+                conn.close()
 
     async def shutdown(self, timeout: float | None = None) -> None:
         """Wait up to ``timeout`` for the requests in progress on both kinds of connection."""

@@ -88,3 +88,32 @@ def test_start_answers_queued_errors_through_handle_error() -> None:
 def test_app_runner_builds_its_server_in_make_server() -> None:
     """app.connection.Runner overrides ``_make_server`` to install its own web.Server."""
     assert inspect.iscoroutinefunction(web.AppRunner._make_server)
+
+
+def test_request_in_progress_and_its_waiter_are_the_ones_shutdown_uses(handler: web.RequestHandler) -> None:
+    """app.connection's shutdown waits for the request in progress through the same names aiohttp's
+    ``shutdown`` uses, and ``_handle_request`` resolves that waiter when the request is answered."""
+    assert not aiohttp_private.request_in_progress(handler)
+    handler._request_in_progress = True
+    assert aiohttp_private.request_in_progress(handler)
+    shutdown = inspect.getsource(web.RequestHandler.shutdown)
+    assert "self._request_in_progress" in shutdown and "self._handler_waiter" in shutdown
+    handle = inspect.getsource(web.RequestHandler._handle_request)
+    assert "self._handler_waiter.set_result(None)" in handle and "self._request_in_progress = False" in handle
+    loop = asyncio.new_event_loop()
+    try:
+        async def waiter() -> None:
+            done = aiohttp_private.handler_done(handler)
+            assert handler._handler_waiter is done and not done.done()
+        loop.run_until_complete(waiter())
+    finally:
+        loop.close()
+
+
+def test_close_makes_data_received_drop_bytes_so_pre_shutdown_spares_busy_connections() -> None:
+    """Why app.connection.Server.pre_shutdown does not call aiohttp's: ``Server.pre_shutdown``
+    closes every connection, and a closed one drops what arrives."""
+    assert "conn.close()" in inspect.getsource(web.Server.pre_shutdown)
+    received = inspect.getsource(web.RequestHandler.data_received)
+    assert "if self._force_close or self._close:" in received
+    assert "self._connections" in inspect.getsource(web.Server.shutdown)

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import zstandard
 
-from tests.harness import DeviceProc
+from tests.harness import DeviceProc, start_device
 from warp import JobFailed, Runtime, abi
+from warp.device.launch import stop_process
 from warp.drv.split import COMPRESS_PIECE, MAX_BD
 
 
@@ -79,6 +80,34 @@ def test_split_decompression_stops_at_the_output_limit(runtime: Runtime) -> None
     assert failed.value.status == abi.Status.DST_TOO_SMALL
     assert runtime.decompress(unsized, max_output=len(zeros)) == zeros
     assert runtime.heap.statistics().in_use_bytes == 0
+
+
+def test_a_split_stopped_at_the_output_limit_gives_its_device_context_back(tmp_path: Path) -> None:
+    """The split's stream context was left mid-frame in the device (its last BD said NO_SPACE): the
+    driver wipes the ctx_buf's record as it frees it, so the engine lets that context go when the
+    next stream needs the room (``--stream-memory`` fits one decompression context here)."""
+    from warp.codec import lib
+
+    dev = start_device(tmp_path / "root", "--stream-memory", str(int(lib.ZSTD_estimateDStreamSize(1 << 21)) * 3 // 2))
+    unsized = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(3 * MAX_BD))
+    streamed = zstandard.ZstdCompressor().compressobj()  # no size known: the level's whole 2 MiB window
+    small = streamed.compress(b"small " * 1000) + streamed.flush()
+
+    async def next_stream(rt: Runtime) -> bytes:
+        stream = rt.decompress_stream()
+        out = b"".join([piece async for piece in stream.adecompress(small)])
+        await stream.afinish()
+        return out
+
+    try:
+        with Runtime(dev.root, driver="zip", heap_size=128 << 20, timeout=60) as rt:
+            with pytest.raises(JobFailed) as failed:
+                rt.decompress(unsized, max_output=MAX_BD + 1)
+            assert failed.value.status == abi.Status.DST_TOO_SMALL
+            with Runtime(dev.root, driver="zip", heap_size=16 << 20) as other:  # another queue, another ctx_buf
+                assert asyncio.run(next_stream(other)) == b"small " * 1000
+    finally:
+        stop_process(dev.proc)
 
 
 def test_a_truncated_large_frame_is_corrupt_input(runtime: Runtime) -> None:

@@ -40,30 +40,32 @@ from warp.device.streams import DEFAULT_MEMORY, Streams
 from warp.dfx import Dev, Dfx, Engine, Queue
 from warp.iommu.mmu import STAGED, Iommu, TranslationFault
 from warp.ring import RingOverflow
+from warp.words import (
+    CHECKSUM,
+    CONSUMED,
+    DEST_AVAIL,
+    DICT,
+    DST_HI,
+    DST_LO,
+    FLAGS,
+    INPUT_LEN,
+    LEVEL,
+    PRODUCED,
+    PROGRESS,
+    REQ_TYPE,
+    SQ_WORDS,
+    SRC_HI,
+    SRC_LO,
+    STATEFUL,
+    STATUS,
+    STREAM,
+    ZSTD_CODE,
+)
 
 log = logging.getLogger("warp.device")
 
-# Plain ints for the hot path: a module global is one lookup, ``abi.W.CONSUMED`` three.
-_SQ_WORDS: Final = abi.SQ_WORDS
-_CONSUMED: Final = int(abi.W.CONSUMED)
-_PRODUCED: Final = int(abi.W.PRODUCED)
-_STATUS: Final = int(abi.W.STATUS)
-_INPUT_LEN: Final = int(abi.W.INPUT_LEN)
-_REQ_TYPE: Final = int(abi.W.REQ_TYPE)
-_LEVEL: Final = int(abi.W.LEVEL)
-_FLAGS: Final = int(abi.W.FLAGS)
-_STREAM: Final = int(abi.W.STREAM)
-_STATEFUL: Final = abi.STREAM_STATEFUL
-_STREAM_OK: Final = abi.STREAM_PROGRESS
-_DEST_AVAIL: Final = int(abi.W.DEST_AVAIL)
-_SRC_LO: Final = int(abi.W.SRC_LO)
-_SRC_HI: Final = int(abi.W.SRC_HI)
-_DST_LO: Final = int(abi.W.DST_LO)
-_DST_HI: Final = int(abi.W.DST_HI)
-_ZSTD: Final = int(abi.Alg.ZSTD)
+# Plain ints for the hot path (the SQE words are warp.words'): a module global is one lookup.
 _MAX_JOB: Final = abi.MAX_JOB_BYTES
-_CHECKSUM: Final = abi.FLAG_CHECKSUM
-_DICT: Final = abi.FLAG_DICT
 _OK: Final = int(abi.Status.OK)
 _SQ: Final = int(abi.DoorbellCmd.SQ)
 _KICK: Final = abi.KICK
@@ -287,14 +289,14 @@ class Engines:
                         break
                     per_job = self.faults.per_job
                 slot = sq.pop()
-                base = slot * _SQ_WORDS
+                base = slot * SQ_WORDS
                 if per_job:
                     status, consumed, produced, job_faults = self._execute_injected(qp, words, base, worker)
                 else:
                     status, consumed, produced, job_faults = execute(qp, words, base, worker)
-                words[base + _CONSUMED] = consumed
-                words[base + _PRODUCED] = produced
-                words[base + _STATUS] = (words[base + _STATUS] & ~0xFF) | status
+                words[base + CONSUMED] = consumed
+                words[base + PRODUCED] = produced
+                words[base + STATUS] = (words[base + STATUS] & ~0xFF) | status
                 try:
                     cq.post(cqv, slot, qid)
                 except RingOverflow:
@@ -303,7 +305,7 @@ class Engines:
                     self._ras.cq_overflow(qp)  # an AEQE: the QM driver disables the queue
                     return False
                 done += 1
-                if status and status not in _STREAM_OK:
+                if status and status not in PROGRESS:
                     if errs is None:
                         errs = {}
                     errs[status] = errs.get(status, 0) + 1
@@ -362,24 +364,24 @@ class Engines:
     # ---- one job ---------------------------------------------------------------------------
     def _execute(self, qp: Qp, w: memoryview, base: int, worker: _EngineState) -> tuple[int, int, int, int]:
         """Run the SQE at word ``base``: ``(status, consumed, produced, faults)``. Bad SQEs fail, never raise."""
-        if w[base + _REQ_TYPE] & 0xFF != _ZSTD:
+        if w[base + REQ_TYPE] & 0xFF != ZSTD_CODE:
             return lz77.execute(self.iommu, qp, w, base)  # lz77_zstd, or BAD_ALG
-        length = w[base + _INPUT_LEN]
-        capacity = w[base + _DEST_AVAIL]
+        length = w[base + INPUT_LEN]
+        capacity = w[base + DEST_AVAIL]
         if length > _MAX_JOB or capacity > _MAX_JOB:
             return abi.Status.BAD_LENGTH, 0, 0, 0
-        level = w[base + _LEVEL]
+        level = w[base + LEVEL]
         if level & 0x80000000:
             level -= 1 << 32
         if not abi.LEVEL_MIN <= level <= abi.LEVEL_MAX:
             return abi.Status.BAD_LEVEL, 0, 0, 0
-        if w[base + _STREAM] & _STATEFUL:
+        if w[base + STREAM] & STATEFUL:
             return self.streams.execute(qp, w, base, level)
-        src = w[base + _SRC_LO] | w[base + _SRC_HI] << 32
-        dst = w[base + _DST_LO] | w[base + _DST_HI] << 32
+        src = w[base + SRC_LO] | w[base + SRC_HI] << 32
+        dst = w[base + DST_LO] | w[base + DST_HI] << 32
         loaded, faults = None, 0
         try:
-            if w[base + _FLAGS] & _DICT:  # the dictionary first: the engine needs it before the source
+            if w[base + FLAGS] & DICT:  # the dictionary first: the engine needs it before the source
                 loaded, faults = worker.dictionaries.load(qp, w, base, level)
                 if loaded is None:
                     return abi.Status.BAD_LENGTH, 0, 0, 0
@@ -388,10 +390,10 @@ class Engines:
             return abi.Status.ADDR_FAULT, 0, 0, faults + fault.pages
         faults += job_faults
         if target == STAGED:
-            return self._staged(qp, worker, source, length, dst, capacity, level, bool(w[base + _FLAGS] & _CHECKSUM),
+            return self._staged(qp, worker, source, length, dst, capacity, level, bool(w[base + FLAGS] & CHECKSUM),
                                 faults, loaded)
         status, produced = worker.codec.run(qp.qc_type, qp.memory + target, capacity, qp.memory + source, length,
-                                            level, bool(w[base + _FLAGS] & _CHECKSUM), loaded)
+                                            level, bool(w[base + FLAGS] & CHECKSUM), loaded)
         return status, (length if status == _OK else 0), produced, faults
 
     def _staged(self, qp: Qp, worker: _EngineState, source: int, length: int, dst: int, capacity: int, level: int,

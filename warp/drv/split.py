@@ -13,10 +13,12 @@ still in its source buffer, and the cpu has no BD limit.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final, final
 
 from warp import abi, codec
-from warp.drv.base import Job
+from warp.drv.base import Job, end_stream
 from warp.errors import DeviceLost
 from warp.mem import Buffer
 
@@ -86,6 +88,12 @@ class Split:
         if self._at >= job.length and status != abi.Status.DECOMP_NO_SPACE:
             job.finish(abi.Status.OK if self._at_frame_end else abi.Status.CORRUPT_INPUT, self._produced)
 
+    def bds(self) -> Iterator[Job]:
+        """The BDs in order, each taken back (:meth:`take`) once the caller ran it."""
+        while (bd := self.next_bd()) is not None:
+            yield bd
+            self.take(bd)
+
 
 async def run_async(queue: ZipQueue, job: Job) -> None:
     """Run ``job``'s BDs on ``queue`` one after another; the job ends finished or failed."""
@@ -94,36 +102,31 @@ async def run_async(queue: ZipQueue, job: Job) -> None:
     except Exception as exc:  # noqa: BLE001 -- the job's caller gets it (HeapExhausted: back off)
         job.fail(exc)
         return
-    split = Split(job, ctx)
-    try:
-        while (bd := split.next_bd()) is not None:
+    with _stream(job, ctx) as bds:
+        for bd in bds:
             await queue.submit(bd)
-            split.take(bd)
-    except DeviceLost as lost:
-        _lost(job, ctx, lost)
-        return
-    ctx.release()
 
 
 def run_sync(queue: ZipQueue, job: Job, timeout: float) -> None:
     """:func:`run_async` for a synchronous caller."""
-    ctx = job.src.heap.alloc(abi.STREAM_CTX_SIZE)
-    split = Split(job, ctx)
-    try:
-        while (bd := split.next_bd()) is not None:
+    with _stream(job, job.src.heap.alloc(abi.STREAM_CTX_SIZE)) as bds:
+        for bd in bds:
             queue.run([bd], timeout)
-            split.take(bd)
+
+
+@contextlib.contextmanager
+def _stream(job: Job, ctx: Buffer) -> Iterator[Iterator[Job]]:
+    """The BDs of ``job`` as one stream on ``ctx``, whose record is wiped when they end (the engine
+    then lets the context go, :func:`~warp.drv.base.end_stream`). A device lost between or under
+    the BDs fails the job over as a whole; the ctx_buf stays out of the pool while that device may
+    still write it."""
+    try:
+        yield Split(job, ctx).bds()
     except DeviceLost as lost:
-        _lost(job, ctx, lost)
+        if lost.may_write:
+            lost.hold(ctx)
+        else:
+            end_stream(ctx)
+        job.fail(lost)
         return
-    ctx.release()
-
-
-def _lost(job: Job, ctx: Buffer, lost: DeviceLost) -> None:
-    """The device went away between or under the BDs: the job fails over as a whole; the ctx_buf
-    stays out of the pool while the device may still write it."""
-    if lost.may_write:
-        lost.hold(ctx)
-    else:
-        ctx.release()
-    job.fail(lost)
+    end_stream(ctx)

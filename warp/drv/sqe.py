@@ -2,9 +2,8 @@
 lz77_zstd BD, a dictionary or a stream BD (UADK's ``fill_buf``/``fill_sqe`` in ``hisi_comp.c``).
 Sans I/O: it writes words into the mapped SQ; :mod:`warp.drv.zip` owns the ring.
 
-The hot path — a plain zstd job — stops after the common words. Words are plain ints here, as in
-:mod:`warp.device.engine`: ``abi.W.TAG`` is two lookups and an IntEnum, whose arithmetic is slower
-than an int's.
+The hot path — a plain zstd job — stops after the common words, indexed as plain ints
+(:mod:`warp.words`).
 """
 
 from __future__ import annotations
@@ -14,28 +13,29 @@ from typing import Final
 from warp import abi, lz77
 from warp.dictionary import Dictionary
 from warp.drv.base import Job
+from warp.words import (
+    CHECKSUM,
+    CONSUMED,
+    DEST_AVAIL,
+    DST_HI,
+    DST_LO,
+    FLAGS,
+    INPUT_LEN,
+    LEVEL,
+    LIT_NUM,
+    LIT_OVERFLOW,
+    PRODUCED,
+    REQ_TYPE,
+    SQ_WORDS,
+    SRC_HI,
+    SRC_LO,
+    STATUS,
+    STREAM,
+    TAG,
+    ZSTD_CODE,
+)
 
-SQ_WORDS: Final = abi.SQ_WORDS
-CONSUMED: Final = int(abi.W.CONSUMED)
-PRODUCED: Final = int(abi.W.PRODUCED)
-LIT_NUM: Final = int(abi.W.LIT_NUM)
-STATUS: Final = int(abi.W.STATUS)
-_INPUT_LEN: Final = int(abi.W.INPUT_LEN)
-_STREAM: Final = int(abi.W.STREAM)
-_REQ_TYPE: Final = int(abi.W.REQ_TYPE)
-_LEVEL: Final = int(abi.W.LEVEL)
-_FLAGS: Final = int(abi.W.FLAGS)
-_DEST_AVAIL: Final = int(abi.W.DEST_AVAIL)
-_SRC_LO: Final = int(abi.W.SRC_LO)
-_SRC_HI: Final = int(abi.W.SRC_HI)
-_DST_LO: Final = int(abi.W.DST_LO)
-_DST_HI: Final = int(abi.W.DST_HI)
-TAG: Final = int(abi.W.TAG)
-LIT_OVERFLOW: Final = int(abi.W.LIT_OVERFLOW)
-_CHECKSUM: Final = abi.FLAG_CHECKSUM
 ZSTD: Final = abi.Alg.ZSTD
-PROGRESS: Final = abi.STREAM_PROGRESS
-_ZSTD_CODE: Final = int(abi.Alg.ZSTD)
 
 
 def write(w: memoryview, slot: int, job: Job, tag: int) -> None:
@@ -45,20 +45,20 @@ def write(w: memoryview, slot: int, job: Job, tag: int) -> None:
     w[base + CONSUMED] = 0
     w[base + PRODUCED] = 0
     w[base + STATUS] = 0
-    w[base + _INPUT_LEN] = job.length
-    w[base + _LEVEL] = job.level & 0xFFFFFFFF  # two's complement (abi.level_to_word)
-    w[base + _FLAGS] = _CHECKSUM if job.checksum else 0
+    w[base + INPUT_LEN] = job.length
+    w[base + LEVEL] = job.level & 0xFFFFFFFF  # two's complement (abi.level_to_word)
+    w[base + FLAGS] = CHECKSUM if job.checksum else 0
     src = job.src.address
-    w[base + _SRC_LO] = src & 0xFFFFFFFF
-    w[base + _SRC_HI] = src >> 32
-    w[base + _STREAM] = job.mode
+    w[base + SRC_LO] = src & 0xFFFFFFFF
+    w[base + SRC_HI] = src >> 32
+    w[base + STREAM] = job.mode
     w[base + TAG] = tag
     if job.algorithm is ZSTD and job.dictionary is None and not job.mode:
         dst = job.dst.address
-        w[base + _REQ_TYPE] = _ZSTD_CODE
-        w[base + _DEST_AVAIL] = job.dst.capacity
-        w[base + _DST_LO] = dst & 0xFFFFFFFF
-        w[base + _DST_HI] = dst >> 32
+        w[base + REQ_TYPE] = ZSTD_CODE
+        w[base + DEST_AVAIL] = job.dst.capacity
+        w[base + DST_LO] = dst & 0xFFFFFFFF
+        w[base + DST_HI] = dst >> 32
         return
     _write_extras(w, base, job)
 
@@ -67,7 +67,7 @@ def _write_extras(w: memoryview, base: int, job: Job) -> None:
     """The words of an lz77_zstd BD (literals first, the sequence area after them), a dictionary
     and a stream BD's ctx_buf, with the destination they shape."""
     dst, avail = job.dst.address, job.dst.capacity
-    w[base + _REQ_TYPE] = job.algorithm | job.window << abi.WINDOW_SHIFT
+    w[base + REQ_TYPE] = job.algorithm | job.window << abi.WINDOW_SHIFT
     if job.algorithm is not ZSTD:
         lits = lz77.literal_size(job.length)
         w[base + LIT_NUM] = w[base + LIT_OVERFLOW] = 0
@@ -80,9 +80,9 @@ def _write_extras(w: memoryview, base: int, job: Job) -> None:
     if job.ctx is not None:
         w[base + abi.W.CTX_LO] = job.ctx.address & 0xFFFFFFFF
         w[base + abi.W.CTX_HI] = job.ctx.address >> 32
-    w[base + _DEST_AVAIL] = avail
-    w[base + _DST_LO] = dst & 0xFFFFFFFF
-    w[base + _DST_HI] = dst >> 32
+    w[base + DEST_AVAIL] = avail
+    w[base + DST_LO] = dst & 0xFFFFFFFF
+    w[base + DST_HI] = dst >> 32
 
 
 def _name_dictionary(w: memoryview, base: int, dictionary: Dictionary) -> None:

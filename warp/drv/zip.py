@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Final, final
 
-from warp import abi, uacce
+from warp import abi, uacce, words
 from warp.drv import split, sqe
 from warp.drv.base import DriverStats, Job, QueueStats
 from warp.drv.pool import MsgPool
@@ -211,17 +211,17 @@ class ZipQueue:
         count = 0
         cq, w = self.handle.view.cq, self._words
         while (slot := self.cq.poll(cq)) is not None:
-            base = slot * sqe.SQ_WORDS
-            job = self.pool.put(w[base + sqe.TAG])
-            status = w[base + sqe.STATUS] & 0xFF
-            produced = w[base + sqe.PRODUCED]
+            base = slot * words.SQ_WORDS
+            job = self.pool.put(w[base + words.TAG])
+            status = w[base + words.STATUS] & 0xFF
+            produced = w[base + words.PRODUCED]
             count += 1
             if job is not None:
-                if status and status not in sqe.PROGRESS:
+                if status and status not in words.PROGRESS:
                     self.failed += 1
                 if job.mode or job.algorithm is not sqe.ZSTD:
-                    job.consumed = w[base + sqe.CONSUMED]
-                    job.literals, job.overflow = w[base + sqe.LIT_NUM], w[base + sqe.LIT_OVERFLOW]
+                    job.consumed = w[base + words.CONSUMED]
+                    job.literals, job.overflow = w[base + words.LIT_NUM], w[base + words.LIT_OVERFLOW]
                 job.finish(status, produced)
         if count:
             self.sq.retire(count)

@@ -147,8 +147,9 @@ OPTIONS: tuple[tuple[str, Callable[[str], object], tuple[str, ...] | None, str],
     ("stream_above", _size, None, "bodies larger than this (or than --max-body) are compressed as they arrive and "
      "the response streams back; smaller ones are held whole"),
     ("max_stream", _limit, None, "largest streamed body, and decompressed output of a stream (0: unlimited)"),
-    ("stream_memory", _size, None, "memory the embedded device's stream contexts may hold together, each charged "
-     "zstd's estimate (~3.5 MiB at level 3, ~90 MiB at 19, ~830 MiB at 22); a stream past it gets 503"),
+    ("stream_memory", _size, None, "memory stream contexts may hold together — in the embedded device, and in each "
+     "worker when it runs on the cpu — each charged zstd's estimate (~3.5 MiB at level 3, ~90 MiB at 19, ~830 MiB "
+     "at 22); a stream past it gets 503"),
     ("max_pending", _positive, None, "requests in progress per worker before 503"),
     ("max_connections", _positive, None, "open connections per worker before a new one gets 503"),
     ("heap_size", _size, None, "SVA heap per worker (bytes, or 512M, 1G)"),

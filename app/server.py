@@ -63,7 +63,7 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     driver = "cpu" if config.device == "none" else "auto"
     runtime = await asyncio.get_running_loop().run_in_executor(None, lambda: Runtime(
         config.root, driver=driver, queues=config.queues, heap_size=config.heap_size, timeout=config.job_timeout,
-        sched=config.sched))
+        sched=config.sched, stream_memory=config.stream_memory))
     app[RUNTIME] = runtime
     app[DICTIONARIES] = app[METRICS].dictionaries = _dictionaries(config, runtime)
     if config.device != "none" and runtime.zip is None:

@@ -35,6 +35,7 @@ from warp.sched import POLICIES, Scheduler
 from warp.session import AnyCompressor, Bytes, Compressor, Decompressor, Lz77Compressor, make_compressor
 from warp.stream import CompressStream, DecompressStream
 from warp.sva import AddressSpace
+from warp.zstream import DEFAULT_MEMORY, ContextMemory
 
 DEFAULT_HEAP: Final = 1 << 30
 DEFAULT_TIMEOUT: Final = 30.0
@@ -50,7 +51,7 @@ class Runtime:
     def __init__(self, root: str | os.PathLike[str] | None = None, *, driver: str = "auto", queues: int = 1,
                  heap_size: int = DEFAULT_HEAP, prefault: bool = True, cpu_threads: int = 2,
                  timeout: float = DEFAULT_TIMEOUT, doorbell_batch: int = DOORBELL_BATCH,
-                 sched: str = "least-loaded") -> None:
+                 sched: str = "least-loaded", stream_memory: int = DEFAULT_MEMORY) -> None:
         if driver not in ("auto", "zip", "cpu"):
             raise ValueError("driver must be auto, zip or cpu")
         if sched not in POLICIES:
@@ -62,6 +63,8 @@ class Runtime:
         self.space = AddressSpace(heap_size)
         self.heap = SvaHeap(self.space, prefault=prefault)
         self.cpu = CpuDriver(self.space, threads=cpu_threads)
+        #: What the cpu driver's stream contexts may hold together (the device bounds its own).
+        self.stream_memory = ContextMemory(stream_memory)
         self.zip: ZipDriver | None = None
         self.fallback_jobs = 0
         self.queue_resets = 0

@@ -64,6 +64,7 @@ class _Stream:
         self._queue: ZipQueue | None = None
         self._ctx: Buffer | None = None
         self._soft: StreamContext | None = None
+        self._charge = 0  # what the cpu context holds of the runtime's stream_memory
         if isinstance(driver, ZipDriver):
             key = runtime.scheduler.assign(direction, runtime.queue_count)
             self._queue = driver.scheduler.pick(driver.queues[direction], key)
@@ -79,9 +80,7 @@ class _Stream:
             raise RuntimeClosed("the stream is closed")
         try:
             if self._queue is None:
-                if self._soft is None or self._mode & abi.STREAM_NEW:
-                    self._soft = self._soft_context()
-                status, consumed, out = await asyncio.to_thread(_soft_step, self._soft, data, capacity, finish)
+                status, consumed, out = await self._soft_bd(data, capacity, finish)
             else:
                 status, consumed, out = await self._device_bd(data, capacity, finish)
         except BaseException:
@@ -94,6 +93,24 @@ class _Stream:
             self.close()
             raise JobFailed(status, f"stream BD failed with engine status 0x{status:02x}")
         return status, consumed, out
+
+    async def _soft_bd(self, data: memoryview, capacity: int, finish: bool) -> tuple[int, int, bytes]:
+        """One BD on the cpu driver. A stream's first BD makes its context, charged against the
+        runtime's ``stream_memory`` as the device charges its own (``NO_CTX_MEMORY`` if it does not
+        fit), so a worker without a device is bounded the same way."""
+        if self._soft is None or self._mode & abi.STREAM_NEW:
+            self._end_soft()
+            context = self._soft_context()
+            need = context.footprint(codec.ffi.from_buffer(data), len(data))
+            if not self._runtime.stream_memory.take(need):
+                return abi.Status.NO_CTX_MEMORY, 0, b""
+            self._soft, self._charge = context, need
+        return await asyncio.to_thread(_soft_step, self._soft, data, capacity, finish)
+
+    def _end_soft(self) -> None:
+        self._soft = None
+        self._runtime.stream_memory.give(self._charge)
+        self._charge = 0
 
     def _soft_context(self) -> StreamContext:
         """What the engine makes of a stream's first BD, for the cpu: a context with the
@@ -154,6 +171,7 @@ class _Stream:
         if self.closed:
             return
         self.closed = True
+        self._end_soft()
         ctx, self._ctx = self._ctx, None
         job, self._in_flight = self._in_flight, None
         if ctx is None:

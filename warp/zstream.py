@@ -21,6 +21,9 @@ from warp import abi
 from warp.codec import DST_TOO_SMALL, CodecError, Pointer, ffi, lib
 
 _ERROR_BASE: Final = 1 << (8 * ffi.sizeof("size_t"))
+#: Bytes all stream contexts may hold together by default (``--stream-memory``): one level-22
+#: stream (~830 MiB), a dozen at level 19, hundreds at level 3.
+DEFAULT_MEMORY: Final = 1 << 30
 #: The largest window a decompression stream accepts (zstd's ``ZSTD_WINDOWLOG_LIMIT_DEFAULT``, 128 MiB).
 WINDOW_LOG_LIMIT: Final = 27
 
@@ -106,6 +109,28 @@ class StreamContext:
                 return abi.Status.DECOMP_NO_SPACE
             if self._in.pos == self._in.size:
                 return abi.Status.OK
+
+
+@final
+class ContextMemory:
+    """What stream contexts may hold together, each charged its :meth:`StreamContext.footprint`
+    when it is made: the device's ``--stream-memory``, and the same bound on the contexts the cpu
+    driver keeps in this process. A context is over ``limit`` before it allocates, not after."""
+
+    def __init__(self, limit: int = DEFAULT_MEMORY) -> None:
+        self.limit = limit
+        self.charged = 0
+
+    def take(self, need: int) -> bool:
+        """Charge ``need`` bytes if they fit; False (nothing charged) if not."""
+        if self.charged + need > self.limit:
+            return False
+        self.charged += need
+        return True
+
+    def give(self, charge: int) -> None:
+        """A context that was charged ``charge`` is gone."""
+        self.charged -= charge
 
 
 def _check(result: int) -> None:

@@ -203,3 +203,29 @@ def test_stream_contexts_are_bounded_by_stream_memory(tmp_path: Path) -> None:
     finally:
         stop_process(dev.proc)
     assert dev.proc.returncode == 0
+
+
+def test_cpu_stream_contexts_are_bounded_by_the_runtimes_stream_memory() -> None:
+    """Without a device the contexts live in this process, under the same bound: the third
+    level-19 stream does not fit two and a half, and a closed one gives its share back."""
+    from warp.codec import lib
+
+    block = b"cpu stream memory " * 4000
+
+    async def main(rt: Runtime) -> None:
+        first, second, third = (rt.compress_stream(19) for _ in range(3))
+        await first.acompress(block)
+        await second.acompress(block)
+        with pytest.raises(JobFailed) as refused:
+            await third.acompress(block)
+        assert refused.value.status == abi.Status.NO_CTX_MEMORY and third.closed
+        first.close()
+        fourth = rt.compress_stream(19)
+        frame = await fourth.acompress(block) + await fourth.afinish()
+        assert zstandard.ZstdDecompressor().decompressobj().decompress(frame) == block
+        second.close()
+        assert rt.stream_memory.charged == 0
+
+    one = int(lib.ZSTD_estimateCStreamSize(19))
+    with Runtime(driver="cpu", heap_size=16 << 20, stream_memory=one * 5 // 2) as rt:
+        asyncio.run(main(rt))

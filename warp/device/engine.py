@@ -36,7 +36,7 @@ from warp.device.pool import Pool, PoolSizes, Timing
 from warp.device.qp import Qp, QpState, cq_doorbell, interrupt, sq_tail, u64
 from warp.device.ras import Ras
 from warp.device.staging import staged
-from warp.device.streams import DEFAULT_MEMORY, Streams
+from warp.device.streams import Streams
 from warp.dfx import Dev, Dfx, Engine, Queue
 from warp.iommu.mmu import STAGED, Iommu, TranslationFault
 from warp.ring import RingOverflow
@@ -61,6 +61,7 @@ from warp.words import (
     STREAM,
     ZSTD_CODE,
 )
+from warp.zstream import DEFAULT_MEMORY
 
 log = logging.getLogger("warp.device")
 

@@ -41,10 +41,10 @@ from warp import cdev, logs, options
 from warp.device import ENGINES, QUEUE_PAIRS, control
 from warp.device.core import UacceCore
 from warp.device.pool import PoolSizes, Timing
-from warp.device.streams import DEFAULT_MEMORY
 from warp.device.zip import ZipDevice
 from warp.dfx import Dfx
 from warp.iommu.mmu import Iommu
+from warp.zstream import DEFAULT_MEMORY
 
 PR_SET_PDEATHSIG = 1
 SIGNAL_POLL = 0.1  # seconds between looks at the signal flag

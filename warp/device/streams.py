@@ -40,13 +40,10 @@ from warp.device import dictionaries
 from warp.device.qp import Qp
 from warp.device.staging import staged
 from warp.iommu.mmu import STAGED, Iommu, Mapping, TranslationFault
-from warp.zstream import StreamContext
+from warp.zstream import DEFAULT_MEMORY, ContextMemory, StreamContext
 
 #: Contexts a queue may hold at once; the least recently used goes first.
 CONTEXTS_PER_QUEUE: Final = 32
-#: Bytes all stream contexts may hold together (``--stream-memory``): one level-22 stream (~830
-#: MiB), a dozen at level 19, hundreds at level 3.
-DEFAULT_MEMORY: Final = 1 << 30
 #: The record at the start of a ctx_buf: magic, token, bytes in, bytes out.
 RECORD: Final = struct.Struct("<4sxxxxQQQ")
 assert RECORD.size == abi.STREAM_RECORD_SIZE
@@ -71,9 +68,7 @@ class Streams:
 
     def __init__(self, iommu: Iommu, memory: int = DEFAULT_MEMORY) -> None:
         self._iommu = iommu
-        self.memory = memory
-        #: What the contexts held now were charged, in bytes.
-        self.charged = 0
+        self.memory = ContextMemory(memory)
         self._lock = threading.Lock()
         self._contexts: dict[int, OrderedDict[int, _Held]] = {}
 
@@ -86,7 +81,7 @@ class Streams:
         """The queue was put: its streams end with it."""
         with self._lock:
             for held in self._contexts.pop(qid, {}).values():
-                self.charged -= held.charge
+                self.memory.give(held.charge)
 
     def execute(self, qp: Qp, w: memoryview, base: int, level: int) -> tuple[int, int, int, int]:
         """Run the stateful SQE at word ``base``: ``(status, consumed, produced, faults)``."""
@@ -175,12 +170,11 @@ class Streams:
         with self._lock:
             table = self._contexts.setdefault(qp.qid, OrderedDict())
             self._release(table, ctx)  # a new stream at a ctx_buf ends the one that was there
-            if self.charged + need > self.memory:
+            if not self.memory.take(need):
                 self._sweep()
-                if self.charged + need > self.memory:
+                if not self.memory.take(need):
                     return None, faults
             table[ctx] = _Held(token, context, need, mapping)
-            self.charged += need
             while len(table) > CONTEXTS_PER_QUEUE:
                 self._release(table, next(iter(table)))
         return token, faults
@@ -206,7 +200,7 @@ class Streams:
     def _release(self, table: OrderedDict[int, _Held], ctx: int) -> None:
         held = table.pop(ctx, None)
         if held is not None:
-            self.charged -= held.charge
+            self.memory.give(held.charge)
 
     def _find(self, qid: int, ctx: int, record: np.ndarray) -> tuple[int, StreamContext] | None:
         magic, token, _in, _out = RECORD.unpack(record.tobytes())

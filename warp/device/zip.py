@@ -23,9 +23,9 @@ from warp.device.faults import Injection, Reclaimer
 from warp.device.pool import PoolSizes, Timing
 from warp.device.qp import Qp, u64
 from warp.device.ras import Ras
-from warp.device.streams import DEFAULT_MEMORY
 from warp.dfx import Dfx, Queue
 from warp.iommu.mmu import Iommu, Mapping
+from warp.zstream import DEFAULT_MEMORY
 
 ALGORITHMS: Final = ("zstd", "lz77_zstd")
 

@@ -65,6 +65,12 @@ class AcceleratorCollector(Collector):
                                 "isolate_strategy in force: errors per hour tolerated (0 = never isolate).",
                                 value=dev[Dev.ISOLATE_STRATEGY])
         yield CounterMetricFamily("warpzip_device_resets", "Controller resets.", value=dev[Dev.RESETS])
+        yield GaugeMetricFamily("warpzip_device_stream_memory_bytes", "What the stream contexts the engines hold "
+                                "were charged (zstd's estimates).", value=dev[Dev.STREAM_MEMORY])
+        yield GaugeMetricFamily("warpzip_device_stream_memory_limit_bytes", "--stream-memory of the device.",
+                                value=dev[Dev.STREAM_MEMORY_LIMIT])
+        yield CounterMetricFamily("warpzip_device_stream_refusals", "Streams refused: their context did not fit "
+                                  "--stream-memory.", value=dev[Dev.STREAM_REFUSALS])
         aeq = CounterMetricFamily("warpzip_device_aeq_events", "AEQ events the QM driver handled, by type.",
                                   labels=["type"])
         for kind, column in AEQ_EVENTS:

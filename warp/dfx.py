@@ -59,6 +59,9 @@ class Dev(enum.IntEnum):
     RESET_FAILURES = 20  # controller resets that failed (each isolates the device)
     RESET_FAILS_PENDING = 21  # gauge: injected reset failures not yet delivered
     QM_STOPPED = 22  # gauge: 1 while the QM is stopped (a reset runs, or the last one failed)
+    STREAM_MEMORY = 23  # gauge: bytes the stream contexts held now were charged (zstd's estimates)
+    STREAM_MEMORY_LIMIT = 24  # gauge: --stream-memory
+    STREAM_REFUSALS = 25  # stream first BDs failed NO_CTX_MEMORY
 
 
 class Queue(enum.IntEnum):

@@ -355,8 +355,8 @@ def test_streams_past_stream_memory_get_503_and_the_device_stays_bounded(tmp_pat
     """The device holds each stream's zstd context (~90 MiB at level 19; eight level-22 streams
     took a device to 2.2 GB before ``--stream-memory``). With room for two and a half level-19
     contexts, two streams run and the next ones get 503 stream-memory-full with Retry-After before
-    any output, the device's RSS stays within the bound, and once a client walks away from its
-    stream the next one is served whole."""
+    any output (counted in the device's metrics), the device's RSS stays within the bound, and once
+    a client walks away from its stream the next one is served whole."""
     from warp.codec import lib
 
     one = int(lib.ZSTD_estimateCStreamSize(19))
@@ -375,6 +375,9 @@ def test_streams_past_stream_memory_get_503_and_the_device_stays_bounded(tmp_pat
             assert head.startswith(b"HTTP/1.1 503") and b"\r\nretry-after: " in head.lower(), head
             assert json.loads(doc)["type"] == "/problems/stream-memory-full"
         assert _device_rss(srv) - baseline < budget + 96 * MIB
+        assert metric(srv.url, "warpzip_device_stream_refusals_total") == 4
+        assert metric(srv.url, "warpzip_device_stream_memory_limit_bytes") == budget
+        assert 2 * one <= metric(srv.url, "warpzip_device_stream_memory_bytes") <= budget
         holders.pop(0).close()  # the client walks away: the worker ends its session, the record goes
         body = random.Random(5).randbytes(3 * MIB)
         out = io.BytesIO()

@@ -117,7 +117,7 @@ class Engines:
         self._stop = threading.Event()
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # ends every engine's epoll wait at close
         self._moderator = Moderator(irq_coalesce, irq_delay_us * 1000) if irq_delay_us > 0 else None
-        self.streams = Streams(iommu, stream_memory)
+        self.streams = Streams(iommu, dfx.dev, stream_memory)
         self._timing = timing if timing is not None and timing.on else None
         self._job = self._execute if self._timing is None else self._execute_timed
         self._pools = {kind: Pool(kind, pools.ids(kind), self._wake, self._run) for kind in abi.QcType}

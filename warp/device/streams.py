@@ -34,11 +34,13 @@ from collections import OrderedDict
 from typing import Final, NamedTuple, final
 
 import numpy as np
+import numpy.typing as npt
 
 from warp import abi, codec
 from warp.device import dictionaries
 from warp.device.qp import Qp
 from warp.device.staging import staged
+from warp.dfx import Dev
 from warp.iommu.mmu import STAGED, Iommu, Mapping, TranslationFault
 from warp.zstream import DEFAULT_MEMORY, ContextMemory, StreamContext
 
@@ -66,9 +68,11 @@ class _Held(NamedTuple):
 class Streams:
     """Every stream context the engines hold, by (queue id, ctx_buf address), within ``memory``."""
 
-    def __init__(self, iommu: Iommu, memory: int = DEFAULT_MEMORY) -> None:
+    def __init__(self, iommu: Iommu, dev: npt.NDArray[np.uint64], memory: int = DEFAULT_MEMORY) -> None:
         self._iommu = iommu
         self.memory = ContextMemory(memory)
+        self._dev = dev  # the DFX device row: what is charged, the limit, refusals
+        dev[Dev.STREAM_MEMORY_LIMIT] = memory
         self._lock = threading.Lock()
         self._contexts: dict[int, OrderedDict[int, _Held]] = {}
 
@@ -82,6 +86,7 @@ class Streams:
         with self._lock:
             for held in self._contexts.pop(qid, {}).values():
                 self.memory.give(held.charge)
+            self._dev[Dev.STREAM_MEMORY] = self.memory.charged
 
     def execute(self, qp: Qp, w: memoryview, base: int, level: int) -> tuple[int, int, int, int]:
         """Run the stateful SQE at word ``base``: ``(status, consumed, produced, faults)``."""
@@ -173,8 +178,10 @@ class Streams:
             if not self.memory.take(need):
                 self._sweep()
                 if not self.memory.take(need):
+                    self._dev[Dev.STREAM_REFUSALS] += 1
                     return None, faults
             table[ctx] = _Held(token, context, need, mapping)
+            self._dev[Dev.STREAM_MEMORY] = self.memory.charged
             while len(table) > CONTEXTS_PER_QUEUE:
                 self._release(table, next(iter(table)))
         return token, faults
@@ -201,6 +208,7 @@ class Streams:
         held = table.pop(ctx, None)
         if held is not None:
             self.memory.give(held.charge)
+            self._dev[Dev.STREAM_MEMORY] = self.memory.charged
 
     def _find(self, qid: int, ctx: int, record: np.ndarray) -> tuple[int, StreamContext] | None:
         magic, token, _in, _out = RECORD.unpack(record.tobytes())

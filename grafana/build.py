@@ -410,6 +410,17 @@ def accelerator() -> Json:
               "isolates itself.",
               "short", [(f"max({sel('warpzip_device_hw_errors_window')})", "errors in the last hour"),
                         (f"max({sel('warpzip_device_isolate_strategy')})", "isolate_strategy")]),
+        # streams
+        panel(L, 19, "Stream context memory",
+              "What the stream contexts the engines hold were charged (zstd's estimate of each: ~3.5 MiB at "
+              "level 3, ~90 MiB at 19) against --stream-memory, and streams refused per second because theirs "
+              "did not fit (the client got 503 stream-memory-full).",
+              "bytes", [(f"max({sel('warpzip_device_stream_memory_bytes')})", "charged"),
+                        (f"max({sel('warpzip_device_stream_memory_limit_bytes')})", "--stream-memory")]),
+        panel(L, 20, "Streams refused",
+              "Stream first BDs refused NO_CTX_MEMORY per second (warpzip_device_stream_refusals_total).",
+              "ops", [(f"sum({rate('warpzip_device_stream_refusals_total')})", "refused")],
+              thresholds=[step("green"), step("orange", 0.001)]),
     ]
     return dashboard("warpzip-accelerator", "warpzip / Accelerator",
                      "USE metrics of the simulated uacce device: queues, engines, I/O page faults, health.", panels)

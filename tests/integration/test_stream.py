@@ -229,3 +229,36 @@ def test_cpu_stream_contexts_are_bounded_by_the_runtimes_stream_memory() -> None
     one = int(lib.ZSTD_estimateCStreamSize(19))
     with Runtime(driver="cpu", heap_size=16 << 20, stream_memory=one * 5 // 2) as rt:
         asyncio.run(main(rt))
+
+
+def test_a_decompression_stream_is_charged_the_window_its_frame_declares(tmp_path: Path) -> None:
+    """A decompression context's footprint is read from the frame header its first BD carries:
+    a frame declaring a 128 MiB window (``--long=27``, no content size) does not fit 16 MiB of
+    stream memory, on the device or on the cpu driver, while a level-3 frame's 2 MiB window does."""
+    def streamed(params: zstandard.ZstdCompressionParameters | None, data: bytes) -> bytes:
+        compressor = zstandard.ZstdCompressor(compression_params=params).compressobj()
+        return compressor.compress(data) + compressor.flush()
+
+    data = b"window " * 20000
+    wide = streamed(zstandard.ZstdCompressionParameters(window_log=27, enable_ldm=True), data)
+    narrow = streamed(None, data)
+    assert zstandard.get_frame_parameters(wide).window_size == 1 << 27
+
+    async def decode(rt: Runtime, frame: bytes) -> bytes:
+        stream = rt.decompress_stream()
+        out = b"".join([piece async for piece in stream.adecompress(frame)])
+        await stream.afinish()
+        return out
+
+    budget = 16 << 20
+    dev = start_device(tmp_path / "root", "--stream-memory", str(budget))
+    try:
+        for rt in (Runtime(dev.root, driver="zip", heap_size=32 << 20),
+                   Runtime(driver="cpu", heap_size=32 << 20, stream_memory=budget)):
+            with rt:
+                with pytest.raises(JobFailed) as refused:
+                    asyncio.run(decode(rt, wide))
+                assert refused.value.status == abi.Status.NO_CTX_MEMORY, rt.driver.name
+                assert asyncio.run(decode(rt, narrow)) == data
+    finally:
+        stop_process(dev.proc)

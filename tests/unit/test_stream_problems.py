@@ -16,6 +16,7 @@ from warp import DeviceLost, HeapExhausted, JobFailed, abi
     (HeapExhausted("no free 2097152-byte block"), 503, "overloaded"),
     (JobFailed(abi.Status.CORRUPT_INPUT, "bad"), 400, "corrupt-frame"),
     (JobFailed(abi.Status.DST_TOO_SMALL, "big"), 413, "output-too-large"),
+    (JobFailed(abi.Status.NO_CTX_MEMORY, "full"), 503, "stream-memory-full"),
     (DeviceLost("gone"), 500, "engine-error"),
     (Problem(413, "body-too-large", "over"), 413, "body-too-large"),
 ])

@@ -262,3 +262,19 @@ def test_a_decompression_stream_is_charged_the_window_its_frame_declares(tmp_pat
                 assert asyncio.run(decode(rt, narrow)) == data
     finally:
         stop_process(dev.proc)
+
+
+def test_many_concurrent_streams_on_one_queue_all_finish(device: DeviceProc) -> None:
+    """Forty streams in progress at once on one queue, each past its first BD before any ends: a
+    new stream never evicts a live one (only --stream-memory refuses new ones), so every frame is
+    whole."""
+    blocks = [b"stream %d " % i * 3000 for i in range(40)]
+
+    async def main(rt: Runtime) -> list[bytes]:
+        streams = [rt.compress_stream(1) for _ in blocks]
+        heads = [await s.acompress(b) for s, b in zip(streams, blocks, strict=True)]
+        return [h + await s.acompress(b) + await s.afinish() for s, b, h in zip(streams, blocks, heads, strict=True)]
+
+    with Runtime(device.root, driver="zip", heap_size=64 << 20, queues=1) as rt:
+        frames = asyncio.run(main(rt))
+    assert [zstandard.ZstdDecompressor().decompressobj().decompress(f) for f in frames] == [b * 2 for b in blocks]

@@ -13,8 +13,9 @@ process's address, or a context the table evicted.
 The BDs of one stream are on one queue, which one engine serves at a time, so a context is never
 stepped by two engines at once. A context ends with its stream — the FINISH BD of a compression,
 the end of a frame in a decompression (a decoder holds nothing between frames, so the session's
-next BD is a new stream), a failed BD — when its queue is put, or when the queue holds ``CONTEXTS_PER_QUEUE`` others
-(least recently used first).
+next BD is a new stream), a failed BD — or when its queue is put. A live context is never evicted
+to make room for a new one (that cut another client's stream when a queue held 32 of them): the
+new one is refused instead, below.
 
 Device memory is finite where user memory is not: contexts together may hold at most ``memory``
 bytes (``--stream-memory``), each charged zstd's estimate for it when its first BD comes (a
@@ -30,7 +31,6 @@ from __future__ import annotations
 import secrets
 import struct
 import threading
-from collections import OrderedDict
 from typing import Final, NamedTuple, final
 
 import numpy as np
@@ -44,8 +44,6 @@ from warp.dfx import Dev
 from warp.iommu.mmu import STAGED, Iommu, Mapping, TranslationFault
 from warp.zstream import DEFAULT_MEMORY, ContextMemory, StreamContext
 
-#: Contexts a queue may hold at once; the least recently used goes first.
-CONTEXTS_PER_QUEUE: Final = 32
 #: The record at the start of a ctx_buf: magic, token, bytes in, bytes out.
 RECORD: Final = struct.Struct("<4sxxxxQQQ")
 assert RECORD.size == abi.STREAM_RECORD_SIZE
@@ -74,7 +72,7 @@ class Streams:
         self._dev = dev  # the DFX device row: what is charged, the limit, refusals
         dev[Dev.STREAM_MEMORY_LIMIT] = memory
         self._lock = threading.Lock()
-        self._contexts: dict[int, OrderedDict[int, _Held]] = {}
+        self._contexts: dict[int, dict[int, _Held]] = {}
 
     def held(self, qid: int) -> int:
         """How many contexts queue ``qid`` holds (for tests and DFX)."""
@@ -173,7 +171,7 @@ class Streams:
         need = context.footprint(qp.memory + (src - mapping.base) if head else codec.ffi.NULL, head)
         token = secrets.randbits(63) | 1
         with self._lock:
-            table = self._contexts.setdefault(qp.qid, OrderedDict())
+            table = self._contexts.setdefault(qp.qid, {})
             self._release(table, ctx)  # a new stream at a ctx_buf ends the one that was there
             if not self.memory.take(need):
                 self._sweep()
@@ -182,8 +180,6 @@ class Streams:
                     return None, faults
             table[ctx] = _Held(token, context, need, mapping)
             self._dev[Dev.STREAM_MEMORY] = self.memory.charged
-            while len(table) > CONTEXTS_PER_QUEUE:
-                self._release(table, next(iter(table)))
         return token, faults
 
     def _sweep(self) -> None:
@@ -204,7 +200,7 @@ class Streams:
         magic, token, _in, _out = RECORD.unpack(mapping.memory[at:at + RECORD.size].tobytes())
         return bool(magic == MAGIC and token == held.token)
 
-    def _release(self, table: OrderedDict[int, _Held], ctx: int) -> None:
+    def _release(self, table: dict[int, _Held], ctx: int) -> None:
         held = table.pop(ctx, None)
         if held is not None:
             self.memory.give(held.charge)
@@ -217,7 +213,6 @@ class Streams:
             found = table.get(ctx) if table is not None else None
             if found is None or magic != MAGIC or found.token != token:
                 return None
-            table.move_to_end(ctx)  # type: ignore[union-attr]  # found implies the table
             return found.token, found.context
 
     def _drop(self, qid: int, ctx: int) -> None:

@@ -278,3 +278,31 @@ def test_many_concurrent_streams_on_one_queue_all_finish(device: DeviceProc) -> 
     with Runtime(device.root, driver="zip", heap_size=64 << 20, queues=1) as rt:
         frames = asyncio.run(main(rt))
     assert [zstandard.ZstdDecompressor().decompressobj().decompress(f) for f in frames] == [b * 2 for b in blocks]
+
+
+def test_a_context_mid_first_bd_is_not_swept_as_dead(tmp_path: Path) -> None:
+    """The sweep for room lets go of contexts whose ctx_buf lacks their record; a context whose
+    first BD is still running on another engine must carry its record already, or a stream that
+    does not fit would evict a live one (its next BD then failed BAD_CTX)."""
+    from warp.codec import lib
+
+    one = int(lib.ZSTD_estimateCStreamSize(19))
+    dev = start_device(tmp_path / "root", "--engines", "2", "--stream-memory", str(one * 3 // 2))
+    block = bytes(np.random.default_rng(5).integers(0, 16, 1 << 20, np.uint8))  # a slow first BD at level 19
+
+    async def main(rt: Runtime) -> None:
+        first = rt.compress_stream(19)
+        running = asyncio.ensure_future(first.acompress(block))
+        await asyncio.sleep(0.02)  # its BD is on an engine now; the next stream takes the other queue
+        second = rt.compress_stream(19)
+        with pytest.raises(JobFailed) as refused:
+            await second.acompress(block)
+        assert refused.value.status == abi.Status.NO_CTX_MEMORY
+        frame = await running + await first.acompress(b"more") + await first.afinish()
+        assert zstandard.ZstdDecompressor().decompressobj().decompress(frame) == block + b"more"
+
+    try:
+        with Runtime(dev.root, driver="zip", heap_size=64 << 20, queues=2) as rt:
+            asyncio.run(main(rt))
+    finally:
+        stop_process(dev.proc)

@@ -103,7 +103,7 @@ class Streams:
                 context, more = self._new_context(qp, w, base, level)
                 if context is None:
                     return abi.Status.BAD_LENGTH, 0, 0, faults
-                token, more = self._adopt(qp, ctx, context, src, length, more)
+                token, more = self._adopt(qp, ctx, record, context, src, length, more)
             except TranslationFault as fault:
                 return abi.Status.ADDR_FAULT, 0, 0, faults + fault.pages
             faults += more
@@ -159,11 +159,12 @@ class Streams:
             lambda out: context.step(out, capacity, qp.memory + source, length, finish))
         return status, consumed, produced, faults + more
 
-    def _adopt(self, qp: Qp, ctx: int, context: StreamContext, src: int, length: int,
-               faults: int) -> tuple[int | None, int]:
+    def _adopt(self, qp: Qp, ctx: int, record: npt.NDArray[np.uint8], context: StreamContext, src: int,
+               length: int, faults: int) -> tuple[int | None, int]:
         """Hold a stream's new context, charged its footprint (a decompression's is read from the
         frame header at ``src``): ``(token, faults)``, no token if it does not fit ``memory`` even
-        after the dead contexts are let go."""
+        after the dead contexts are let go. Its record goes into the ctx_buf as it is held, not
+        after its first BD: a sweep for room on another engine meanwhile must see it alive."""
         mapping = qp.mapping
         head = min(length, codec.FRAME_HEADER_MAX) if qp.qc_type is abi.QcType.DECOMPRESS else 0
         if head:
@@ -178,6 +179,7 @@ class Streams:
                 if not self.memory.take(need):
                     self._dev[Dev.STREAM_REFUSALS] += 1
                     return None, faults
+            record[:] = np.frombuffer(RECORD.pack(MAGIC, token, 0, 0), dtype=np.uint8)
             table[ctx] = _Held(token, context, need, mapping)
             self._dev[Dev.STREAM_MEMORY] = self.memory.charged
         return token, faults

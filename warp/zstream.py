@@ -15,6 +15,7 @@ bytes do not depend on which ran it. Calls are native (``ZSTD_compressStream2`` 
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Final, final
 
 from warp import abi
@@ -115,22 +116,26 @@ class StreamContext:
 class ContextMemory:
     """What stream contexts may hold together, each charged its :meth:`StreamContext.footprint`
     when it is made: the device's ``--stream-memory``, and the same bound on the contexts the cpu
-    driver keeps in this process. A context is over ``limit`` before it allocates, not after."""
+    driver keeps in this process. A context is over ``limit`` before it allocates, not after.
+    Thread-safe: streams of one runtime may run on event loops in several threads."""
 
     def __init__(self, limit: int = DEFAULT_MEMORY) -> None:
         self.limit = limit
         self.charged = 0
+        self._lock = threading.Lock()
 
     def take(self, need: int) -> bool:
         """Charge ``need`` bytes if they fit; False (nothing charged) if not."""
-        if self.charged + need > self.limit:
-            return False
-        self.charged += need
-        return True
+        with self._lock:
+            if self.charged + need > self.limit:
+                return False
+            self.charged += need
+            return True
 
     def give(self, charge: int) -> None:
         """A context that was charged ``charge`` is gone."""
-        self.charged -= charge
+        with self._lock:
+            self.charged -= charge
 
 
 def _check(result: int) -> None:

@@ -149,6 +149,35 @@ def test_warpzip_accepts_the_settings_a_container_gets(where: str) -> None:
     assert str(config.root).startswith("/run/warpzip/")  # inside the writable mount, owned by warpzip
 
 
+#: What a replica holds beyond its SVA heap and its device's stream contexts: the interpreter and
+#: numpy twice (worker, device), loaded dictionaries, the engines' zstd contexts at common levels.
+BASE_MEMORY = 256 << 20
+UNITS = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _bytes(limit: str) -> int:
+    number = limit.rstrip("".join(UNITS))
+    return int(number) * UNITS.get(limit[len(number):], 1)
+
+
+@pytest.mark.parametrize("where", ["kubernetes", "compose"])
+def test_the_memory_limit_covers_the_heap_and_the_stream_contexts(where: str) -> None:
+    """The device's stream contexts (--stream-memory, 1 GiB by default) come on top of the worker's
+    heap: a replica whose limit they could pass would be OOM-killed with every request in flight,
+    where a stream over the bound gets 503."""
+    if where == "kubernetes":
+        settings, limit = service_env(), container()["resources"]["limits"]["memory"]
+    else:
+        service = compose()["services"]["warpzip"]
+        settings, limit = image_env() | service["environment"], service["deploy"]["resources"]["limits"]["memory"]
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in settings.items():
+            if key.startswith("WARPZIP_"):
+                env.setenv(key, str(value))
+        config = parse_serve([])
+    assert config.heap_size + config.stream_memory + BASE_MEMORY <= _bytes(str(limit)), (where, limit)
+
+
 def mounted(mounts: list[Json], path: Path) -> str | None:
     """The name of the volume mounted at ``path`` or above it, if any."""
     for mount in mounts:

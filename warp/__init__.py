@@ -6,6 +6,7 @@ through SVA, and run compression sessions on them — or on the cpu driver when 
 
 from warp.dictionary import Dictionary
 from warp.errors import (
+    ContextTooLarge,
     DeviceLost,
     HeapExhausted,
     JobFailed,
@@ -23,7 +24,7 @@ from warp.stream import CompressStream, DecompressStream
 from warp.uacce import Device, devices
 
 __all__ = [
-    "CompressStream", "Compressor", "DecompressStream", "Decompressor", "Device", "DeviceLost", "Dictionary",
-    "HeapExhausted", "JobFailed", "JobTimeout", "MixedDictionaries", "NoDevice", "Result", "Runtime", "RuntimeClosed",
-    "UnknownDictionary", "WarpError", "devices",
+    "CompressStream", "Compressor", "ContextTooLarge", "DecompressStream", "Decompressor", "Device", "DeviceLost",
+    "Dictionary", "HeapExhausted", "JobFailed", "JobTimeout", "MixedDictionaries", "NoDevice", "Result", "Runtime",
+    "RuntimeClosed", "UnknownDictionary", "WarpError", "devices",
 ]

@@ -86,5 +86,17 @@ class MixedDictionaries(JobFailed):
         self.dict_ids = dict_ids
 
 
+class ContextTooLarge(JobFailed):
+    """A stream whose zstd context alone, by zstd's estimate, is more than the runtime's
+    ``stream_memory``: it could never run, so it fails before its first BD instead of being
+    refused ``NO_CTX_MEMORY`` as often as it is retried (a level-22 stream needs ~830 MiB)."""
+
+    def __init__(self, need: int, limit: int, advice: str) -> None:
+        super().__init__(abi.Status.NO_CTX_MEMORY, f"the stream's zstd context needs ~{need >> 20} MiB, more than "
+                         f"the {limit >> 20} MiB of stream memory; {advice}")
+        self.need = need
+        self.limit = limit
+
+
 class JobTimeout(WarpError):
     """The job did not complete within its timeout."""

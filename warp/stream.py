@@ -22,11 +22,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Final, Self, final
 
-from warp import abi, codec
+from warp import abi, codec, zstream
 from warp.dictionary import Dictionary, Resolver
 from warp.drv.base import Job, end_stream
 from warp.drv.zip import ZipDriver, ZipQueue
-from warp.errors import DeviceLost, JobFailed, JobTimeout, RuntimeClosed, UnknownDictionary
+from warp.errors import ContextTooLarge, DeviceLost, JobFailed, JobTimeout, RuntimeClosed, UnknownDictionary
 from warp.mem import Buffer
 from warp.zstream import StreamContext
 
@@ -78,6 +78,8 @@ class _Stream:
         """One BD: ``(status, consumed, output)``. A failed BD closes the stream."""
         if self.closed:
             raise RuntimeClosed("the stream is closed")
+        if self._mode & abi.STREAM_NEW:
+            self._fits(data)
         try:
             if self._queue is None:
                 status, consumed, out = await self._soft_bd(data, capacity, finish)
@@ -93,6 +95,22 @@ class _Stream:
             self.close()
             raise JobFailed(status, f"stream BD failed with engine status 0x{status:02x}")
         return status, consumed, out
+
+    def _fits(self, data: memoryview) -> None:
+        """:class:`ContextTooLarge` (the stream closed) if the context a first BD makes could not
+        fit the runtime's ``stream_memory`` even alone: the device would refuse it every time."""
+        length = 0 if self.dictionary is None else self.dictionary.length
+        limit = self._runtime.stream_memory.limit
+        need = zstream.footprint(self._direction, self._level, length, codec.ffi.from_buffer(data), len(data))
+        if need > limit:
+            self.close()
+            raise ContextTooLarge(need, limit, self._advice(limit, length))
+
+    def _advice(self, limit: int, dictionary_length: int) -> str:
+        if self._direction is abi.QcType.DECOMPRESS:
+            return "the frame's window is too large to stream here"
+        level = zstream.highest_level(limit, dictionary_length)
+        return "no level fits" if level is None else f"stream at level {level} or lower"
 
     async def _soft_bd(self, data: memoryview, capacity: int, finish: bool) -> tuple[int, int, bytes]:
         """One BD on the cpu driver. A stream's first BD makes its context, charged against the

@@ -57,18 +57,9 @@ class StreamContext:
         self._out = ffi.new("ZSTD_outBuffer *")
 
     def footprint(self, src: Pointer, size: int) -> int:
-        """The memory this context may come to hold, by zstd's own estimates, before it holds any:
-        a compression stream's by its level (~3.5 MiB at 3, ~90 MiB at 19, ~830 MiB at 22), a
-        decompression stream's by the window the frame header at ``src`` declares (the largest
-        zstd decodes if the header cannot be read), each with its dictionary's tables."""
-        if self.direction is abi.QcType.COMPRESS:
-            need = int(lib.ZSTD_estimateCStreamSize(self._level))
-            return need + (int(lib.ZSTD_estimateCDictSize(self._dictionary_length, self._level))
-                           if self._dictionary_length else 0)
-        need = int(lib.ZSTD_estimateDStreamSize_fromFrame(src, size))
-        if lib.ZSTD_isError(need):
-            need = int(lib.ZSTD_estimateDStreamSize(1 << WINDOW_LOG_LIMIT))
-        return need + (int(lib.ZSTD_estimateDDictSize(self._dictionary_length, 0)) if self._dictionary_length else 0)
+        """The memory this context may come to hold (:func:`footprint`); ``src[:size]`` is the
+        start of a decompression's input."""
+        return footprint(self.direction, self._level, self._dictionary_length, src, size)
 
     def step(self, dst: Pointer, capacity: int, src: Pointer, size: int, finish: bool) -> tuple[abi.Status, int, int]:
         """One BD: ``(status, consumed, produced)``, never an exception. Compression consumes all
@@ -110,6 +101,28 @@ class StreamContext:
                 return abi.Status.DECOMP_NO_SPACE
             if self._in.pos == self._in.size:
                 return abi.Status.OK
+
+
+def footprint(direction: abi.QcType, level: int, dictionary_length: int, src: Pointer = ffi.NULL,
+              size: int = 0) -> int:
+    """The memory a stream context may come to hold, by zstd's own estimates, before it holds any:
+    a compression stream's by its level (~3.5 MiB at 3, ~90 MiB at 19, ~830 MiB at 22), a
+    decompression stream's by the window the frame header at ``src`` declares (the largest zstd
+    decodes if the header cannot be read), each with its dictionary's tables."""
+    if direction is abi.QcType.COMPRESS:
+        need = int(lib.ZSTD_estimateCStreamSize(level))
+        return need + (int(lib.ZSTD_estimateCDictSize(dictionary_length, level)) if dictionary_length else 0)
+    need = int(lib.ZSTD_estimateDStreamSize_fromFrame(src, size))
+    if lib.ZSTD_isError(need):
+        need = int(lib.ZSTD_estimateDStreamSize(1 << WINDOW_LOG_LIMIT))
+    return need + (int(lib.ZSTD_estimateDDictSize(dictionary_length, 0)) if dictionary_length else 0)
+
+
+def highest_level(limit: int, dictionary_length: int = 0) -> int | None:
+    """The highest zstd level whose compression stream fits ``limit`` bytes alone, if any."""
+    fitting = [level for level in range(abi.LEVEL_MIN, abi.LEVEL_MAX + 1)
+               if footprint(abi.QcType.COMPRESS, level, dictionary_length) <= limit]
+    return max(fitting, default=None)
 
 
 @final

@@ -10,7 +10,16 @@ from typing import Final
 
 from app.api import body
 from app.api.errors import Problem
-from warp import HeapExhausted, JobFailed, JobTimeout, MixedDictionaries, RuntimeClosed, UnknownDictionary, abi
+from warp import (
+    ContextTooLarge,
+    HeapExhausted,
+    JobFailed,
+    JobTimeout,
+    MixedDictionaries,
+    RuntimeClosed,
+    UnknownDictionary,
+    abi,
+)
 
 #: How a job can end other than with a result, each answered by :func:`job_problem`.
 JOB_ERRORS: Final = (JobFailed, JobTimeout, RuntimeClosed, HeapExhausted)
@@ -20,6 +29,9 @@ def job_problem(exc: BaseException) -> Problem:
     """The answer to a job that ended with ``exc`` (one of :data:`JOB_ERRORS`)."""
     if isinstance(exc, UnknownDictionary):
         return Problem(400, "unknown-frame-dictionary", f"{exc}; GET /dictionaries lists the ones this service has")
+    if isinstance(exc, ContextTooLarge):
+        return Problem(400, "stream-context-too-large", f"{exc} (--stream-memory), or send a body under "
+                       "--stream-above, which is compressed whole")
     if isinstance(exc, MixedDictionaries):
         return Problem(400, "mixed-frame-dictionaries", f"{exc}; send each dictionary's frames as a request of its "
                        "own")

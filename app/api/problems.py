@@ -43,6 +43,10 @@ KINDS: Final[dict[str, Kind]] = {
                                      "dictionaries (`detail` has their ids); a body is decoded with one, as "
                                      "`zstd -D` takes one (a streamed body, over `--stream-above`, may mix them)",
                                      "send each dictionary's frames as a request of its own"),
+    "stream-context-too-large": Kind(400, "a body over `--stream-above` streams, and its zstd context alone would "
+                                     "be more than `--stream-memory` (a level-22 stream needs ~830 MiB; `detail` "
+                                     "names the highest level that fits)",
+                                     "stream at a lower level, or send a body under `--stream-above`"),
     "too-few-samples": Kind(400, "POST /dictionaries got fewer than 8 sample parts", "send a few hundred samples"),
     "training-failed": Kind(400, "zstd could not train a dictionary on the samples (too little or too uniform "
                             "data for the size asked for)", "send more, or more varied, samples, or a smaller `size`"),

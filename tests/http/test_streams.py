@@ -31,6 +31,7 @@ from tests.harness import ServerProc, require_tool, start_server, wait_until
 from tests.harness.http import call, check_problem
 from tests.harness.metrics import metric
 from warp.device.launch import stop_process
+from warp.zstream import highest_level
 
 MIB = 1 << 20
 MAX_STREAM = 80 * MIB
@@ -352,7 +353,8 @@ def _length(data: bytes) -> int:
 
 
 def test_streams_past_stream_memory_get_503_and_the_device_stays_bounded(tmp_path: Path) -> None:
-    """The device holds each stream's zstd context (~90 MiB at level 19; eight level-22 streams
+    """A level whose context alone is over the bound is a 400 naming the highest level that fits.
+    The device holds each stream's zstd context (~90 MiB at level 19; eight level-22 streams
     took a device to 2.2 GB before ``--stream-memory``). With room for two and a half level-19
     contexts, two streams run and the next ones get 503 stream-memory-full with Retry-After before
     any output (counted in the device's metrics), the device's RSS stays within the bound, and once
@@ -366,6 +368,12 @@ def test_streams_past_stream_memory_get_503_and_the_device_stays_bounded(tmp_pat
     holders: list[socket.socket] = []
     try:
         baseline = _device_rss(srv)
+        level = highest_level(budget)
+        assert level is not None and level < 22
+        never = call(srv.url, "POST", "/compress?level=22", random.Random(2).randbytes(2 * MIB))
+        refusal = check_problem(never, 400, srv.root)  # a context over the whole bound: no retry would help
+        assert refusal["type"] == "/problems/stream-context-too-large"
+        assert f"level {level} or lower" in refusal["detail"]
         for _ in range(2):
             holders.append(_open_stream(srv, 19, 2 * MIB))
             assert holders[-1].recv(12) == b"HTTP/1.1 200"  # under way: its first block came out

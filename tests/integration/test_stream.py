@@ -306,3 +306,24 @@ def test_a_context_mid_first_bd_is_not_swept_as_dead(tmp_path: Path) -> None:
             asyncio.run(main(rt))
     finally:
         stop_process(dev.proc)
+
+
+def test_a_stream_whose_context_alone_is_over_the_bound_fails_before_any_bd() -> None:
+    """A level-22 stream needs ~830 MiB of context: under 192 MiB of stream memory it could never
+    run, so it fails at once naming the highest level that fits, instead of NO_CTX_MEMORY at
+    every retry; that level streams."""
+    from warp.errors import ContextTooLarge
+    from warp.zstream import highest_level
+
+    async def main(rt: Runtime) -> None:
+        with pytest.raises(ContextTooLarge) as refused:
+            await rt.compress_stream(22).acompress(b"too wide " * 1000)
+        level = highest_level(192 << 20)
+        assert refused.value.status == abi.Status.NO_CTX_MEMORY and f"level {level} or lower" in str(refused.value)
+        assert level is not None and rt.stream_memory.charged == 0
+        async with rt.compress_stream(level) as stream:
+            frame = await stream.acompress(b"fits " * 1000) + await stream.afinish()
+        assert zstandard.ZstdDecompressor().decompressobj().decompress(frame) == b"fits " * 1000
+
+    with Runtime(driver="cpu", heap_size=16 << 20, stream_memory=192 << 20) as rt:
+        asyncio.run(main(rt))

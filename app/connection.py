@@ -59,10 +59,10 @@ limit it applied, which is how :func:`parser_problem` tells 414 from 431."""
 MAX_HEADERS: Final = 128
 """Header fields in one request (aiohttp's default)."""
 TOO_MANY_HEADERS: Final = "Too many headers received"
-#: The least time aiohttp's own shutdown of a connection is given once the request in progress had
-#: all of ``--shutdown-timeout``: it cancels the handler and waits for that.
-SHUTDOWN_FLOOR: Final = 0.1
 """The parser's message (C and Python parsers alike) for more than ``MAX_HEADERS`` fields."""
+SHUTDOWN_FLOOR: Final = 0.1
+"""The least time aiohttp's own shutdown of a connection is given once the request in progress had
+all of ``--shutdown-timeout``: it cancels the handler and waits for that."""
 
 
 def parser_problem(exc: BaseException | None) -> Problem:

@@ -78,11 +78,10 @@ class _Stream:
         """One BD: ``(status, consumed, output)``. A failed BD closes the stream."""
         if self.closed:
             raise RuntimeClosed("the stream is closed")
-        if self._mode & abi.STREAM_NEW:
-            self._fits(data)
+        need = self._footprint(data) if self._mode & abi.STREAM_NEW else 0
         try:
             if self._queue is None:
-                status, consumed, out = await self._soft_bd(data, capacity, finish)
+                status, consumed, out = await self._soft_bd(data, capacity, finish, need)
             else:
                 status, consumed, out = await self._device_bd(data, capacity, finish)
         except BaseException:
@@ -96,15 +95,17 @@ class _Stream:
             raise JobFailed(status, f"stream BD failed with engine status 0x{status:02x}")
         return status, consumed, out
 
-    def _fits(self, data: memoryview) -> None:
-        """:class:`ContextTooLarge` (the stream closed) if the context a first BD makes could not
-        fit the runtime's ``stream_memory`` even alone: the device would refuse it every time."""
+    def _footprint(self, data: memoryview) -> int:
+        """What the context a first BD (``data``) makes is charged (:func:`warp.zstream.footprint`);
+        :class:`ContextTooLarge` (the stream closed) if that alone is over the runtime's
+        ``stream_memory``: the device would refuse it every time."""
         length = 0 if self.dictionary is None else self.dictionary.length
         limit = self._runtime.stream_memory.limit
         need = zstream.footprint(self._direction, self._level, length, codec.ffi.from_buffer(data), len(data))
         if need > limit:
             self.close()
             raise ContextTooLarge(need, limit, self._advice(limit, length))
+        return need
 
     def _advice(self, limit: int, dictionary_length: int) -> str:
         if self._direction is abi.QcType.DECOMPRESS:
@@ -112,17 +113,15 @@ class _Stream:
         level = zstream.highest_level(limit, dictionary_length)
         return "no level fits" if level is None else f"stream at level {level} or lower"
 
-    async def _soft_bd(self, data: memoryview, capacity: int, finish: bool) -> tuple[int, int, bytes]:
-        """One BD on the cpu driver. A stream's first BD makes its context, charged against the
-        runtime's ``stream_memory`` as the device charges its own (``NO_CTX_MEMORY`` if it does not
-        fit), so a worker without a device is bounded the same way."""
+    async def _soft_bd(self, data: memoryview, capacity: int, finish: bool, need: int) -> tuple[int, int, bytes]:
+        """One BD on the cpu driver. A stream's first BD makes its context, charged ``need``
+        against the runtime's ``stream_memory`` as the device charges its own (``NO_CTX_MEMORY``
+        if it does not fit), so a worker without a device is bounded the same way."""
         if self._soft is None or self._mode & abi.STREAM_NEW:
             self._end_soft()
-            context = self._soft_context()
-            need = context.footprint(codec.ffi.from_buffer(data), len(data))
             if not self._runtime.stream_memory.take(need):
                 return abi.Status.NO_CTX_MEMORY, 0, b""
-            self._soft, self._charge = context, need
+            self._soft, self._charge = self._soft_context(), need
         return await asyncio.to_thread(_soft_step, self._soft, data, capacity, finish)
 
     def _end_soft(self) -> None:

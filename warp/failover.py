@@ -20,8 +20,10 @@ from typing import Final, final
 
 from warp import abi
 
-#: Statuses that say "not your input's fault": the job is re-run on the cpu driver.
-RETRY_ON_CPU: Final = frozenset({abi.Status.HW_ERROR})
+#: Statuses that say "not your input's fault": the job is re-run on the cpu driver. A job over one
+#: BD whose stream context the device had no room for (``NO_CTX_MEMORY``) is one of them: the cpu
+#: runs it whole, with no stream context.
+RETRY_ON_CPU: Final = frozenset({abi.Status.HW_ERROR, abi.Status.NO_CTX_MEMORY})
 #: How soon after a loss (or a good probe) the device is looked for again.
 PROBE_INTERVAL: Final = 1.0
 #: The longest wait between two probes of a device that keeps not answering.

@@ -90,9 +90,9 @@ KINDS: Final[dict[str, Kind]] = {
                        "connections, or no SVA heap left for this body", RETRY),
     "timeout": Kind(503, "the job did not finish within `--job-timeout`", RETRY),
     "no-instance": Kind(503, "the load balancer (the shipped HAProxy) found no healthy warpzip instance", RETRY),
-    "stream-memory-full": Kind(503, "the zstd context of a streamed body (or of a body over one 8 MiB BD) does "
-                               "not fit `--stream-memory` beside the streams in progress (each is charged zstd's "
-                               "estimate: ~90 MiB at level 19, ~830 MiB at 22)",
+    "stream-memory-full": Kind(503, "the zstd context of a streamed body does not fit `--stream-memory` beside "
+                               "the streams in progress (each is charged zstd's estimate: ~90 MiB at level 19, "
+                               "~830 MiB at 22)",
                                "retry after `Retry-After` seconds, or stream at a lower level"),
     "shutting-down": Kind(503, "the server is stopping and the job could not finish before "
                           "`--shutdown-timeout`", RETRY),

@@ -11,11 +11,14 @@ from warp import abi
 from warp.failover import PROBE_BACKOFF_MAX, PROBE_INTERVAL, Expiry, Failover, Probe
 
 
-def test_a_job_the_device_let_down_reruns_on_the_cpu() -> None:
-    assert Failover.rerun(abi.Status.HW_ERROR, lost=False)
+@pytest.mark.parametrize("status", [abi.Status.HW_ERROR, abi.Status.NO_CTX_MEMORY])
+def test_a_job_the_device_let_down_reruns_on_the_cpu(status: abi.Status) -> None:
+    """A hardware error, or a job over one BD whose stream context the device had no room for (the
+    cpu runs it whole, with no stream context)."""
+    assert Failover.rerun(status, lost=False)
 
 
-@pytest.mark.parametrize("status", sorted(set(abi.Status) - {abi.Status.HW_ERROR}))
+@pytest.mark.parametrize("status", sorted(set(abi.Status) - {abi.Status.HW_ERROR, abi.Status.NO_CTX_MEMORY}))
 def test_a_job_that_ended_on_its_own_input_does_not_rerun(status: abi.Status) -> None:
     assert not Failover.rerun(status, lost=False)
 

@@ -108,6 +108,27 @@ def test_frames_naming_two_dictionaries_fail_before_any_job(runtime: Runtime, tr
     assert runtime.statistics().heap.in_use_bytes == in_use, "the refused job left no buffer behind"
 
 
+def test_a_decompression_stream_takes_frames_naming_different_dictionaries(runtime: Runtime, trained: bytes) -> None:
+    """What a whole body refuses, a stream takes: each frame starts a context of its own, with the
+    dictionary that frame names (or none)."""
+    import asyncio
+
+    one, two = runtime.dictionary(trained), runtime.dictionary(train(8 << 10, events(300, seed=9)))
+    bodies = events(3, seed=13)
+    frames = []
+    for d, body in zip((one, None, two), bodies, strict=True):
+        with runtime.compressor(3, dictionary=d).compress(body) as frame:
+            frames.append(frame.tobytes())
+
+    async def decode() -> bytes:
+        stream = runtime.decompress_stream({one.dict_id: one, two.dict_id: two}.get)
+        out = b"".join([piece async for piece in stream.adecompress(b"".join(frames))])
+        await stream.afinish()
+        return out
+
+    assert asyncio.run(decode()) == b"".join(bodies)
+
+
 def test_each_engine_loads_a_dictionary_once_for_many_jobs(tmp_path: Path, trained: bytes) -> None:
     dev = start_device(tmp_path / "root", "--engines", "2")
     try:

@@ -21,6 +21,7 @@ from tests.harness import REPO, require_tool
 GRAFANA = REPO / "grafana"
 ALERTS = {"WarpzipInstanceDown", "WarpzipServiceDown", "WarpzipDeviceDown", "WarpzipDeviceIsolated",
           "WarpzipQueueResets", "WarpzipIopfRateHigh", "WarpzipQueueSaturated", "WarpzipP99LatencyHigh",
+          "WarpzipStreamsRefused",
           "WarpzipAvailabilitySLOBurnFast", "WarpzipAvailabilitySLOBurnSlow",
           "WarpzipLatencySLOBurnFast", "WarpzipLatencySLOBurnSlow"}
 # the SLO burn-rate alerts' windows (SRE workbook: page 1h/5m at 14.4 and 6h/30m at 6, ticket 1d/2h at 3

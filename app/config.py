@@ -16,6 +16,7 @@ from warp import cdev, logs, options
 from warp.device import ENGINES
 from warp.sched import POLICIES
 from warp.tool.units import parse_size
+from warp.zstream import DEFAULT_MEMORY
 
 
 def default_workers() -> int:
@@ -46,7 +47,7 @@ class Config:
     max_body: int = 64 << 20
     stream_above: int = 4 << 20
     max_stream: int = 0  # 0: unlimited
-    stream_memory: int = 1 << 30  # the device's: warp.device.streams.DEFAULT_MEMORY
+    stream_memory: int = DEFAULT_MEMORY  # the device's and the library's default too
     max_pending: int = 1024
     max_connections: int = 1000
     heap_size: int = 1 << 30

@@ -41,6 +41,7 @@ from app.metrics import CLIENT_CLOSED
 from warp import HeapExhausted, Result
 from warp.iommu import pagetable
 from warp.mem import Buffer
+from warp.session import Lz77Compressor
 
 if TYPE_CHECKING:
     from app.connection import Server
@@ -182,6 +183,9 @@ class DataPath(asyncio.BufferedProtocol):
             session = compress.session_for(direction, head.params(), runtime, config, server.dictionaries)
         except Problem:
             self._hand_over()  # aiohttp answers the 400 (and reads the body) as before
+            return
+        if isinstance(session, Lz77Compressor):  # several BDs and a frame built here: aiohttp's path
+            self._hand_over()
             return
         self._requests += 1
         self._keep_alive = head.keep_alive and not server.stopping

@@ -164,6 +164,25 @@ class Lz77Compressor(_Compressing):
         results = await self.runtime.execute_many(jobs)
         return await asyncio.to_thread(self._frame, jobs, results, data)
 
+    async def acompress_buffer(self, src: Buffer, length: int) -> bytes:
+        """``src[:length]``, already in the SVA heap, as one frame: each BD is a window of ``src``
+        (no copy, as a split job's), and the software stage reads the source there too. The
+        session takes ``src`` over and frees it once the frame is built or the jobs failed."""
+        try:
+            jobs: list[Job] = []
+            try:
+                for at in range(0, max(length, 1), abi.ZSTD_MAX_SIZE):
+                    piece = min(abi.ZSTD_MAX_SIZE, length - at)
+                    jobs.append(self._adopt(src.borrow(at, piece), piece))
+            except BaseException:
+                for job in jobs:
+                    job.discard()
+                raise
+            results = await self.runtime.execute_many(jobs)
+            return await asyncio.to_thread(self._frame, jobs, results, src.view[:length])
+        finally:
+            src.release()
+
     def _frame(self, jobs: list[Job], results: list[Result], data: Bytes) -> bytes:
         """The software stage over the BDs' outputs (each job's ``dst``: its result's buffer)."""
         started = time.thread_time_ns()

@@ -96,14 +96,17 @@ async def read_into_heap(request: web.Request, runtime: Runtime, bodies: Bodies,
     return buffer, size, None
 
 
-async def send_result(request: web.Request, result: Result, content_type: str,
+async def send_result(request: web.Request, result: Result | bytes, content_type: str,
                       headers: dict[str, str]) -> web.StreamResponse:
-    """Write ``result`` as the response body straight from the heap, then recycle its buffer.
+    """Write ``result`` as the response body straight from the heap, then recycle its buffer
+    (``bytes``, an lz77_zstd frame built in this process, are sent as they are).
 
     Below ``COPY_BELOW`` bytes the result is copied out and returned as an ordinary response: a
     memcpy of a few KiB costs less than the three awaited steps of a streamed response (measured
     about 7% more requests per second at 4 KiB).
     """
+    if isinstance(result, bytes):
+        return web.Response(body=result, content_type=content_type, headers=headers)
     if len(result) < COPY_BELOW:
         body = bytes(result.view)
         _release_when_unexported(result)

@@ -28,11 +28,12 @@ from app.keys import ADMISSION, BODIES, CONFIG, DICTIONARIES, METRICS, RUNTIME
 from app.metrics import Metrics
 from warp import Result, Runtime, abi
 from warp.mem import Buffer
+from warp.session import ALGORITHMS, Lz77Compressor
 
 DIRECTIONS: Final = {"/compress": "compress", "/decompress": "decompress"}
 
 
-PARAMETERS: Final = {"compress": frozenset({"level", "checksum", "dict"}), "decompress": frozenset()}
+PARAMETERS: Final = {"compress": frozenset({"level", "checksum", "dict", "alg"}), "decompress": frozenset()}
 _INTEGER: Final = re.compile(r"-?[0-9]{1,4}")  # ASCII only: int() would also take "1_0" and "١٠"
 
 
@@ -56,8 +57,20 @@ def parse_flag(raw: str | None, name: str) -> bool:
     return raw == "1"
 
 
+def parse_algorithm(raw: str | None, dictionary: bool) -> str:
+    """``alg``: ``zstd`` (the default: the engine makes whole frames) or ``lz77_zstd`` (the
+    HiSilicon path: the engine finds the matches, this process entropy-codes the frame)."""
+    if raw is None:
+        return "zstd"
+    if raw not in ALGORITHMS:
+        raise Problem(400, "bad-alg", f"alg must be one of {', '.join(ALGORITHMS)}, got {raw!r}")
+    if raw != "zstd" and dictionary:
+        raise Problem(400, "bad-alg", f"dict needs alg=zstd: {raw} takes no dictionary")
+    return raw
+
+
 def session_for(direction: str, query: Mapping[str, str], runtime: Runtime, config: Config,
-                dictionaries: WorkerDictionaries) -> body.Session:
+                dictionaries: WorkerDictionaries) -> body.Session | Lz77Compressor:
     """The session a request asks for, from its query; :class:`Problem` 400 for a bad parameter or
     one the resource does not take (a misspelt ``lvl=5`` must not compress at the default level),
     404 for a ``dict`` the store does not have. Frames to decompress name their own dictionary (one per body)."""
@@ -68,26 +81,32 @@ def session_for(direction: str, query: Mapping[str, str], runtime: Runtime, conf
     if direction == "compress":
         level, checksum = parse_level(query.get("level")), parse_flag(query.get("checksum"), "checksum")
         named = query.get("dict")
+        if parse_algorithm(query.get("alg"), named is not None) == "lz77_zstd":
+            return runtime.compressor(level, checksum, "lz77_zstd")
         dictionary = None if named is None else dictionary_of(dictionaries, named)
         return runtime.compressor(level, checksum, dictionary=dictionary)
     return runtime.decompressor(config.max_body, dictionaries.resolve)
 
 
-async def run_job(session: body.Session, src: Buffer, size: int, direction: str, runtime: Runtime,
-                  metrics: Metrics) -> Result:
+async def run_job(session: body.Session | Lz77Compressor, src: Buffer, size: int, direction: str, runtime: Runtime,
+                  metrics: Metrics) -> Result | bytes:
     """Run the job on ``src[:size]`` (the session takes the buffer over); every way it can fail
-    becomes the problem the client gets."""
+    becomes the problem the client gets. An lz77_zstd frame is built in this process, so it is
+    ``bytes``, not a heap buffer."""
     driver = runtime.driver.name
     started = time.perf_counter()
     try:
-        result = await session.arun_buffer(src, size)
+        if isinstance(session, Lz77Compressor):
+            result: Result | bytes = await session.acompress_buffer(src, size)
+        else:
+            result = await session.arun_buffer(src, size)
     except failures.JOB_ERRORS as exc:
         raise failures.job_problem(exc) from None
     observe(metrics, driver, started, direction, size, result)
     return result
 
 
-def observe(metrics: Metrics, driver: str, started: float, direction: str, size: int, result: Result) -> None:
+def observe(metrics: Metrics, driver: str, started: float, direction: str, size: int, result: Result | bytes) -> None:
     metrics.observe_job(driver, time.perf_counter() - started)
     metrics.observe_bytes(direction, size, len(result))
 
@@ -110,12 +129,12 @@ async def _transform(request: web.Request, direction: str) -> web.StreamResponse
         raise failures.overloaded(admission.limit)
     try:
         if stream:
-            return await streams.serve(request, direction, session)
+            return await streams.serve(request, direction, _streamable(session, config))
         src, size, rest = await _read_body(request, runtime, bodies, config.stream_threshold, config.body_timeout)
         if rest is not None:  # a chunked body that outgrew the whole-body path: it streams from here
             prefix = bytes(src.view[:size])
             src.release()
-            return await streams.serve(request, direction, session, (prefix, rest))
+            return await streams.serve(request, direction, _streamable(session, config), (prefix, rest))
         if not size and direction == "decompress":
             src.release()
             raise Problem(400, "empty-body", "the body is empty; send a zstd frame")
@@ -127,17 +146,29 @@ async def _transform(request: web.Request, direction: str) -> web.StreamResponse
         admission.leave()
 
 
-def _acceptable(request: web.Request, direction: str) -> tuple[body.Session, bool]:
+def _acceptable(request: web.Request, direction: str) -> tuple[body.Session | Lz77Compressor, bool]:
     """The session the request asks for and whether its body streams (declared over the stream
     threshold), after every refusal that needs no body: a bad parameter (400), an unknown ``dict``
-    (404), a Content-Encoding (415), a declared length over ``--max-stream`` (413)."""
+    (404), a Content-Encoding (415), a declared length over ``--max-stream`` (413), or over the
+    stream threshold with a session that cannot stream (413)."""
     config = request.app[CONFIG]
     stream = (request.content_length or 0) > config.stream_threshold
     session = session_for(direction, request.query, request.app[RUNTIME], config, request.app[DICTIONARIES])
     body.check_encoding(request)
-    if stream and config.max_stream:
-        body.check_length(request, config.max_stream)
+    if stream:
+        _streamable(session, config)
+        if config.max_stream:
+            body.check_length(request, config.max_stream)
     return session, stream
+
+
+def _streamable(session: body.Session | Lz77Compressor, config: Config) -> body.Session:
+    """``session`` for a body that streams; 413 for lz77_zstd, whose frame is built from all of a
+    body's BDs at once (``ZSTD_compressSequences`` takes a whole frame's sequences)."""
+    if isinstance(session, Lz77Compressor):
+        raise Problem(413, "lz77-body-too-large", f"alg=lz77_zstd compresses whole bodies of up to "
+                      f"{config.stream_threshold} bytes (--stream-above); larger ones stream, with alg=zstd")
+    return session
 
 
 async def expect_continue(request: web.Request) -> None:

@@ -30,8 +30,10 @@ KINDS: Final[dict[str, Kind]] = {
     "bad-level": Kind(400, "`level` is not an integer (ASCII digits, optional minus) within -7..22",
                       "send a level from -7 to 22, or none for 3"),
     "bad-checksum": Kind(400, "`checksum` is neither 0 nor 1", "send 0 or 1"),
+    "bad-alg": Kind(400, "`alg` is neither `zstd` nor `lz77_zstd`, or is `lz77_zstd` with `dict` (a dictionary "
+                    "is zstd's)", "send `alg=zstd` (the default) or `alg=lz77_zstd` without `dict`"),
     "bad-parameter": Kind(400, "a query parameter this resource does not know (`detail` names it)",
-                          "remove it; /compress takes `level`, `checksum` and `dict`, /decompress none"),
+                          "remove it; /compress takes `level`, `checksum`, `dict` and `alg`, /decompress none"),
     "corrupt-frame": Kind(400, "the body of /decompress is not a valid zstd frame (or is truncated)",
                           "send the complete output of /compress or of `zstd`"),
     "empty-body": Kind(400, "/decompress got an empty body; a zstd frame is never empty (`zstd -d` refuses "
@@ -70,6 +72,9 @@ KINDS: Final[dict[str, Kind]] = {
     "body-too-large": Kind(413, "the body is over `--max-stream` (announced, or as it arrived); bodies over "
                            "`--max-body` stream, so only `--max-stream` bounds a body",
                            "send less, or ask the operator to raise `--max-stream`"),
+    "lz77-body-too-large": Kind(413, "with `alg=lz77_zstd` the body is over `--stream-above`: lz77_zstd compresses "
+                                "whole bodies only (its frame is built from all of the body's BDs at once)",
+                                "send it with `alg=zstd`, which streams a body of any size, or in parts"),
     "output-too-large": Kind(413, "the decompressed output would be over `--max-body` (`--max-stream` for a "
                              "streamed body; a decompression bomb is stopped here)",
                              "decompress it elsewhere, or in parts"),

@@ -8,6 +8,7 @@ INDEX = """warpzip - zstd compression on a (simulated) uacce accelerator
 
 POST /compress?level=N&checksum=0|1   body -> one zstd frame (level -7..22, default 3)
 POST /compress?...&dict=ID            the same with trained dictionary ID
+POST /compress?...&alg=lz77_zstd      the same format, ZIP's way: engines find matches, host codes the frame
 POST /decompress                      zstd frame(s) -> original bytes (a frame names its dictionary)
 POST /dictionaries?size=BYTES         multipart samples, one per part -> 201, a trained dictionary's id
 GET  /dictionaries[/ID]               the list; a dictionary's bytes (for zstd -D); DELETE retires one

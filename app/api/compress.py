@@ -57,11 +57,9 @@ def parse_flag(raw: str | None, name: str) -> bool:
     return raw == "1"
 
 
-def parse_algorithm(raw: str | None, dictionary: bool) -> str:
-    """``alg``: ``zstd`` (the default: the engine makes whole frames) or ``lz77_zstd`` (the
-    HiSilicon path: the engine finds the matches, this process entropy-codes the frame)."""
-    if raw is None:
-        return "zstd"
+def parse_algorithm(raw: str, dictionary: bool) -> str:
+    """``alg``, when given: ``zstd`` (the default: the engine makes whole frames) or ``lz77_zstd``
+    (the HiSilicon path: the engine finds the matches, this process entropy-codes the frame)."""
     if raw not in ALGORITHMS:
         raise Problem(400, "bad-alg", f"alg must be one of {', '.join(ALGORITHMS)}, got {raw!r}")
     if raw != "zstd" and dictionary:
@@ -80,8 +78,8 @@ def session_for(direction: str, query: Mapping[str, str], runtime: Runtime, conf
             raise Problem(400, "bad-parameter", f"unknown query parameter {name!r} (/{direction} takes {known})")
     if direction == "compress":
         level, checksum = parse_level(query.get("level")), parse_flag(query.get("checksum"), "checksum")
-        named = query.get("dict")
-        if parse_algorithm(query.get("alg"), named is not None) == "lz77_zstd":
+        named, alg = query.get("dict"), query.get("alg")
+        if alg is not None and parse_algorithm(alg, named is not None) == "lz77_zstd":
             return runtime.compressor(level, checksum, "lz77_zstd")
         dictionary = None if named is None else dictionary_of(dictionaries, named)
         return runtime.compressor(level, checksum, dictionary=dictionary)

@@ -167,7 +167,10 @@ class Lz77Compressor(_Compressing):
     async def acompress_buffer(self, src: Buffer, length: int) -> bytes:
         """``src[:length]``, already in the SVA heap, as one frame: each BD is a window of ``src``
         (no copy, as a split job's), and the software stage reads the source there too. The
-        session takes ``src`` over and frees it once the frame is built or the jobs failed."""
+        session takes ``src`` over and frees it once the frame is built or the jobs failed — or the
+        caller was cancelled, when an abandoned BD may still be running: its engine only reads the
+        window, so the buffer's next owner is never written to, and that BD's own destination stays
+        with its job until the engine lets go."""
         try:
             jobs: list[Job] = []
             try:

@@ -8,14 +8,16 @@ would stream are refused before they are read, since such a frame is built from 
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+import zstandard
 
-from tests.harness import ServerProc, require_tool, start_server
+from tests.harness import ServerProc, require_tool, start_server, wait_until
 from tests.harness.http import call, check_problem
 from tests.harness.metrics import metric
 from warp.device.launch import stop_process
@@ -133,8 +135,6 @@ def test_a_chunked_body_outgrowing_the_threshold_is_a_413(lz_server: ServerProc)
 def test_mixed_concurrent_requests_each_get_their_own_bytes(lz_server: ServerProc, text: bytes) -> None:
     """lz77_zstd requests (aiohttp's path, several BDs each) and zstd ones (the data path) at once,
     on shared keep-alive connections: every answer decodes to its own body."""
-    import zstandard
-
     bodies = [text[i * 9_973:i * 9_973 + 150_000 + i * 1_001] for i in range(24)]
 
     async def run() -> list[bytes]:
@@ -151,3 +151,21 @@ def test_mixed_concurrent_requests_each_get_their_own_bytes(lz_server: ServerPro
     frames = asyncio.run(run())
     decoder = zstandard.ZstdDecompressor()
     assert [decoder.decompress(frame) for frame in frames] == bodies
+
+
+def test_clients_leaving_before_the_answer_leave_no_buffer_behind(lz_server: ServerProc, text: bytes) -> None:
+    """Whole bodies sent, then the connection closed while the BDs run: every body, destination
+    and frame buffer comes back, and the next request is answered as usual."""
+    host, port = lz_server.url.removeprefix("http://").split(":")
+    head = (f"POST /compress?alg=lz77_zstd&level=9 HTTP/1.1\r\nHost: {host}\r\n"
+            f"Content-Length: {len(text)}\r\n\r\n").encode()
+    fetched = metric(lz_server.url, "warpzip_device_jobs_fetched_total")
+    for _ in range(12):
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(head + text)
+    bds = 12 * -(-len(text) // BD)
+    wait_until(lambda: metric(lz_server.url, "warpzip_device_jobs_fetched_total") - fetched >= bds, 30,
+               "the engines to run the BDs of the bodies whose clients left")
+    wait_until(lambda: metric(lz_server.url, "warpzip_sva_heap_in_use_bytes") == 0, 20, "every buffer to come back")
+    reply = call(lz_server.url, "POST", "/compress?alg=lz77_zstd", text)
+    assert reply.status == 200 and zstandard.ZstdDecompressor().decompress(reply.body) == text

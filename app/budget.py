@@ -10,10 +10,11 @@ to serve a 3 MiB body).
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Final, final
 
-from warp import abi
+from warp import abi, lz77
 from warp.buddy import Buddy, order_of
 from warp.codec import compress_bound
 
@@ -82,6 +83,29 @@ def smallest_heap(max_body: int) -> int:
         else:
             low = mid + 1
     return high * abi.PAGE_SIZE
+
+
+def lz77_fits(heap_size: int, body: int) -> bool:
+    """Whether an idle heap holds an lz77_zstd job on ``body`` bytes: the body's buffer and, beside
+    it, every BD's flat output (literals, seqDefs, overflow, freq: ~3.7x its input), all at once,
+    since the BDs go under one doorbell and the frame is built from all of them."""
+    blocks = Buddy(heap_size)
+    return all(blocks.take(order_of(size)) is not None
+               for size in (body, *map(lz77.output_size, lz77.bd_lengths(body))))
+
+
+@functools.cache
+def largest_lz77_body(heap_size: int, limit: int) -> int:
+    """The largest body up to ``limit`` for which :func:`lz77_fits` holds (0 if none): what the
+    413 for a larger one names. Cached: it depends only on the configuration."""
+    low, high = 0, limit
+    while low < high:  # lz77_fits is monotonic in the body: a longer one asks for more and larger blocks
+        mid = (low + high + 1) // 2
+        if lz77_fits(heap_size, mid):
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 def _sizes(max_body: int) -> Iterator[int]:

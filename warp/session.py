@@ -174,9 +174,10 @@ class Lz77Compressor(_Compressing):
         try:
             jobs: list[Job] = []
             try:
-                for at in range(0, max(length, 1), abi.ZSTD_MAX_SIZE):
-                    piece = min(abi.ZSTD_MAX_SIZE, length - at)
+                at = 0
+                for piece in lz77.bd_lengths(length):
                     jobs.append(self._adopt(src.borrow(at, piece), piece))
+                    at += piece
             except BaseException:
                 for job in jobs:
                     job.discard()

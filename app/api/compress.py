@@ -18,6 +18,7 @@ from typing import Final
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 
+from app import budget
 from app.api import body, failures, streams
 from app.api.dictionaries import named as dictionary_of
 from app.api.errors import Problem
@@ -136,6 +137,11 @@ async def _transform(request: web.Request, direction: str) -> web.StreamResponse
         if not size and direction == "decompress":
             src.release()
             raise Problem(400, "empty-body", "the body is empty; send a zstd frame")
+        try:
+            _lz77_room(session, size, config)  # a chunked body's size is known only now
+        except Problem:
+            src.release()
+            raise
         result = await run_job(session, src, size, direction, runtime, metrics)
         uncompressed = size if direction == "compress" else len(result)
         return await body.send_result(request, result, body.CONTENT_TYPES[direction],
@@ -157,7 +163,19 @@ def _acceptable(request: web.Request, direction: str) -> tuple[body.Session | Lz
         _streamable(session, config)
         if config.max_stream:
             body.check_length(request, config.max_stream)
+    elif request.content_length is not None:
+        _lz77_room(session, request.content_length, config)
     return session, stream
+
+
+def _lz77_room(session: body.Session | Lz77Compressor, size: int, config: Config) -> None:
+    """413 for an lz77_zstd body whose BD outputs an idle heap could not hold beside it (that
+    would be a 503 "retry" that never succeeds); a body that fits may still find the heap busy."""
+    if isinstance(session, Lz77Compressor) and not budget.lz77_fits(config.heap_size, size):
+        largest = budget.largest_lz77_body(config.heap_size, config.stream_threshold)
+        raise Problem(413, "lz77-body-too-large", f"alg=lz77_zstd needs the body and ~3.7 times it in BD outputs "
+                      f"at once; this service's heap (--heap-size) holds that for a body of at most {largest} "
+                      "bytes; send a larger one with alg=zstd")
 
 
 def _streamable(session: body.Session | Lz77Compressor, config: Config) -> body.Session:

@@ -72,8 +72,10 @@ KINDS: Final[dict[str, Kind]] = {
     "body-too-large": Kind(413, "the body is over `--max-stream` (announced, or as it arrived); bodies over "
                            "`--max-body` stream, so only `--max-stream` bounds a body",
                            "send less, or ask the operator to raise `--max-stream`"),
-    "lz77-body-too-large": Kind(413, "with `alg=lz77_zstd` the body is over `--stream-above`: lz77_zstd compresses "
-                                "whole bodies only (its frame is built from all of the body's BDs at once)",
+    "lz77-body-too-large": Kind(413, "with `alg=lz77_zstd` the body is over `--stream-above`, or its BD outputs "
+                                "(~3.7 times the body, all at once) would not fit beside it in an idle worker's heap "
+                                "(`detail` names the largest body that does): lz77_zstd compresses whole bodies only, "
+                                "its frame built from all of their BDs",
                                 "send it with `alg=zstd`, which streams a body of any size, or in parts"),
     "output-too-large": Kind(413, "the decompressed output would be over `--max-body` (`--max-stream` for a "
                              "streamed body; a decompression bomb is stopped here)",

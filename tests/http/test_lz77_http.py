@@ -169,3 +169,34 @@ def test_clients_leaving_before_the_answer_leave_no_buffer_behind(lz_server: Ser
     wait_until(lambda: metric(lz_server.url, "warpzip_sva_heap_in_use_bytes") == 0, 20, "every buffer to come back")
     reply = call(lz_server.url, "POST", "/compress?alg=lz77_zstd", text)
     assert reply.status == 200 and zstandard.ZstdDecompressor().decompress(reply.body) == text
+
+
+@pytest.fixture(scope="module")
+def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
+    """The smallest heap serve accepts for 3 MiB bodies (8 MiB): an lz77_zstd job needs its body
+    and ~3.7x that in BD outputs at once, which a 3 MiB body never finds there."""
+    base = tmp_path_factory.mktemp("lz77-tight")
+    srv = start_server(base / "root", base / "server.log", "--max-body", "3M", "--heap-size", "8M")
+    yield srv
+    stop_process(srv.proc)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["declared", "chunked"])
+def test_a_body_whose_bds_can_never_fit_the_heap_is_a_413_not_a_retry(tight: ServerProc, text: bytes,
+                                                                      chunked: bool) -> None:
+    """Not 503 "retry shortly": an idle heap could not hold it either. The detail names the largest
+    body that fits, and a body of that size is served."""
+    body = (text * 3)[:3 << 20]
+
+    def pieces() -> Iterator[bytes]:
+        for at in range(0, len(body), 1 << 18):
+            yield body[at:at + (1 << 18)]
+
+    doc = check_problem(call(tight.url, "POST", "/compress?alg=lz77_zstd", pieces() if chunked else body),  # type: ignore[arg-type]
+                        413)
+    assert doc["type"] == "/problems/lz77-body-too-large"
+    largest = int(doc["detail"].split("at most ")[1].split(" bytes")[0])
+    assert 64 << 10 <= largest < len(body)
+    reply = call(tight.url, "POST", "/compress?alg=lz77_zstd", body[:largest])
+    assert reply.status == 200 and zstandard.ZstdDecompressor().decompress(reply.body) == body[:largest]
+    assert call(tight.url, "POST", "/compress?alg=lz77_zstd", body[:largest + 1]).status == 413

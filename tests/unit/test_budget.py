@@ -12,7 +12,7 @@ import zstandard
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from app.budget import GROW_FROM, Bodies, fits, grown, smallest_heap
+from app.budget import GROW_FROM, Bodies, fits, grown, largest_lz77_body, lz77_fits, smallest_heap
 from warp import HeapExhausted, Runtime, abi
 from warp.mem import Buffer
 
@@ -124,3 +124,23 @@ def test_growth_doubles_up_to_the_limit() -> None:
     assert grown(GROW_FROM, GROW_FROM + 1, 1 << 20) == 2 * GROW_FROM
     assert grown(GROW_FROM, 500_000, 1 << 20) == 500_000  # a large piece: straight to its size
     assert grown(512 << 10, (512 << 10) + 1, 600_000) == 600_000  # never past the declared length
+
+
+@settings(max_examples=6, deadline=None)
+@given(heap_pages=st.integers(min_value=512, max_value=4096))
+@example(heap_pages=2048)  # 8 MiB, the smallest heap for 3 MiB bodies
+def test_the_largest_lz77_body_runs_on_an_idle_heap_and_one_byte_more_does_not(
+        tmp_path_factory: pytest.TempPathFactory, heap_pages: int) -> None:
+    """The replay of an lz77_zstd job (its body, then every BD's output at once) matches the real
+    allocator and session: the largest body it names runs, one byte more runs out of heap."""
+    heap_size = heap_pages * PAGE
+    largest = largest_lz77_body(heap_size, heap_size)
+    assert lz77_fits(heap_size, largest) and not lz77_fits(heap_size, largest + 1)
+    data = os.urandom(largest + 1)
+    with Runtime(tmp_path_factory.mktemp("rt"), driver="cpu", heap_size=heap_size) as rt:
+        session = rt.compressor(3, False, "lz77_zstd")
+        frame = asyncio.run(session.acompress_buffer(rt.load(data[:largest]), largest))
+        assert zstandard.ZstdDecompressor().decompress(frame) == data[:largest]
+        with pytest.raises(HeapExhausted):
+            asyncio.run(session.acompress_buffer(rt.load(data), largest + 1))
+        assert rt.statistics().heap.in_use_bytes == 0

@@ -91,7 +91,7 @@ def lz77_fits(heap_size: int, body: int) -> bool:
     since the BDs go under one doorbell and the frame is built from all of them."""
     blocks = Buddy(heap_size)
     return all(blocks.take(order_of(size)) is not None
-               for size in (body, *map(lz77.output_size, lz77.bd_lengths(body))))
+               for size in (body, *(lz77.output_size(piece) for _at, piece in lz77.bds(body))))
 
 
 @functools.cache

@@ -56,10 +56,10 @@ def literal_size(length: int) -> int:
     return length + abi.LIT_RESERVE
 
 
-def bd_lengths(length: int) -> list[int]:
-    """The BDs a body of ``length`` bytes is cut into: ``ZSTD_MAX_SIZE`` each, the last one
-    shorter (one empty BD for an empty body: its frame still needs a block)."""
-    return [min(abi.ZSTD_MAX_SIZE, length - at) for at in range(0, max(length, 1), abi.ZSTD_MAX_SIZE)]
+def bds(length: int) -> list[tuple[int, int]]:
+    """The BDs a body of ``length`` bytes is cut into, as ``(offset, length)``: ``ZSTD_MAX_SIZE``
+    each, the last one shorter (one empty BD for an empty body: its frame still needs a block)."""
+    return [(at, min(abi.ZSTD_MAX_SIZE, length - at)) for at in range(0, max(length, 1), abi.ZSTD_MAX_SIZE)]
 
 
 def output_size(length: int) -> int:

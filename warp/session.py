@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Final, final
 
 from warp import abi, codec, lz77
@@ -65,10 +65,15 @@ class _Session:
         return await self.runtime.execute_many(self._load_all(items))
 
     def _load_all(self, items: Sequence[Bytes]) -> list[Job]:
+        return self._adopt_all((self.runtime.load(data), len(data)) for data in items)
+
+    def _adopt_all(self, inputs: Iterable[tuple[Buffer, int]]) -> list[Job]:
+        """A job per ``(buffer, length)``, taken as they come; if one fails, those made are
+        discarded (their buffers freed) before the error goes up."""
         jobs: list[Job] = []
         try:
-            for data in items:
-                jobs.append(self._adopt(self.runtime.load(data), len(data)))
+            for src, length in inputs:
+                jobs.append(self._adopt(src, length))
         except BaseException:
             for job in jobs:
                 job.discard()
@@ -172,16 +177,7 @@ class Lz77Compressor(_Compressing):
         window, so the buffer's next owner is never written to, and that BD's own destination stays
         with its job until the engine lets go."""
         try:
-            jobs: list[Job] = []
-            try:
-                at = 0
-                for piece in lz77.bd_lengths(length):
-                    jobs.append(self._adopt(src.borrow(at, piece), piece))
-                    at += piece
-            except BaseException:
-                for job in jobs:
-                    job.discard()
-                raise
+            jobs = self._adopt_all((src.borrow(at, piece), piece) for at, piece in lz77.bds(length))
             results = await self.runtime.execute_many(jobs)
             return await asyncio.to_thread(self._frame, jobs, results, src.view[:length])
         finally:
@@ -217,9 +213,9 @@ def make_compressor(runtime: Runtime, level: int, checksum: bool, algorithm: str
 
 
 def _bds(data: Bytes) -> list[memoryview]:
-    """``data`` cut into BDs of at most ``ZSTD_MAX_SIZE`` (one, empty, for empty input)."""
+    """``data`` cut into its BDs (:func:`warp.lz77.bds`)."""
     view = memoryview(data).cast("B")
-    return [view[at:at + abi.ZSTD_MAX_SIZE] for at in range(0, max(len(view), 1), abi.ZSTD_MAX_SIZE)]
+    return [view[at:at + piece] for at, piece in lz77.bds(len(view))]
 
 
 @final

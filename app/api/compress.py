@@ -137,11 +137,12 @@ async def _transform(request: web.Request, direction: str) -> web.StreamResponse
         if not size and direction == "decompress":
             src.release()
             raise Problem(400, "empty-body", "the body is empty; send a zstd frame")
-        try:
-            _lz77_room(session, size, config)  # a chunked body's size is known only now
-        except Problem:
-            src.release()
-            raise
+        if request.content_length is None:  # a declared length was checked before the body (_acceptable)
+            try:
+                _lz77_room(session, size, config)
+            except Problem:
+                src.release()
+                raise
         result = await run_job(session, src, size, direction, runtime, metrics)
         uncompressed = size if direction == "compress" else len(result)
         return await body.send_result(request, result, body.CONTENT_TYPES[direction],
